@@ -1,0 +1,134 @@
+// File: taskrt/client.h
+//
+// The C++ client SDK of taskrt: submit tasks to a running taskrtd, wait for their
+// results (blocking, callback or future), and read where and why each one ran.
+//
+// Example:
+//   auto client = taskrt::Client::Connect();          // finds the daemon's socket
+//   if (!client.ok()) { ... client.status().message() says how to start taskrtd ... }
+//   auto task = (*client)->Run(taskrt::MakeTask("math.primes", R"({"below":100000})"));
+//   if (task.ok()) std::cout << taskrt::ExplainDecision(*task);
+//
+// Errors: every call returns absl::Status / absl::StatusOr with the daemon's canonical
+// code and message (INVALID_ARGUMENT for a bad task, NOT_FOUND for an unknown id,
+// UNAVAILABLE when the daemon is not running, DEADLINE_EXCEEDED when a wait gives up).
+// Thread-safety: a Client may be shared by many threads; callbacks run on gRPC threads
+// and must not block.
+#ifndef TASKRT_CLIENT_H_
+#define TASKRT_CLIENT_H_
+
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "taskrt/v1/service.pb.h"
+#include "taskrt/v1/task.pb.h"
+
+namespace taskrt {
+
+// The socket path a daemon started without --socket listens on, and the one a client
+// uses without options: $TASKRT_SOCKET, else $XDG_RUNTIME_DIR/taskrt/taskrt.sock, else
+// /tmp/taskrt-<uid>/taskrt.sock.
+std::string DefaultSocketPath();
+
+struct ClientOptions {
+  // Unix socket of the daemon. Empty: DefaultSocketPath().
+  std::string socket_path;
+  // A gRPC target ("127.0.0.1:7070", "unix:/path"); overrides socket_path when set.
+  std::string target;
+  // How long Connect waits for the daemon to answer.
+  absl::Duration connect_timeout = absl::Seconds(3);
+};
+
+class Client {
+ public:
+  // Connects and checks that the daemon answers. UNAVAILABLE, with how to start the
+  // daemon, when nothing listens on the socket.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(
+      const ClientOptions& options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Where this client talks to, e.g. "unix:/run/user/1000/taskrt/taskrt.sock".
+  const std::string& target() const;
+
+  // Submits one task; returns its id.
+  absl::StatusOr<std::string> Submit(const v1::TaskSpec& spec);
+  // Submits many tasks in one round trip, atomically (all accepted or none).
+  absl::StatusOr<std::vector<std::string>> SubmitBatch(
+      const std::vector<v1::TaskSpec>& specs);
+
+  // The current view of a task (no waiting).
+  absl::StatusOr<v1::Task> Get(const std::string& id);
+
+  // Blocks until the task is final (SUCCEEDED, FAILED, CANCELLED, TIMED_OUT) or the
+  // timeout passes (DEADLINE_EXCEEDED).
+  absl::StatusOr<v1::Task> Wait(const std::string& id,
+                                absl::Duration timeout = absl::InfiniteDuration());
+  // Blocks until all are final; results in the order of `ids`.
+  absl::StatusOr<std::vector<v1::Task>> WaitAll(
+      const std::vector<std::string>& ids,
+      absl::Duration timeout = absl::InfiniteDuration());
+  // Submit then Wait.
+  absl::StatusOr<v1::Task> Run(const v1::TaskSpec& spec,
+                               absl::Duration timeout = absl::InfiniteDuration());
+
+  // Asynchronous wait: `done` runs once, on a gRPC thread, when the task is final or
+  // the wait failed.
+  void WaitAsync(const std::string& id,
+                 std::function<void(absl::StatusOr<v1::Task>)> done,
+                 absl::Duration timeout = absl::InfiniteDuration());
+  // Asynchronous wait as a future.
+  std::future<absl::StatusOr<v1::Task>> WaitFuture(
+      const std::string& id, absl::Duration timeout = absl::InfiniteDuration());
+
+  // Cancels tasks that are not final yet; returns their state afterwards.
+  absl::StatusOr<std::vector<v1::Task>> Cancel(const std::vector<std::string>& ids);
+
+  absl::StatusOr<std::vector<v1::Task>> List(const v1::ListRequest& request = {});
+
+  // Streams task events to `on_event` until it returns false, the daemon goes away or
+  // `timeout` passes (then returns OK). Blocks the calling thread.
+  absl::Status Watch(const v1::WatchRequest& request,
+                     const std::function<bool(const v1::TaskEvent&)>& on_event,
+                     absl::Duration timeout = absl::InfiniteDuration());
+
+  absl::StatusOr<v1::Stats> GetStats();
+  absl::StatusOr<std::vector<v1::HandlerInfo>> ListHandlers();
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// A task spec for `handler` with `input` (JSON for the built-in handlers).
+v1::TaskSpec MakeTask(const std::string& handler, const std::string& input,
+                      v1::TaskClass requested_class = v1::TASK_CLASS_AUTO);
+
+// True for SUCCEEDED, FAILED, CANCELLED and TIMED_OUT.
+bool IsFinal(v1::TaskState state);
+
+// Short names used by the CLI and in messages: "cpu", "io", "auto"; "process", "thread",
+// "async"; "client-declared", "handler-hint", "learned", "default"; "succeeded", ...
+std::string ClassName(v1::TaskClass c);
+std::string ExecutorName(v1::Executor e);
+std::string ReasonName(v1::Reason r);
+std::string StateName(v1::TaskState s);
+std::string FailureName(v1::FailureKind k);
+// Parses "auto", "cpu", "io" (case-insensitive).
+absl::StatusOr<v1::TaskClass> ParseClass(const std::string& text);
+
+// The decision in words, several lines: what was asked, what was chosen and why, where
+// it ran, how long it waited and ran, and any hint.
+std::string ExplainDecision(const v1::Task& task);
+
+}  // namespace taskrt
+
+#endif  // TASKRT_CLIENT_H_

@@ -1,0 +1,67 @@
+#include "common/util.h"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace taskrt::internal {
+
+int64_t NowUnixMicros() { return absl::ToUnixMicros(absl::Now()); }
+
+std::string SignalName(int signal) {
+  switch (signal) {
+    case SIGHUP: return "SIGHUP";
+    case SIGINT: return "SIGINT";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGILL: return "SIGILL";
+    case SIGTRAP: return "SIGTRAP";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGKILL: return "SIGKILL";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGALRM: return "SIGALRM";
+    case SIGTERM: return "SIGTERM";
+    case SIGXCPU: return "SIGXCPU";
+    case SIGXFSZ: return "SIGXFSZ";
+    case SIGSYS: return "SIGSYS";
+    default: return absl::StrCat("signal ", signal);
+  }
+}
+
+std::string DefaultSocketPath() {
+  if (const char* env = std::getenv("TASKRT_SOCKET"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0') {
+    return absl::StrCat(xdg, "/taskrt/taskrt.sock");
+  }
+  return absl::StrCat("/tmp/taskrt-", ::getuid(), "/taskrt.sock");
+}
+
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
+  double seconds = 0;
+  if (absl::SimpleAtod(text, &seconds)) {
+    if (seconds < 0) return absl::InvalidArgumentError("duration must not be negative");
+    return absl::Seconds(seconds);
+  }
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid duration '", text, "': use e.g. 500ms, 30s, 2m, 1h"));
+  }
+  if (d < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("duration must not be negative");
+  }
+  return d;
+}
+
+}  // namespace taskrt::internal

@@ -1,0 +1,27 @@
+// Small helpers shared by the daemon, the worker and the client. Internal to taskrt.
+#ifndef TASKRT_COMMON_UTIL_H_
+#define TASKRT_COMMON_UTIL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace taskrt::internal {
+
+// Microseconds since the Unix epoch.
+int64_t NowUnixMicros();
+
+// "SIGSEGV" for 11, "signal 99" for unknown numbers.
+std::string SignalName(int signal);
+
+// The default socket path (see taskrt::DefaultSocketPath in taskrt/client.h).
+std::string DefaultSocketPath();
+
+// Parses "250ms", "30s", "2m", "1h", "1.5s"; a bare number is seconds.
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text);
+
+}  // namespace taskrt::internal
+
+#endif  // TASKRT_COMMON_UTIL_H_
