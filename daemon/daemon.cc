@@ -1,0 +1,217 @@
+#include "daemon/daemon.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+#include "common/util.h"
+#include "daemon/service.h"
+
+namespace taskrt::daemon {
+namespace {
+
+// Creates `dir` and missing parents with mode 0700.
+absl::Status MakePrivateDirs(const std::string& dir) {
+  if (dir.empty()) return absl::OkStatus();
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat(dir, " exists and is not a directory"));
+    }
+    return absl::OkStatus();
+  }
+  const auto slash = dir.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    RETURN_IF_ERROR(MakePrivateDirs(dir.substr(0, slash)));
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create directory ", dir, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLoopback(const std::string& address) {
+  const auto colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen ", address, ": expected HOST:PORT, e.g. 127.0.0.1:7070"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost") return absl::OkStatus();
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) {
+    return absl::OkStatus();
+  }
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--listen ", address, ": only loopback addresses (127.0.0.0/8, ::1, localhost) are "
+      "served: TCP has no TLS or authentication yet; use the unix socket for anything else"));
+}
+
+}  // namespace
+
+Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
+
+Daemon::~Daemon() { Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
+  if (options.socket_path.empty()) options.socket_path = internal::DefaultSocketPath();
+  if (options.socket_path.size() >= 100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "socket path ", options.socket_path, " is too long for a unix socket (",
+        options.socket_path.size(), " bytes; the limit is 107): choose a shorter --socket"));
+  }
+  for (const auto& addr : options.listen) RETURN_IF_ERROR(CheckLoopback(addr));
+  if (options.tasks.cpu_workers < 1 || options.tasks.io_workers < 1 ||
+      options.tasks.io_threads < 1) {
+    return absl::InvalidArgumentError("--cpu-workers, --io-workers and --io-threads must be >= 1");
+  }
+  std::unique_ptr<Daemon> d(new Daemon(std::move(options)));
+  const std::string& path = d->options_.socket_path;
+  const auto slash = path.rfind('/');
+  if (slash != std::string::npos) RETURN_IF_ERROR(MakePrivateDirs(path.substr(0, slash)));
+
+  const std::string lock_path = path + ".lock";
+  d->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (d->lock_fd_ < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot open lock file ", lock_path, ": ", std::strerror(errno)));
+  }
+  if (::flock(d->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    const ssize_t n = ::pread(d->lock_fd_, buf, sizeof(buf) - 1, 0);
+    std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "unknown";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    return absl::AlreadyExistsError(absl::StrCat(
+        "another taskrtd (pid ", pid, ") is already serving ", path,
+        ": stop it first, or start this one with a different --socket"));
+  }
+  const std::string pid_text = absl::StrCat(::getpid(), "\n");
+  if (::ftruncate(d->lock_fd_, 0) != 0 ||
+      ::pwrite(d->lock_fd_, pid_text.data(), pid_text.size(), 0) < 0) {
+    return absl::InternalError(absl::StrCat("cannot write ", lock_path));
+  }
+  ::unlink(path.c_str());  // a stale socket of a daemon that died: we hold the lock
+
+  if (d->options_.tasks.worker_path.empty()) d->options_.tasks.worker_path = DefaultWorkerPath();
+  d->manager_ = std::make_unique<TaskManager>(d->options_.tasks);
+  RETURN_IF_ERROR(d->manager_->Start());
+
+  d->service_ = std::make_unique<TaskServiceImpl>(*d->manager_);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("unix:", path), grpc::InsecureServerCredentials());
+  std::vector<int> ports(d->options_.listen.size(), 0);
+  for (size_t i = 0; i < d->options_.listen.size(); ++i) {
+    builder.AddListeningPort(d->options_.listen[i], grpc::InsecureServerCredentials(),
+                             &ports[i]);
+  }
+  builder.SetMaxReceiveMessageSize(256 << 20);
+  builder.SetMaxSendMessageSize(256 << 20);
+  builder.RegisterService(d->service_.get());
+  // The socket is created by BuildAndStart with the process umask.
+  const mode_t old_mask = ::umask(0777 & ~d->options_.socket_mode);
+  d->server_ = builder.BuildAndStart();
+  ::umask(old_mask);
+  if (d->server_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on unix:", path,
+        d->options_.listen.empty() ? "" : " or a --listen address (in use?)"));
+  }
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (ports[i] == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", d->options_.listen[i], " (in use?)"));
+    }
+  }
+  ::chmod(path.c_str(), d->options_.socket_mode);
+  if (d->options_.verbose) {
+    const auto& t = d->options_.tasks;
+    std::fprintf(stderr,
+                 "taskrtd[%d]: serving unix:%s — cpu pool: %d worker processes; io pool: %d "
+                 "worker process(es) x %d threads + async loop\n",
+                 ::getpid(), path.c_str(), t.cpu_workers, t.io_workers, t.io_threads);
+    for (const auto& addr : d->options_.listen) {
+      std::fprintf(stderr, "taskrtd[%d]: also serving %s\n", ::getpid(), addr.c_str());
+    }
+  }
+  return d;
+}
+
+void Daemon::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (manager_) manager_->Stop();
+  if (server_) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server_->Wait();
+  }
+  manager_.reset();
+  if (lock_fd_ >= 0) {
+    if (server_) ::unlink(options_.socket_path.c_str());
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
+  server_.reset();
+}
+
+int RunDaemon(DaemonOptions options) {
+  // Block the stop signals in every thread (threads inherit the mask) and take them
+  // with sigwait below. Workers are spawned with an empty mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto daemon = Daemon::Start(std::move(options));
+  if (!daemon.ok()) {
+    std::fprintf(stderr, "taskrtd: %s\n", std::string(daemon.status().message()).c_str());
+    return 1;
+  }
+  while (true) {
+    int sig = 0;
+    if (::sigwait(&stop_signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      std::fprintf(stderr,
+                   "taskrtd: SIGHUP ignored: configuration reload is not supported yet; "
+                   "restart the daemon to change options\n");
+      continue;
+    }
+    std::fprintf(stderr, "taskrtd: %s received, shutting down\n",
+                 internal::SignalName(sig).c_str());
+    break;
+  }
+  (*daemon)->Shutdown();
+  return 0;
+}
+
+}  // namespace taskrt::daemon

@@ -1,0 +1,61 @@
+// taskrtd as a library: RunDaemon for main(), Daemon for tests that start one
+// in-process on a temporary socket.
+#ifndef TASKRT_DAEMON_DAEMON_H_
+#define TASKRT_DAEMON_DAEMON_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "daemon/task_manager.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace taskrt::daemon {
+
+struct DaemonOptions {
+  // Unix socket to serve on. Empty: the default path (see taskrt::DefaultSocketPath).
+  std::string socket_path;
+  // Permission bits of the socket; its directory is created 0700 when missing.
+  unsigned socket_mode = 0600;
+  // Extra TCP addresses ("127.0.0.1:7070"); loopback only for now.
+  std::vector<std::string> listen;
+  TaskManagerOptions tasks;
+  bool verbose = true;  // log start-up and shutdown to stderr
+};
+
+class TaskServiceImpl;
+
+// A running daemon. Thread-safety: Shutdown may be called from any one thread.
+class Daemon {
+ public:
+  // Takes the socket's lock file (a second daemon on the same path is refused), starts
+  // the workers and the gRPC server. Errors say what failed and what to do.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(DaemonOptions options);
+  ~Daemon();
+
+  // Refuses new work, fails pending waits with UNAVAILABLE, stops the workers and the
+  // server, removes the socket. Idempotent.
+  void Shutdown();
+  const std::string& socket_path() const { return options_.socket_path; }
+
+ private:
+  explicit Daemon(DaemonOptions options);
+
+  DaemonOptions options_;
+  int lock_fd_ = -1;
+  std::unique_ptr<TaskManager> manager_;
+  std::unique_ptr<TaskServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  bool shut_down_ = false;
+};
+
+// Runs the daemon until SIGINT or SIGTERM. Returns the process exit code.
+int RunDaemon(DaemonOptions options);
+
+}  // namespace taskrt::daemon
+
+#endif  // TASKRT_DAEMON_DAEMON_H_

@@ -1,0 +1,93 @@
+// taskrtd: parses options and runs the daemon (daemon/daemon.h).
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "common/util.h"
+#include "daemon/daemon.h"
+
+int main(int argc, char** argv) {
+  taskrt::daemon::DaemonOptions options;
+  auto& t = options.tasks;
+  t.cpu_workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string default_class = "cpu";
+  std::string default_timeout = "0";
+  std::string socket_mode = "0600";
+
+  CLI::App app{
+      "taskrtd: the taskrt daemon. Runs submitted tasks in worker processes: CPU-bound\n"
+      "tasks in the cpu pool (one process per task, parallel up to the core count),\n"
+      "I/O-bound tasks in the io pool (threads and an async loop, thousands at once),\n"
+      "and reports every scheduling decision with its reason.\n\n"
+      "Default socket: $TASKRT_SOCKET, else $XDG_RUNTIME_DIR/taskrt/taskrt.sock, else\n"
+      "/tmp/taskrt-<uid>/taskrt.sock (the CLI and SDK look in the same places).\n"
+      "Stop with SIGTERM or SIGINT."};
+  app.get_formatter()->column_width(34);
+  app.set_version_flag("--version", "taskrtd 0.1.0");
+  app.add_option("--socket", options.socket_path,
+                 "Unix socket to serve on (default: see above). Its directory is created "
+                 "with mode 0700; a second daemon on the same path refuses to start");
+  app.add_option("--socket-mode", socket_mode, "Permission bits of the socket (octal)")
+      ->default_str("0600");
+  app.add_option("--listen", options.listen,
+                 "Also serve on HOST:PORT over TCP, loopback only (repeatable)");
+  app.add_option("--cpu-workers", t.cpu_workers,
+                 "Processes in the cpu pool, each running one task at a time "
+                 "(default: number of cores)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--io-workers", t.io_workers, "Processes in the io pool")
+      ->default_val(1)
+      ->check(CLI::Range(1, 256));
+  app.add_option("--io-threads", t.io_threads,
+                 "Threads per io worker for synchronous I/O handlers")
+      ->default_val(4)
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--io-max-inflight", t.io_max_inflight,
+                 "Async tasks (sleeps, commands) in flight per io worker")
+      ->default_val(20000)
+      ->check(CLI::Range(1, 10000000));
+  app.add_option("--plugin", t.plugins,
+                 "Handler plugin (.so) to load into every worker (repeatable)");
+  app.add_option("--worker-path", t.worker_path,
+                 "The taskrt-worker binary (default: next to taskrtd)");
+  app.add_option("--default-timeout", default_timeout,
+                 "Run-time limit for tasks that set none, e.g. 30s, 5m (0 = none)")
+      ->default_str("0");
+  app.add_option("--max-input-bytes", t.max_input_bytes, "Largest task input accepted")
+      ->default_val(16u << 20);
+  app.add_option("--max-retained", t.max_retained,
+                 "Finished tasks kept for status/wait/list (oldest evicted first)")
+      ->default_val(100000);
+  app.add_option("--default-class", default_class,
+                 "Class of tasks with no declaration, hint or learned history")
+      ->check(CLI::IsMember({"cpu", "io"}))
+      ->default_str("cpu");
+  app.add_option("--cpu-threshold", t.classifier.cpu_threshold,
+                 "Learned cpu/wall ratio at or above which a handler counts as CPU-bound")
+      ->default_val(0.5)
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--learn-min-samples", t.classifier.min_samples,
+                 "Runs of a handler needed before its learned class is used")
+      ->default_val(3);
+  bool quiet = false;
+  app.add_flag("--quiet", quiet, "Do not log start-up and shutdown");
+  CLI11_PARSE(app, argc, argv);
+
+  options.verbose = !quiet;
+  t.classifier.default_class =
+      default_class == "io" ? taskrt::v1::TASK_CLASS_IO : taskrt::v1::TASK_CLASS_CPU;
+  auto timeout = taskrt::internal::ParseDurationFlag(default_timeout);
+  if (!timeout.ok()) {
+    std::fprintf(stderr, "taskrtd: --default-timeout: %s\n",
+                 std::string(timeout.status().message()).c_str());
+    return 2;
+  }
+  t.default_timeout_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(*timeout));
+  try {
+    options.socket_mode = static_cast<unsigned>(std::stoul(socket_mode, nullptr, 8)) & 0777;
+  } catch (...) {
+    std::fprintf(stderr, "taskrtd: --socket-mode %s is not an octal mode like 0600\n",
+                 socket_mode.c_str());
+    return 2;
+  }
+  return taskrt::daemon::RunDaemon(std::move(options));
+}

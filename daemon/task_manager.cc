@@ -1,0 +1,832 @@
+#include "daemon/task_manager.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "asio/post.hpp"
+#include "asio/write.hpp"
+#include "common/util.h"
+
+namespace taskrt::daemon {
+namespace {
+
+using internal::NowUnixMicros;
+constexpr int kTickMs = 10;
+
+bool IsFinalState(v1::TaskState s) {
+  return s == v1::TASK_STATE_SUCCEEDED || s == v1::TASK_STATE_FAILED ||
+         s == v1::TASK_STATE_CANCELLED || s == v1::TASK_STATE_TIMED_OUT;
+}
+
+std::string MakePrefix() {
+  const uint64_t x = static_cast<uint64_t>(NowUnixMicros()) * 2654435761u ^
+                     static_cast<uint64_t>(::getpid()) << 20;
+  return absl::StrFormat("%06x", (x >> 8) & 0xffffff);
+}
+
+v1::TaskError MakeError(v1::FailureKind kind, std::string message) {
+  v1::TaskError e;
+  e.set_kind(kind);
+  e.set_message(std::move(message));
+  return e;
+}
+
+}  // namespace
+
+TaskManager::TaskManager(TaskManagerOptions options)
+    : options_(std::move(options)),
+      daemon_pid_(::getpid()),
+      started_us_(NowUnixMicros()),
+      id_prefix_(MakePrefix()),
+      tick_(io_) {}
+
+TaskManager::~TaskManager() { Stop(); }
+
+absl::Status TaskManager::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    const int total = options_.cpu_workers + options_.io_workers;
+    for (int i = 0; i < total; ++i) {
+      auto w = std::make_unique<Worker>(io_);
+      w->pool = i < options_.cpu_workers ? Pool::kCpu : Pool::kIo;
+      w->slot = i < options_.cpu_workers ? i : i - options_.cpu_workers;
+      w->state = WorkerState::kDead;
+      workers_.push_back(std::move(w));
+    }
+    for (auto& w : workers_) {
+      asio::post(io_, [this, pool = w->pool, slot = w->slot] { SpawnOnLoop(pool, slot); });
+    }
+  }
+  TickOnLoop();
+  loop_thread_ = std::thread([this] { io_.run(); });
+
+  absl::MutexLock lock(&mu_);
+  auto all_ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!startup_error_.ok()) return true;
+    for (auto& w : workers_)
+      if (w->state != WorkerState::kReady) return false;
+    return true;
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&all_ready),
+                            absl::Milliseconds(options_.startup_timeout_ms))) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "workers did not start within ", options_.startup_timeout_ms,
+        " ms: check that ", options_.worker_path, " runs (it logs to this stderr)"));
+  }
+  return startup_error_;
+}
+
+void TaskManager::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    for (auto& [handle, waiter] : waiters_) {
+      deferred_.push_back([done = std::move(waiter.done)] {
+        done(absl::UnavailableError("taskrtd is shutting down"));
+      });
+    }
+    waiters_.clear();
+  }
+  io_.stop();
+  if (loop_thread_.joinable()) loop_thread_.join();
+  std::vector<std::function<void()>> deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& w : workers_) {
+      if (w->pid > 0 && w->state != WorkerState::kDead) {
+        ::kill(w->pid, SIGKILL);
+        ::waitpid(w->pid, nullptr, 0);
+        w->state = WorkerState::kDead;
+      }
+      std::error_code ignored;
+      w->socket.close(ignored);
+    }
+    deferred.swap(deferred_);
+  }
+  for (auto& fn : deferred) fn();
+}
+
+void TaskManager::RunDeferred(std::vector<std::function<void()>>& deferred) {
+  for (auto& fn : deferred) fn();
+  deferred.clear();
+}
+
+// ---------------------------------------------------------------------------------
+// Submit and validation.
+
+absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
+  if (spec.handler().empty()) {
+    return absl::InvalidArgumentError("handler is required (see `taskrt handlers`)");
+  }
+  if (handlers_.count(spec.handler()) == 0) {
+    std::vector<std::string> known;
+    for (const auto& [name, info] : handlers_) known.push_back(name);
+    return absl::InvalidArgumentError(absl::StrCat("handler '", spec.handler(),
+                                                   "' is not registered (known: ",
+                                                   absl::StrJoin(known, ", "), ")"));
+  }
+  if (spec.input().size() > options_.max_input_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input of ", spec.input().size(), " bytes exceeds the limit of ",
+                     options_.max_input_bytes, " bytes (taskrtd --max-input-bytes)"));
+  }
+  if (!v1::TaskClass_IsValid(spec.requested_class())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "requested_class ", spec.requested_class(), " is not one of AUTO, CPU, IO"));
+  }
+  if (spec.timeout_ms() > options_.max_timeout_ms) {
+    return absl::InvalidArgumentError(absl::StrCat("timeout of ", spec.timeout_ms(),
+                                                   " ms exceeds the maximum of ",
+                                                   options_.max_timeout_ms, " ms"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> TaskManager::Submit(
+    const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs) {
+  if (specs.empty()) return absl::InvalidArgumentError("no tasks to submit");
+  if (static_cast<size_t>(specs.size()) > options_.max_batch) {
+    return absl::InvalidArgumentError(absl::StrCat("a batch of ", specs.size(),
+                                                   " tasks exceeds the limit of ",
+                                                   options_.max_batch, " per Submit"));
+  }
+  std::vector<std::string> ids;
+  ids.reserve(specs.size());
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("taskrtd is shutting down");
+  for (int i = 0; i < specs.size(); ++i) {
+    if (absl::Status s = ValidateLocked(specs[i]); !s.ok()) {
+      if (specs.size() == 1) return s;
+      return absl::InvalidArgumentError(
+          absl::StrCat("task ", i + 1, " of ", specs.size(), ": ", s.message(),
+                       "; nothing was submitted"));
+    }
+  }
+  const int64_t now = NowUnixMicros();
+  for (const auto& spec : specs) {
+    const uint64_t seq = next_seq_++;
+    std::string id = absl::StrCat(id_prefix_, "-", seq);
+    TaskRecord& r = tasks_[seq];
+    const v1::HandlerInfo& info = handlers_[spec.handler()];
+    auto learned = learned_.find(spec.handler());
+    const ClassDecision cd =
+        Classify(spec.handler(), spec.requested_class(), info.hint(),
+                 learned == learned_.end() ? nullptr : &learned->second, options_.classifier);
+    r.async = info.async();
+    r.pool = cd.resolved == v1::TASK_CLASS_CPU ? Pool::kCpu : Pool::kIo;
+    v1::Task& t = r.task;
+    t.set_id(id);
+    *t.mutable_spec() = spec;
+    if (t.spec().timeout_ms() == 0) t.mutable_spec()->set_timeout_ms(options_.default_timeout_ms);
+    t.set_state(v1::TASK_STATE_QUEUED);
+    v1::Decision* d = t.mutable_decision();
+    d->set_requested_class(spec.requested_class());
+    d->set_resolved_class(cd.resolved);
+    d->set_reason(cd.reason);
+    d->set_evidence(cd.evidence);
+    d->set_pool(r.pool == Pool::kCpu ? "cpu" : "io");
+    d->set_submitted_unix_us(now);
+    d->set_daemon_pid(daemon_pid_);
+    by_id_.emplace(id, seq);
+    QueueFor(r).Push(seq, spec.priority());
+    ids.push_back(std::move(id));
+    ++submitted_;
+    EmitLocked(r);
+  }
+  DispatchLocked();
+  return ids;
+}
+
+TaskQueue& TaskManager::QueueFor(const TaskRecord& r) {
+  if (r.pool == Pool::kCpu) return cpu_queue_;
+  return r.async ? io_async_queue_ : io_sync_queue_;
+}
+
+absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "task '", id, "' not found (the daemon keeps the last ", options_.max_retained,
+        " finished tasks; see `taskrt list`)"));
+  }
+  return it->second;
+}
+
+// ---------------------------------------------------------------------------------
+// Dispatch to workers.
+
+TaskManager::Worker* TaskManager::PickWorkerLocked(Pool pool, bool async) {
+  Worker* best = nullptr;
+  for (auto& w : workers_) {
+    if (w->pool != pool || w->state != WorkerState::kReady || w->killed) continue;
+    if (pool == Pool::kCpu) {
+      if (!w->running.empty()) continue;
+    } else if (async ? w->async_running >= options_.io_max_inflight
+                     : w->sync_running >= options_.io_threads) {
+      continue;
+    }
+    if (best == nullptr || w->running.size() < best->running.size()) best = w.get();
+  }
+  return best;
+}
+
+void TaskManager::DispatchLocked() {
+  struct Lane {
+    TaskQueue* queue;
+    Pool pool;
+    bool async;
+  };
+  const Lane lanes[] = {{&cpu_queue_, Pool::kCpu, false},
+                        {&io_sync_queue_, Pool::kIo, false},
+                        {&io_async_queue_, Pool::kIo, true}};
+  for (const Lane& lane : lanes) {
+    while (!lane.queue->empty()) {
+      Worker* w = PickWorkerLocked(lane.pool, lane.async);
+      if (w == nullptr) break;
+      AssignLocked(*lane.queue->Pop(), w);
+    }
+  }
+}
+
+void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
+  TaskRecord& r = tasks_.at(seq);
+  const int64_t now = NowUnixMicros();
+  r.worker = w;
+  w->running.emplace(seq, r.async);
+  (r.async ? w->async_running : w->sync_running)++;
+  v1::Task& t = r.task;
+  t.set_state(v1::TASK_STATE_RUNNING);
+  v1::Decision* d = t.mutable_decision();
+  d->set_worker_pid(w->pid);
+  d->set_worker_slot(w->slot);
+  d->set_started_unix_us(now);
+  d->set_queue_wait_us(now - d->submitted_unix_us());
+  d->set_attempt(d->attempt() + 1);
+  d->set_executor(w->pool == Pool::kCpu ? v1::EXECUTOR_PROCESS
+                                        : (r.async ? v1::EXECUTOR_ASYNC : v1::EXECUTOR_THREAD));
+  if (t.spec().timeout_ms() > 0) {
+    r.deadline_us = now + static_cast<int64_t>(t.spec().timeout_ms()) * 1000;
+    deadlines_.emplace(r.deadline_us, seq);
+  }
+  v1::internal::WorkerFrame frame;
+  v1::internal::RunTask* run = frame.mutable_run();
+  run->set_seq(seq);
+  run->set_task_id(t.id());
+  run->set_handler(t.spec().handler());
+  run->set_input(t.spec().input());
+  run->set_deadline_unix_us(r.deadline_us);
+  run->set_attempt(d->attempt());
+  SendLocked(w, frame);
+  EmitLocked(r);
+}
+
+void TaskManager::SendLocked(Worker* w, const v1::internal::WorkerFrame& frame) {
+  internal::AppendFrame(frame, &w->outbox);
+  ScheduleFlushLocked();
+}
+
+void TaskManager::ScheduleFlushLocked() {
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  asio::post(io_, [this] { FlushOnLoop(); });
+}
+
+void TaskManager::FlushOnLoop() {
+  absl::MutexLock lock(&mu_);
+  flush_posted_ = false;
+  for (auto& wp : workers_) {
+    Worker* w = wp.get();
+    if (w->writing || w->outbox.empty() || w->state == WorkerState::kDead) continue;
+    w->writing = true;
+    w->inflight.swap(w->outbox);
+    const int pid = w->pid;
+    asio::async_write(w->socket, asio::buffer(w->inflight),
+                      [this, w, pid](const std::error_code& ec, size_t) {
+                        absl::MutexLock lock2(&mu_);
+                        if (w->pid != pid) return;  // a replaced worker
+                        w->writing = false;
+                        w->inflight.clear();
+                        // A broken socket is handled by the reader, which sees EOF.
+                        if (!ec && !w->outbox.empty()) ScheduleFlushLocked();
+                      });
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Worker lifecycle (loop thread).
+
+void TaskManager::SpawnOnLoop(Pool pool, int slot) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  Worker* w = workers_[pool == Pool::kCpu ? slot : options_.cpu_workers + slot].get();
+  WorkerLaunch launch;
+  launch.worker_path = options_.worker_path;
+  launch.pool = pool == Pool::kCpu ? "cpu" : "io";
+  launch.threads = pool == Pool::kCpu ? 1 : options_.io_threads;
+  launch.plugins = options_.plugins;
+  auto spawned = SpawnWorker(launch);
+  if (!spawned.ok()) {
+    if (startup_error_.ok()) startup_error_ = spawned.status();
+    std::fprintf(stderr, "taskrtd: %s\n", std::string(spawned.status().message()).c_str());
+    return;
+  }
+  w->pid = spawned->pid;
+  w->state = WorkerState::kStarting;
+  w->killed = false;
+  w->decoder = internal::FrameDecoder();
+  w->outbox.clear();
+  w->inflight.clear();
+  w->writing = false;
+  w->started_us = NowUnixMicros();
+  std::error_code ec;
+  w->socket.assign(asio::local::stream_protocol(), spawned->fd, ec);
+  if (ec) {
+    std::fprintf(stderr, "taskrtd: cannot watch worker socket: %s\n", ec.message().c_str());
+  }
+  ReadOnLoop(w);
+}
+
+void TaskManager::ReadOnLoop(Worker* w) {
+  const int pid = w->pid;
+  w->socket.async_read_some(
+      asio::buffer(w->buf), [this, w, pid](const std::error_code& ec, size_t n) {
+        if (ec) return OnWorkerGone(w, pid);
+        std::vector<std::function<void()>> deferred;
+        {
+          absl::MutexLock lock(&mu_);
+          if (w->pid != pid) return;
+          w->decoder.Append(std::string_view(w->buf.data(), n));
+          v1::internal::WorkerFrame frame;
+          while (true) {
+            auto next = w->decoder.Next(&frame);
+            if (!next.ok()) {
+              std::fprintf(stderr, "taskrtd: worker pid %d sent a corrupt stream: %s\n", pid,
+                           std::string(next.status().message()).c_str());
+              KillWorkerLocked(w);
+              break;
+            }
+            if (!*next) break;
+            if (frame.has_hello()) OnHelloLocked(w, frame.hello());
+            if (frame.has_done()) OnDoneLocked(w, frame.done());
+          }
+          DispatchLocked();
+          deferred.swap(deferred_);
+        }
+        RunDeferred(deferred);
+        ReadOnLoop(w);
+      });
+}
+
+void TaskManager::OnHelloLocked(Worker* w, const v1::internal::WorkerHello& hello) {
+  if (!hello.error().empty()) {
+    const auto err = absl::FailedPreconditionError(
+        absl::StrCat("worker pid ", hello.pid(), " could not start: ", hello.error()));
+    if (startup_error_.ok()) startup_error_ = err;
+    std::fprintf(stderr, "taskrtd: %s\n", std::string(err.message()).c_str());
+    return;
+  }
+  for (const auto& h : hello.handlers()) handlers_[h.name()] = h;
+  w->state = WorkerState::kReady;
+}
+
+void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
+  auto slot = w->running.find(done.seq());
+  if (slot == w->running.end()) return;
+  (slot->second ? w->async_running : w->sync_running)--;
+  w->running.erase(slot);
+  ++w->tasks_run;
+  ++completed_[static_cast<int>(w->pool)];
+  auto it = tasks_.find(done.seq());
+  if (it == tasks_.end()) return;  // evicted while a cancel was in flight
+  TaskRecord& r = it->second;
+  r.worker = nullptr;
+  v1::Decision* d = r.task.mutable_decision();
+  if (done.executor() != v1::EXECUTOR_UNSPECIFIED) d->set_executor(done.executor());
+  d->set_started_unix_us(done.started_unix_us());
+  d->set_queue_wait_us(std::max<int64_t>(0, done.started_unix_us() - d->submitted_unix_us()));
+  d->set_finished_unix_us(done.finished_unix_us());
+  d->set_run_time_us(done.finished_unix_us() - done.started_unix_us());
+  d->set_cpu_time_us(done.cpu_time_us());
+  d->set_peak_rss_kb(done.peak_rss_kb());
+  // Asynchronous handlers spend their wait on a timer or a child: what they teach the
+  // classifier is the CPU they caused (the child's, for sys.exec).
+  Learn(learned_[r.task.spec().handler()], done.cpu_time_us(), d->run_time_us(),
+        options_.classifier);
+  d->set_hint(MismatchHint(*d, options_.classifier));
+  if (IsFinalState(r.task.state())) return;  // cancelled or timed out meanwhile
+  if (done.ok()) {
+    r.task.set_output(done.output());
+    FinishLocked(done.seq(), v1::TASK_STATE_SUCCEEDED, v1::TaskError());
+  } else if (done.failure() == v1::FAILURE_KIND_CANCELLED) {
+    FinishLocked(done.seq(), v1::TASK_STATE_CANCELLED,
+                 MakeError(v1::FAILURE_KIND_CANCELLED, done.error()));
+  } else {
+    FinishLocked(done.seq(), v1::TASK_STATE_FAILED, MakeError(done.failure(), done.error()));
+  }
+}
+
+void TaskManager::OnWorkerGone(Worker* w, int pid) {
+  std::vector<std::function<void()>> deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    if (w->pid != pid || w->state == WorkerState::kDead || stopping_) return;
+    int status = 0;
+    pid_t r = ::waitpid(w->pid, &status, WNOHANG);
+    if (r == 0) {  // closed its socket but lives on: it is of no use any more
+      ::kill(w->pid, SIGKILL);
+      r = ::waitpid(w->pid, &status, 0);
+    }
+    const int sig = (r > 0 && WIFSIGNALED(status)) ? WTERMSIG(status) : 0;
+    const int code = (r > 0 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+    const std::string how =
+        sig != 0 ? absl::StrCat("was killed by ", internal::SignalName(sig))
+                 : absl::StrCat("exited with status ", code);
+    const char* pool = w->pool == Pool::kCpu ? "cpu" : "io";
+    const bool was_starting = w->state == WorkerState::kStarting;
+    for (const auto& [seq, async] : w->running) {
+      auto it = tasks_.find(seq);
+      if (it == tasks_.end()) continue;
+      it->second.worker = nullptr;
+      if (IsFinalState(it->second.task.state())) continue;
+      v1::TaskError e = MakeError(
+          v1::FAILURE_KIND_WORKER_CRASHED,
+          absl::StrCat("worker pid ", w->pid, " (", pool, " pool, slot ", w->slot, ") ", how,
+                       " while running this task; the worker was replaced"));
+      e.set_signal(sig);
+      e.set_signal_name(sig ? internal::SignalName(sig) : "");
+      e.set_exit_code(sig ? 0 : code);
+      it->second.task.mutable_decision()->set_finished_unix_us(NowUnixMicros());
+      FinishLocked(seq, v1::TASK_STATE_FAILED, std::move(e));
+    }
+    if (!w->killed) {
+      std::fprintf(stderr, "taskrtd: %s worker pid %d %s; respawning\n", pool, w->pid,
+                   how.c_str());
+    }
+    w->running.clear();
+    w->sync_running = w->async_running = 0;
+    w->state = WorkerState::kDead;
+    w->pid = -1;
+    std::error_code ignored;
+    w->socket.close(ignored);
+    ++respawns_[static_cast<int>(w->pool)];
+    // A worker that dies right after starting (bad plugin, broken binary) is retried
+    // with a delay instead of in a tight loop.
+    const auto delay = was_starting || NowUnixMicros() - w->started_us < 1'000'000
+                           ? std::chrono::milliseconds(500)
+                           : std::chrono::milliseconds(0);
+    auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+    timer->async_wait([this, timer, pool = w->pool, slot = w->slot](const std::error_code&) {
+      SpawnOnLoop(pool, slot);
+    });
+    DispatchLocked();
+    deferred.swap(deferred_);
+  }
+  RunDeferred(deferred);
+}
+
+void TaskManager::KillWorkerLocked(Worker* w) {
+  if (w->pid > 0 && !w->killed) {
+    w->killed = true;
+    ::kill(w->pid, SIGKILL);
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Final states, events and waiters.
+
+void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error) {
+  TaskRecord& r = tasks_.at(seq);
+  r.task.set_state(state);
+  if (error.kind() != v1::FAILURE_KIND_UNSPECIFIED) *r.task.mutable_error() = std::move(error);
+  if (r.deadline_us > 0) deadlines_.erase({r.deadline_us, seq});
+  v1::Decision* d = r.task.mutable_decision();
+  if (d->finished_unix_us() == 0) d->set_finished_unix_us(NowUnixMicros());
+  EmitLocked(r);
+  std::vector<uint64_t> waiters;
+  waiters.swap(r.waiters);
+  for (uint64_t handle : waiters) {
+    auto it = waiters_.find(handle);
+    if (it == waiters_.end()) continue;
+    if (--it->second.remaining == 0) CompleteWaiterLocked(handle, absl::OkStatus());
+  }
+  retired_.push_back(seq);
+  while (retired_.size() > options_.max_retained) RetireLocked(retired_.front());
+}
+
+void TaskManager::RetireLocked(uint64_t seq) {
+  retired_.pop_front();
+  auto it = tasks_.find(seq);
+  if (it == tasks_.end()) return;
+  if (!it->second.waiters.empty() || it->second.worker != nullptr) {
+    retired_.push_back(seq);  // still referenced: keep it a little longer
+    return;
+  }
+  by_id_.erase(it->second.task.id());
+  tasks_.erase(it);
+}
+
+void TaskManager::EmitLocked(const TaskRecord& r) {
+  if (subscribers_.empty()) return;
+  v1::TaskEvent event;
+  event.set_unix_us(NowUnixMicros());
+  event.set_task_id(r.task.id());
+  event.set_handler(r.task.spec().handler());
+  event.set_state(r.task.state());
+  *event.mutable_decision() = r.task.decision();
+  if (r.task.has_error()) *event.mutable_error() = r.task.error();
+  for (auto& [handle, sub] : subscribers_) {
+    if (sub.ids.empty() || sub.ids.count(r.task.id()) != 0) sub.sink(event);
+  }
+}
+
+void TaskManager::CompleteWaiterLocked(uint64_t handle, absl::Status error) {
+  auto it = waiters_.find(handle);
+  if (it == waiters_.end()) return;
+  Waiter waiter = std::move(it->second);
+  waiters_.erase(it);
+  absl::StatusOr<std::vector<v1::Task>> result;
+  if (error.ok()) {
+    std::vector<v1::Task> tasks;
+    tasks.reserve(waiter.seqs.size());
+    for (uint64_t seq : waiter.seqs) tasks.push_back(tasks_.at(seq).task);
+    result = std::move(tasks);
+  } else {
+    result = std::move(error);
+    for (uint64_t seq : waiter.seqs) {
+      auto t = tasks_.find(seq);
+      if (t == tasks_.end()) continue;
+      auto& v = t->second.waiters;
+      v.erase(std::remove(v.begin(), v.end(), handle), v.end());
+    }
+  }
+  deferred_.push_back([done = std::move(waiter.done), result = std::move(result)]() mutable {
+    done(std::move(result));
+  });
+}
+
+uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                           uint64_t timeout_ms, WaitCallback done) {
+  std::vector<std::function<void()>> deferred;
+  uint64_t handle = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    handle = next_handle_++;
+    if (stopping_) {
+      deferred_.push_back([done] { done(absl::UnavailableError("taskrtd is shutting down")); });
+    } else if (ids.empty()) {
+      deferred_.push_back([done] { done(absl::InvalidArgumentError("no task ids to wait for")); });
+    } else {
+      Waiter& w = waiters_[handle];
+      w.done = std::move(done);
+      absl::Status error;
+      for (const auto& id : ids) {
+        auto seq = FindLocked(id);
+        if (!seq.ok()) {
+          error = seq.status();
+          break;
+        }
+        w.seqs.push_back(*seq);
+        TaskRecord& r = tasks_.at(*seq);
+        if (!IsFinalState(r.task.state())) {
+          ++w.remaining;
+          r.waiters.push_back(handle);
+        }
+      }
+      if (!error.ok() || w.remaining == 0) {
+        CompleteWaiterLocked(handle, error);
+      } else if (timeout_ms > 0) {
+        deadlines_.emplace(NowUnixMicros() + static_cast<int64_t>(timeout_ms) * 1000,
+                           ~handle);  // waiter handles are stored complemented
+      }
+    }
+    deferred.swap(deferred_);
+  }
+  RunDeferred(deferred);
+  return handle;
+}
+
+void TaskManager::CancelWait(uint64_t handle) {
+  std::vector<std::function<void()>> deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = waiters_.find(handle);
+    if (it == waiters_.end()) return;
+    it->second.done = [](absl::StatusOr<std::vector<v1::Task>>) {};
+    CompleteWaiterLocked(handle, absl::CancelledError("wait abandoned"));
+    deferred.swap(deferred_);
+  }
+  RunDeferred(deferred);
+}
+
+// ---------------------------------------------------------------------------------
+// Deadlines (loop thread, every kTickMs).
+
+void TaskManager::TickOnLoop() {
+  tick_.expires_after(std::chrono::milliseconds(kTickMs));
+  tick_.async_wait([this](const std::error_code& ec) {
+    if (ec) return;
+    std::vector<std::function<void()>> deferred;
+    {
+      absl::MutexLock lock(&mu_);
+      CheckDeadlinesLocked();
+      deferred.swap(deferred_);
+    }
+    RunDeferred(deferred);
+    TickOnLoop();
+  });
+}
+
+void TaskManager::CheckDeadlinesLocked() {
+  const int64_t now = NowUnixMicros();
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const uint64_t key = deadlines_.begin()->second;
+    deadlines_.erase(deadlines_.begin());
+    if (waiters_.count(~key) != 0) {
+      const Waiter& w = waiters_.at(~key);
+      std::vector<std::string> pending;
+      for (uint64_t seq : w.seqs) {
+        const v1::Task& t = tasks_.at(seq).task;
+        if (!IsFinalState(t.state()) && pending.size() < 5) pending.push_back(t.id());
+      }
+      CompleteWaiterLocked(
+          ~key, absl::DeadlineExceededError(absl::StrCat(
+                    w.remaining, " of ", w.seqs.size(),
+                    " tasks are not final yet (e.g. ", absl::StrJoin(pending, ", "),
+                    "); they keep running: wait again or cancel them")));
+      continue;
+    }
+    auto it = tasks_.find(key);
+    if (it == tasks_.end() || it->second.task.state() != v1::TASK_STATE_RUNNING) continue;
+    TaskRecord& r = it->second;
+    Worker* w = r.worker;
+    std::string how;
+    if (w != nullptr && w->pool == Pool::kCpu) {
+      KillWorkerLocked(w);
+      how = absl::StrCat("its cpu worker pid ", w->pid, " was killed and will be replaced");
+    } else if (w != nullptr) {
+      v1::internal::WorkerFrame frame;
+      frame.mutable_cancel()->set_seq(key);
+      SendLocked(w, frame);
+      how = "it was cancelled through its context on its io worker";
+    }
+    r.deadline_us = 0;
+    FinishLocked(key, v1::TASK_STATE_TIMED_OUT,
+                 MakeError(v1::FAILURE_KIND_TIMEOUT,
+                           absl::StrCat("ran past its timeout of ", r.task.spec().timeout_ms(),
+                                        " ms; ", how)));
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Queries and cancellation.
+
+absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
+    const google::protobuf::RepeatedPtrField<std::string>& ids) {
+  if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Task> out;
+  for (const auto& id : ids) {
+    auto seq = FindLocked(id);
+    if (!seq.ok()) return seq.status();
+    out.push_back(tasks_.at(*seq).task);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
+    const google::protobuf::RepeatedPtrField<std::string>& ids) {
+  if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
+  std::vector<std::function<void()>> deferred;
+  std::vector<v1::Task> out;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<uint64_t> seqs;
+    for (const auto& id : ids) {  // all ids must exist before anything changes
+      auto seq = FindLocked(id);
+      if (!seq.ok()) return seq.status();
+      seqs.push_back(*seq);
+    }
+    for (uint64_t seq : seqs) {
+      TaskRecord& r = tasks_.at(seq);
+      if (r.task.state() == v1::TASK_STATE_QUEUED) {
+        QueueFor(r).Remove(seq);
+        FinishLocked(seq, v1::TASK_STATE_CANCELLED,
+                     MakeError(v1::FAILURE_KIND_CANCELLED, "cancelled while queued"));
+      } else if (r.task.state() == v1::TASK_STATE_RUNNING && r.worker != nullptr) {
+        Worker* w = r.worker;
+        std::string how;
+        if (w->pool == Pool::kCpu) {
+          KillWorkerLocked(w);
+          how = absl::StrCat("its cpu worker pid ", w->pid, " was killed and will be replaced");
+        } else {
+          v1::internal::WorkerFrame frame;
+          frame.mutable_cancel()->set_seq(seq);
+          SendLocked(w, frame);
+          how = "its context on the io worker was cancelled";
+        }
+        FinishLocked(seq, v1::TASK_STATE_CANCELLED,
+                     MakeError(v1::FAILURE_KIND_CANCELLED,
+                               absl::StrCat("cancelled while running; ", how)));
+      }
+      out.push_back(r.task);
+    }
+    DispatchLocked();
+    deferred.swap(deferred_);
+  }
+  RunDeferred(deferred);
+  return out;
+}
+
+std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
+  const size_t limit = request.limit() == 0 ? 100 : std::min<size_t>(request.limit(), 100000);
+  std::vector<v1::Task> out;
+  absl::MutexLock lock(&mu_);
+  for (auto it = tasks_.rbegin(); it != tasks_.rend() && out.size() < limit; ++it) {
+    const v1::Task& t = it->second.task;
+    if (!request.handler().empty() && t.spec().handler() != request.handler()) continue;
+    if (!request.states().empty() &&
+        std::find(request.states().begin(), request.states().end(), t.state()) ==
+            request.states().end()) {
+      continue;
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+uint64_t TaskManager::Watch(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                            EventSink sink) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t handle = next_handle_++;
+  Subscriber& sub = subscribers_[handle];
+  sub.ids.insert(ids.begin(), ids.end());
+  sub.sink = std::move(sink);
+  return handle;
+}
+
+void TaskManager::Unwatch(uint64_t handle) {
+  absl::MutexLock lock(&mu_);
+  subscribers_.erase(handle);
+}
+
+v1::Stats TaskManager::GetStats() {
+  absl::MutexLock lock(&mu_);
+  v1::Stats stats;
+  stats.set_daemon_pid(daemon_pid_);
+  stats.set_started_unix_us(started_us_);
+  stats.set_tasks_submitted(submitted_);
+  for (Pool pool : {Pool::kCpu, Pool::kIo}) {
+    v1::PoolInfo* p = stats.add_pools();
+    p->set_name(pool == Pool::kCpu ? "cpu" : "io");
+    p->set_queued(pool == Pool::kCpu ? cpu_queue_.size()
+                                     : io_sync_queue_.size() + io_async_queue_.size());
+    p->set_completed(completed_[static_cast<int>(pool)]);
+    p->set_respawns(respawns_[static_cast<int>(pool)]);
+    for (const auto& w : workers_) {
+      if (w->pool != pool) continue;
+      p->set_workers(p->workers() + 1);
+      p->set_running(p->running() + w->running.size());
+      v1::WorkerInfo* wi = stats.add_workers();
+      wi->set_pool(p->name());
+      wi->set_slot(w->slot);
+      wi->set_pid(w->pid);
+      wi->set_state(w->state == WorkerState::kStarting ? "starting"
+                    : w->state == WorkerState::kDead  ? "restarting"
+                    : w->running.empty()              ? "idle"
+                                                      : "busy");
+      wi->set_tasks_run(w->tasks_run);
+      wi->set_running(w->running.size());
+      wi->set_threads(pool == Pool::kCpu ? 1 : options_.io_threads);
+      wi->set_started_unix_us(w->started_us);
+    }
+  }
+  for (const auto& [handler, learned] : learned_) {
+    v1::LearnedClass* lc = stats.add_learned();
+    lc->set_handler(handler);
+    lc->set_cpu_ratio(learned.cpu_ratio);
+    lc->set_samples(learned.samples);
+    lc->set_learned_class(LearnedClass(learned, options_.classifier));
+  }
+  auto& by_state = *stats.mutable_tasks_by_state();
+  for (const auto& [seq, r] : tasks_) {
+    ++by_state[v1::TaskState_Name(r.task.state())];
+  }
+  return stats;
+}
+
+std::vector<v1::HandlerInfo> TaskManager::Handlers() {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::HandlerInfo> out;
+  for (const auto& [name, info] : handlers_) out.push_back(info);
+  return out;
+}
+
+}  // namespace taskrt::daemon

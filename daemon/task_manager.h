@@ -1,0 +1,208 @@
+// TaskManager: the daemon's core. It owns the task table, the classifier's learned
+// statistics, one run queue per pool and the worker processes, and moves each task
+// from QUEUED through RUNNING to a final state.
+//
+// Threading: public methods may be called from any thread (gRPC's). All state is
+// guarded by mu_. Worker sockets, timers and respawns run on one internal event-loop
+// thread (`io_`), which takes mu_ for each event. Callbacks handed in (Wait's `done`,
+// Watch sinks) are never called with mu_ held, except Watch sinks, which must only
+// queue the event and return.
+#ifndef TASKRT_DAEMON_TASK_MANAGER_H_
+#define TASKRT_DAEMON_TASK_MANAGER_H_
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "asio/io_context.hpp"
+#include "asio/local/stream_protocol.hpp"
+#include "asio/steady_timer.hpp"
+#include "common/frame.h"
+#include "daemon/classifier.h"
+#include "daemon/task_queue.h"
+#include "daemon/worker_process.h"
+#include "taskrt/v1/service.pb.h"
+
+namespace taskrt::daemon {
+
+struct TaskManagerOptions {
+  int cpu_workers = 2;        // processes in the cpu pool (one task each)
+  int io_workers = 1;         // processes in the io pool
+  int io_threads = 4;         // thread-pool size of each io worker
+  int io_max_inflight = 20000;  // async tasks in flight per io worker
+  std::string worker_path;    // taskrt-worker binary
+  std::vector<std::string> plugins;
+  ClassifierOptions classifier;
+  size_t max_input_bytes = 16u << 20;
+  size_t max_batch = 100000;               // tasks per Submit
+  uint64_t default_timeout_ms = 0;         // 0 = none
+  uint64_t max_timeout_ms = 7 * 24 * 3600 * 1000ull;
+  size_t max_retained = 100000;            // final tasks kept for Get/Wait/List
+  int64_t startup_timeout_ms = 15000;      // for the first workers to say hello
+};
+
+using WaitCallback = std::function<void(absl::StatusOr<std::vector<v1::Task>>)>;
+using EventSink = std::function<void(const v1::TaskEvent&)>;
+
+class TaskManager {
+ public:
+  explicit TaskManager(TaskManagerOptions options);
+  ~TaskManager();
+  TaskManager(const TaskManager&) = delete;
+  TaskManager& operator=(const TaskManager&) = delete;
+
+  // Spawns the workers and waits until each has said hello (or one failed to start,
+  // e.g. a plugin that does not load: the error says which).
+  absl::Status Start();
+  // Stops the loop, kills the workers, fails pending waits with UNAVAILABLE.
+  void Stop();
+
+  // Validates and queues all of `specs`, or none (INVALID_ARGUMENT naming the task and
+  // the problem). Returns the ids in order.
+  absl::StatusOr<std::vector<std::string>> Submit(
+      const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs);
+  absl::StatusOr<std::vector<v1::Task>> Get(
+      const google::protobuf::RepeatedPtrField<std::string>& ids);
+  // Calls `done` once: with the tasks when all are final, DEADLINE_EXCEEDED after
+  // timeout_ms (0 = no limit), NOT_FOUND for an unknown id (immediately), UNAVAILABLE
+  // at shutdown. Returns a handle for CancelWait.
+  uint64_t Wait(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                uint64_t timeout_ms, WaitCallback done);
+  // Forgets a wait whose caller went away; its callback will not be called.
+  void CancelWait(uint64_t handle);
+  absl::StatusOr<std::vector<v1::Task>> Cancel(
+      const google::protobuf::RepeatedPtrField<std::string>& ids);
+  std::vector<v1::Task> List(const v1::ListRequest& request);
+  // Streams events of `ids` (all when empty) to `sink` until Unwatch.
+  uint64_t Watch(const google::protobuf::RepeatedPtrField<std::string>& ids, EventSink sink);
+  void Unwatch(uint64_t handle);
+  v1::Stats GetStats();
+  std::vector<v1::HandlerInfo> Handlers();
+
+ private:
+  enum class Pool { kCpu = 0, kIo = 1 };
+  enum class WorkerState { kStarting, kReady, kDead };
+
+  struct Worker {
+    Worker(asio::io_context& io) : socket(io) {}
+    Pool pool = Pool::kCpu;
+    int slot = 0;
+    pid_t pid = -1;
+    WorkerState state = WorkerState::kStarting;
+    asio::local::stream_protocol::socket socket;
+    internal::FrameDecoder decoder;
+    std::array<char, 65536> buf{};
+    std::string outbox, inflight;
+    bool writing = false;
+    std::unordered_map<uint64_t, bool> running;  // seq -> runs on the async loop
+    int sync_running = 0, async_running = 0;
+    uint64_t tasks_run = 0;
+    int64_t started_us = 0;
+    bool killed = false;  // we killed it on purpose (timeout, cancel)
+  };
+
+  struct TaskRecord {
+    v1::Task task;
+    bool async = false;         // the handler runs on the async loop
+    Pool pool = Pool::kCpu;
+    Worker* worker = nullptr;   // set while RUNNING
+    int64_t deadline_us = 0;
+    std::vector<uint64_t> waiters;
+  };
+
+  struct Waiter {
+    std::vector<uint64_t> seqs;
+    size_t remaining = 0;
+    WaitCallback done;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  struct Subscriber {
+    std::unordered_set<std::string> ids;
+    EventSink sink;
+  };
+
+  // Pieces that run under mu_.
+  absl::Status ValidateLocked(const v1::TaskSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> FindLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  TaskQueue& QueueFor(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DispatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Worker* PickWorkerLocked(Pool pool, bool async) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AssignLocked(uint64_t seq, Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendLocked(Worker* w, const v1::internal::WorkerFrame& frame)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EmitLocked(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompleteWaiterLocked(uint64_t handle, absl::Status error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseSlotLocked(TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void KillWorkerLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RetireLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnHelloLocked(Worker* w, const v1::internal::WorkerHello& hello)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnDoneLocked(Worker* w, const v1::internal::TaskDone& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleFlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckDeadlinesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Loop-thread pieces.
+  void SpawnOnLoop(Pool pool, int slot);
+  void ReadOnLoop(Worker* w);
+  void OnWorkerGone(Worker* w, int pid);
+  void FlushOnLoop();
+  void TickOnLoop();
+  // Runs callbacks collected under mu_, after releasing it.
+  void RunDeferred(std::vector<std::function<void()>>& deferred);
+
+  const TaskManagerOptions options_;
+  const int daemon_pid_;
+  const int64_t started_us_;
+  const std::string id_prefix_;
+
+  asio::io_context io_;
+  std::thread loop_thread_;
+  asio::steady_timer tick_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status startup_error_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint64_t> by_id_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> retired_ ABSL_GUARDED_BY(mu_);  // final tasks, oldest first
+  TaskQueue cpu_queue_ ABSL_GUARDED_BY(mu_);
+  TaskQueue io_sync_queue_ ABSL_GUARDED_BY(mu_);
+  TaskQueue io_async_queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  std::array<uint64_t, 2> respawns_ ABSL_GUARDED_BY(mu_) = {0, 0};
+  std::array<uint64_t, 2> completed_ ABSL_GUARDED_BY(mu_) = {0, 0};
+  std::map<std::string, v1::HandlerInfo> handlers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, LearnedStats> learned_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<int64_t, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  std::unordered_map<uint64_t, Subscriber> subscribers_ ABSL_GUARDED_BY(mu_);
+  bool flush_posted_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::function<void()>> deferred_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace taskrt::daemon
+
+#endif  // TASKRT_DAEMON_TASK_MANAGER_H_

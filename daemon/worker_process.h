@@ -1,0 +1,36 @@
+// Starting a taskrt-worker process: posix_spawn with a socketpair end as fd 3.
+//
+// The daemon never forks (a forked child of a gRPC process can hang): it spawns the
+// separate worker binary. Thread-safety: SpawnWorker may be called from any thread.
+#ifndef TASKRT_DAEMON_WORKER_PROCESS_H_
+#define TASKRT_DAEMON_WORKER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace taskrt::daemon {
+
+struct WorkerLaunch {
+  std::string worker_path;           // the taskrt-worker binary
+  std::string pool;                  // "cpu" or "io"
+  int threads = 1;                   // thread-pool size
+  std::vector<std::string> plugins;  // passed as --plugin
+};
+
+struct SpawnedWorker {
+  pid_t pid = -1;
+  int fd = -1;  // the daemon's end of the socketpair: close-on-exec, owned by the caller
+};
+
+absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch);
+
+// The taskrt-worker next to the running executable (/proc/self/exe's directory).
+std::string DefaultWorkerPath();
+
+}  // namespace taskrt::daemon
+
+#endif  // TASKRT_DAEMON_WORKER_PROCESS_H_

@@ -1,0 +1,275 @@
+// sys.exec: runs a command as a child of the worker and waits for it on the event loop
+// (a pidfd and the output pipes are watched by the loop; no thread is held).
+//
+// Input:  {"argv": ["cmd", "arg"...], "env": {"K": "V"}, "cwd": "/dir", "stdin": "..."}
+// Output: {"exit_code", "signal", "signal_name", "stdout", "stderr", "stdout_truncated",
+//          "stderr_truncated", "cpu_time_us", "peak_rss_kb"}
+// The task succeeds whenever the command was started and waited for, whatever its exit
+// status (like subprocess.run without check); a command that cannot be started is
+// invalid input.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "asio/posix/stream_descriptor.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/write.hpp"
+#include "common/util.h"
+#include "nlohmann/json.hpp"
+#include "worker/registry.h"
+
+extern char** environ;
+
+namespace taskrt::worker {
+namespace {
+
+using json = nlohmann::json;
+constexpr size_t kMaxCapture = 64u << 20;
+
+struct ExecSpec {
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> env;
+  std::string cwd;
+  std::string stdin_data;
+};
+
+absl::StatusOr<ExecSpec> ParseSpec(std::string_view input) {
+  json obj = json::parse(input, nullptr, false);
+  if (obj.is_discarded() || !obj.is_object()) {
+    return absl::InvalidArgumentError(
+        "sys.exec: input must be a JSON object like {\"argv\": [\"echo\", \"hi\"]}");
+  }
+  ExecSpec spec;
+  auto argv = obj.find("argv");
+  if (argv == obj.end() || !argv->is_array() || argv->empty()) {
+    return absl::InvalidArgumentError("sys.exec: \"argv\" must be a non-empty array of strings");
+  }
+  for (const auto& a : *argv) {
+    if (!a.is_string()) return absl::InvalidArgumentError("sys.exec: \"argv\" items must be strings");
+    spec.argv.push_back(a.get<std::string>());
+  }
+  if (auto env = obj.find("env"); env != obj.end()) {
+    if (!env->is_object()) return absl::InvalidArgumentError("sys.exec: \"env\" must be an object");
+    for (const auto& [k, v] : env->items()) {
+      if (!v.is_string() || k.empty() || k.find('=') != std::string::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sys.exec: env entry '", k, "' must be NAME: \"string\""));
+      }
+      spec.env[k] = v.get<std::string>();
+    }
+  }
+  if (auto cwd = obj.find("cwd"); cwd != obj.end()) {
+    if (!cwd->is_string()) return absl::InvalidArgumentError("sys.exec: \"cwd\" must be a string");
+    spec.cwd = cwd->get<std::string>();
+  }
+  if (auto in = obj.find("stdin"); in != obj.end()) {
+    if (!in->is_string()) return absl::InvalidArgumentError("sys.exec: \"stdin\" must be a string");
+    spec.stdin_data = in->get<std::string>();
+  }
+  return spec;
+}
+
+// One running child and everything the loop watches for it.
+struct Child : std::enable_shared_from_this<Child> {
+  Child(asio::io_context& loop, std::shared_ptr<AsyncCall> call)
+      : call(std::move(call)), out(loop), err(loop), in(loop), pidfd(loop), grace(loop) {}
+
+  std::shared_ptr<AsyncCall> call;
+  pid_t pid = -1;
+  asio::posix::stream_descriptor out, err, in, pidfd;
+  asio::steady_timer grace;
+  std::string stdout_data, stderr_data, stdin_data;
+  bool stdout_truncated = false, stderr_truncated = false;
+  bool out_open = true, err_open = true, exited = false;
+  int status = 0;
+  struct rusage usage {};
+  std::array<char, 65536> out_buf{}, err_buf{};
+
+  void ReadPipe(bool is_out) {
+    auto& desc = is_out ? out : err;
+    auto& buf = is_out ? out_buf : err_buf;
+    desc.async_read_some(asio::buffer(buf), [self = shared_from_this(), is_out](
+                                                const std::error_code& ec, size_t n) {
+      auto& data = is_out ? self->stdout_data : self->stderr_data;
+      auto& truncated = is_out ? self->stdout_truncated : self->stderr_truncated;
+      auto& b = is_out ? self->out_buf : self->err_buf;
+      if (n > 0) {
+        const size_t room = kMaxCapture - std::min(kMaxCapture, data.size());
+        data.append(b.data(), std::min(n, room));
+        if (n > room) truncated = true;
+      }
+      if (ec) {
+        (is_out ? self->out_open : self->err_open) = false;
+        self->MaybeFinish();
+        return;
+      }
+      self->ReadPipe(is_out);
+    });
+  }
+
+  void WaitExit() {
+    pidfd.async_wait(asio::posix::descriptor_base::wait_read,
+                     [self = shared_from_this()](const std::error_code& ec) {
+                       if (ec == asio::error::operation_aborted) return;
+                       self->Reap();
+                     });
+  }
+
+  void Reap() {
+    const pid_t r = ::wait4(pid, &status, WNOHANG, &usage);
+    if (r == 0) return WaitExit();  // spurious wake-up
+    exited = true;
+    std::error_code ignored;
+    pidfd.close(ignored);
+    if (!out_open && !err_open) return MaybeFinish();
+    // A grandchild may hold the pipes open; do not wait for it forever.
+    grace.expires_after(std::chrono::milliseconds(200));
+    grace.async_wait([self = shared_from_this()](const std::error_code& ec) {
+      if (ec) return;
+      std::error_code ignored2;
+      self->out.close(ignored2);
+      self->err.close(ignored2);
+    });
+    MaybeFinish();
+  }
+
+  void MaybeFinish() {
+    if (!exited || out_open || err_open) return;
+    grace.cancel();
+    if (call->cancelled()) {
+      return call->Finish({absl::CancelledError("sys.exec: cancelled; the command was killed")});
+    }
+    json result;
+    result["exit_code"] = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    result["signal"] = sig;
+    result["signal_name"] = sig ? internal::SignalName(sig) : "";
+    result["stdout"] = stdout_data;
+    result["stderr"] = stderr_data;
+    result["stdout_truncated"] = stdout_truncated;
+    result["stderr_truncated"] = stderr_truncated;
+    const int64_t cpu_us =
+        (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1'000'000LL +
+        usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+    result["cpu_time_us"] = cpu_us;
+    result["peak_rss_kb"] = usage.ru_maxrss;
+    AsyncResult r;
+    r.output = result.dump(-1, ' ', false, json::error_handler_t::replace);
+    r.cpu_time_us = cpu_us;
+    r.peak_rss_kb = usage.ru_maxrss;
+    call->Finish(std::move(r));
+  }
+};
+
+// Closes both ends of each pipe it holds.
+struct Pipes {
+  int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  ~Pipes() {
+    for (auto& p : fds)
+      for (int fd : p)
+        if (fd >= 0) ::close(fd);
+  }
+};
+
+void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
+  auto spec = ParseSpec(call->input());
+  if (!spec.ok()) return call->Finish({spec.status()});
+
+  Pipes pipes;
+  for (auto& p : pipes.fds) {
+    if (::pipe2(p, O_CLOEXEC) != 0) {
+      return call->Finish({absl::ResourceExhaustedError(
+          absl::StrCat("sys.exec: pipe: ", std::strerror(errno)))});
+    }
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipes.fds[0][0], 0);
+  posix_spawn_file_actions_adddup2(&actions, pipes.fds[1][1], 1);
+  posix_spawn_file_actions_adddup2(&actions, pipes.fds[2][1], 2);
+  if (!spec->cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, spec->cwd.c_str());
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setpgroup(&attr, 0);  // own group: cancellation kills the whole tree
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETPGROUP);
+
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    const std::string key(kv.substr(0, kv.find('=')));
+    if (spec->env.count(key) == 0) env_storage.emplace_back(kv);
+  }
+  for (const auto& [k, v] : spec->env) env_storage.push_back(absl::StrCat(k, "=", v));
+  std::vector<char*> envp;
+  for (auto& s : env_storage) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<char*> argv;
+  for (auto& a : spec->argv) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  pid_t pid = -1;
+  const int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return call->Finish({absl::InvalidArgumentError(absl::StrCat(
+        "sys.exec: cannot run '", spec->argv[0], "'",
+        spec->cwd.empty() ? "" : absl::StrCat(" in ", spec->cwd), ": ", std::strerror(rc)))});
+  }
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return call->Finish({absl::InternalError(
+        absl::StrCat("sys.exec: pidfd_open: ", std::strerror(errno)))});
+  }
+
+  auto child = std::make_shared<Child>(loop, call);
+  child->pid = pid;
+  child->pidfd.assign(pidfd);
+  child->in.assign(std::exchange(pipes.fds[0][1], -1));
+  child->out.assign(std::exchange(pipes.fds[1][0], -1));
+  child->err.assign(std::exchange(pipes.fds[2][0], -1));
+  // The child's ends are closed here by ~Pipes when this function returns.
+  child->stdin_data = std::move(spec->stdin_data);
+  call->set_on_cancel([pid] { ::kill(-pid, SIGKILL); });
+
+  child->ReadPipe(true);
+  child->ReadPipe(false);
+  child->WaitExit();
+  child->in.non_blocking(true);
+  asio::async_write(child->in, asio::buffer(child->stdin_data),
+                    [child](const std::error_code&, size_t) {
+                      std::error_code ignored;
+                      child->in.close(ignored);
+                    });
+}
+
+}  // namespace
+
+void RegisterExecHandler(Registry& registry) {
+  registry.RegisterAsync(
+      "sys.exec", ClassHint::kIo,
+      "runs {\"argv\": [...], \"env\", \"cwd\", \"stdin\"}; captures stdout, stderr, "
+      "exit status, CPU time and peak RSS",
+      Exec);
+}
+
+}  // namespace taskrt::worker

@@ -1,0 +1,114 @@
+// The handler registry of one worker process: built-in handlers and plugin handlers.
+//
+// Two kinds of handler: synchronous ones (taskrt::HandlerFn, built-in or from a plugin)
+// run on a thread of the worker's pool; asynchronous built-ins start on the worker's
+// event loop and complete later without holding a thread (timers, child processes).
+// Thread-safety: filled on the main thread before the loop starts, read-only afterwards.
+#ifndef TASKRT_WORKER_REGISTRY_H_
+#define TASKRT_WORKER_REGISTRY_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "asio/io_context.hpp"
+#include "taskrt/handler.h"
+#include "taskrt/v1/service.pb.h"
+
+namespace taskrt::worker {
+
+// What an asynchronous handler reports when it completes.
+struct AsyncResult {
+  absl::StatusOr<std::string> output;
+  int64_t cpu_time_us = 0;  // CPU used on the task's behalf (e.g. by a child process)
+  int64_t peak_rss_kb = 0;  // 0 = report the worker's own peak
+};
+
+// One running asynchronous task. Lives on the loop thread only.
+class AsyncCall {
+ public:
+  AsyncCall(std::string task_id, std::string input, int64_t deadline_unix_us,
+            std::function<void(AsyncResult)> done)
+      : task_id_(std::move(task_id)),
+        input_(std::move(input)),
+        deadline_unix_us_(deadline_unix_us),
+        done_(std::move(done)) {}
+
+  const std::string& task_id() const { return task_id_; }
+  const std::string& input() const { return input_; }
+  int64_t deadline_unix_us() const { return deadline_unix_us_; }
+  bool cancelled() const { return cancelled_; }
+  bool finished() const { return finished_; }
+
+  // The handler's way to stop its work when the task is cancelled or times out.
+  // Called at most once, on the loop thread. The handler must still call Finish.
+  void set_on_cancel(std::function<void()> fn) { on_cancel_ = std::move(fn); }
+
+  // Completes the task; later calls are ignored.
+  void Finish(AsyncResult result) {
+    if (finished_) return;
+    finished_ = true;
+    on_cancel_ = nullptr;
+    done_(std::move(result));
+  }
+
+  // Requests cancellation (worker side).
+  void Cancel() {
+    if (cancelled_ || finished_) return;
+    cancelled_ = true;
+    if (auto fn = std::move(on_cancel_)) fn();
+  }
+
+ private:
+  const std::string task_id_;
+  const std::string input_;
+  const int64_t deadline_unix_us_;
+  std::function<void(AsyncResult)> done_;
+  std::function<void()> on_cancel_;
+  bool cancelled_ = false;
+  bool finished_ = false;
+};
+
+using AsyncHandlerFn =
+    std::function<void(asio::io_context& loop, std::shared_ptr<AsyncCall> call)>;
+
+struct HandlerEntry {
+  v1::HandlerInfo info;
+  HandlerFn sync;        // set for thread-pool handlers
+  AsyncHandlerFn async;  // set for event-loop handlers
+};
+
+class Registry : public HandlerRegistry {
+ public:
+  // From plugins (and synchronous built-ins).
+  void Register(HandlerDef def) override;
+  void RegisterAsync(const std::string& name, ClassHint hint,
+                     const std::string& description, AsyncHandlerFn fn);
+
+  // Loads a plugin shared object and runs its registration. Errors name the path and
+  // the cause (missing file, missing entry point, ABI mismatch, duplicate handler).
+  absl::Status LoadPlugin(const std::string& path);
+
+  const HandlerEntry* Find(const std::string& name) const;
+  std::vector<v1::HandlerInfo> List() const;
+
+ private:
+  absl::Status AddEntry(HandlerEntry entry);
+
+  std::map<std::string, HandlerEntry> handlers_;
+  std::string source_ = "builtin";
+  absl::Status registration_error_;
+};
+
+// Registers sys.noop, sys.sleep, sys.exec, math.primes, hash.sha256 and io.read_file.
+void RegisterBuiltins(Registry& registry);
+// sys.exec lives in its own file.
+void RegisterExecHandler(Registry& registry);
+
+}  // namespace taskrt::worker
+
+#endif  // TASKRT_WORKER_REGISTRY_H_

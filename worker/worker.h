@@ -1,0 +1,28 @@
+// taskrt-worker: the process taskrtd spawns to run task code.
+//
+// A worker serves one pool. In the cpu pool it runs one task at a time (the daemon
+// sends one at a time); in the io pool it runs synchronous handlers on a pool of
+// `threads` threads and asynchronous handlers on its event loop, many at a time.
+// It talks to the daemon over the socket at `fd` with frames (common/frame.h), and
+// exits when the daemon closes that socket.
+#ifndef TASKRT_WORKER_WORKER_H_
+#define TASKRT_WORKER_WORKER_H_
+
+#include <string>
+#include <vector>
+
+namespace taskrt::worker {
+
+struct WorkerOptions {
+  std::string pool = "io";           // "cpu" or "io"
+  int threads = 4;                   // thread-pool size (forced to 1 in the cpu pool)
+  int fd = 3;                        // socket connected to the daemon
+  std::vector<std::string> plugins;  // shared objects to load
+};
+
+// Runs until the daemon goes away. Returns the process exit code.
+int RunWorker(const WorkerOptions& options);
+
+}  // namespace taskrt::worker
+
+#endif  // TASKRT_WORKER_WORKER_H_
