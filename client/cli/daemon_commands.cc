@@ -1,0 +1,144 @@
+// Subcommands about the daemon itself: stats, handlers.
+#include <algorithm>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/commands.h"
+#include "common/util.h"
+
+namespace taskrt::cli {
+namespace {
+
+// The order in which `stats` lists task counts (the map on the wire is unordered).
+constexpr v1::TaskState kStateOrder[] = {
+    v1::TASK_STATE_QUEUED, v1::TASK_STATE_RUNNING,   v1::TASK_STATE_SUCCEEDED,
+    v1::TASK_STATE_FAILED, v1::TASK_STATE_CANCELLED, v1::TASK_STATE_TIMED_OUT,
+};
+
+// "3d 4h", "2h 05m", "4m 07s", "12s".
+std::string FormatUptime(int64_t us) {
+  const int64_t s = std::max<int64_t>(us, 0) / 1'000'000;
+  if (s >= 86400) return absl::StrFormat("%dd %dh", s / 86400, (s % 86400) / 3600);
+  if (s >= 3600) return absl::StrFormat("%dh %02dm", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return absl::StrFormat("%dm %02ds", s / 60, s % 60);
+  return absl::StrCat(s, "s");
+}
+
+void PrintStats(const v1::Stats& stats) {
+  std::cout << "daemon pid " << stats.daemon_pid();
+  if (stats.started_unix_us() > 0) {
+    std::cout << ", up " << FormatUptime(internal::NowUnixMicros() - stats.started_unix_us());
+  }
+  std::cout << ", " << stats.tasks_submitted() << " tasks submitted\n\n";
+
+  Table pools({"POOL", "WORKERS", "QUEUED", "RUNNING", "COMPLETED", "RESPAWNS"});
+  for (const v1::PoolInfo& p : stats.pools()) {
+    pools.AddRow({p.name(), absl::StrCat(p.workers()), absl::StrCat(p.queued()),
+                  absl::StrCat(p.running()), absl::StrCat(p.completed()),
+                  absl::StrCat(p.respawns())});
+  }
+  pools.Print(std::cout);
+
+  std::cout << "\n";
+  std::vector<v1::WorkerInfo> workers(stats.workers().begin(), stats.workers().end());
+  std::sort(workers.begin(), workers.end(), [](const auto& a, const auto& b) {
+    if (a.pool() != b.pool()) return a.pool() < b.pool();
+    return a.slot() < b.slot();
+  });
+  Table worker_table({"POOL", "SLOT", "PID", "STATE", "TASKS RUN", "RUNNING", "THREADS", "UP"});
+  const int64_t now_us = internal::NowUnixMicros();
+  for (const v1::WorkerInfo& w : workers) {
+    worker_table.AddRow(
+        {w.pool(), absl::StrCat(w.slot()), w.pid() > 0 ? absl::StrCat(w.pid()) : "-", w.state(),
+         absl::StrCat(w.tasks_run()), absl::StrCat(w.running()),
+         w.threads() > 0 ? absl::StrCat(w.threads()) : "-",
+         w.started_unix_us() > 0 ? FormatUptime(now_us - static_cast<int64_t>(w.started_unix_us()))
+                                 : "-"});
+  }
+  worker_table.Print(std::cout);
+
+  std::cout << "\n";
+  Table states({"STATE", "TASKS"});
+  for (v1::TaskState s : kStateOrder) {
+    auto it = stats.tasks_by_state().find(StateName(s));
+    if (it != stats.tasks_by_state().end()) states.AddRow({it->first, absl::StrCat(it->second)});
+  }
+  // Names this client does not know yet (a newer daemon) are still shown.
+  for (const auto& [name, count] : stats.tasks_by_state()) {
+    bool known = false;
+    for (v1::TaskState s : kStateOrder) known = known || StateName(s) == name;
+    if (!known) states.AddRow({name, absl::StrCat(count)});
+  }
+  if (states.empty()) {
+    std::cout << "tasks: none yet\n";
+  } else {
+    states.Print(std::cout);
+  }
+
+  std::cout << "\n";
+  if (stats.learned().empty()) {
+    std::cout << "learned classes: none yet (the daemon learns from runs of handlers "
+                 "without a hint)\n";
+    return;
+  }
+  Table learned({"HANDLER", "CPU/WALL", "SAMPLES", "LEARNED CLASS"});
+  for (const v1::LearnedClass& l : stats.learned()) {
+    learned.AddRow(
+        {l.handler(), absl::StrFormat("%.2f", l.cpu_ratio()), absl::StrCat(l.samples()),
+         l.learned_class() == v1::TASK_CLASS_AUTO ? "undecided" : ClassName(l.learned_class())});
+  }
+  learned.Print(std::cout);
+}
+
+int RunStats(const CliContext& ctx) {
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  absl::StatusOr<v1::Stats> stats = (*client)->GetStats();
+  if (!stats.ok()) return Fail(stats.status());
+  if (ctx.global.json()) {
+    PrintJson(*stats);
+  } else {
+    PrintStats(*stats);
+  }
+  return kExitOk;
+}
+
+int RunHandlers(const CliContext& ctx) {
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  absl::StatusOr<std::vector<v1::HandlerInfo>> handlers = (*client)->ListHandlers();
+  if (!handlers.ok()) return Fail(handlers.status());
+  std::sort(handlers->begin(), handlers->end(),
+            [](const auto& a, const auto& b) { return a.name() < b.name(); });
+  if (ctx.global.json()) {
+    PrintJsonArray(*handlers);
+    return kExitOk;
+  }
+  Table table({"NAME", "HINT", "ASYNC", "SOURCE", "DESCRIPTION"});
+  for (const v1::HandlerInfo& h : *handlers) {
+    table.AddRow({h.name(), h.hint() == v1::TASK_CLASS_AUTO ? "-" : ClassName(h.hint()),
+                  h.async() ? "yes" : "no", h.source(), h.description()});
+  }
+  table.Print(std::cout);
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddStatsCommand(CLI::App& app, CliContext& ctx) {
+  CLI::App* sub = app.add_subcommand(
+      "stats", "Show pools, workers, task counts and what the classifier has learned");
+  sub->callback([&ctx] { ctx.exit_code = RunStats(ctx); });
+}
+
+void AddHandlersCommand(CLI::App& app, CliContext& ctx) {
+  CLI::App* sub = app.add_subcommand(
+      "handlers", "List the registered handlers (built-in and plugins) and their hints");
+  sub->callback([&ctx] { ctx.exit_code = RunHandlers(ctx); });
+}
+
+}  // namespace taskrt::cli

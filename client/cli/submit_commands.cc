@@ -1,0 +1,489 @@
+// `taskrt submit` and `taskrt exec`: build task specs from the command line, submit them
+// (one task, or one atomic batch), and optionally wait and report.
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "nlohmann/json.hpp"
+
+namespace taskrt::cli {
+namespace {
+
+// The built-in handler that runs a command (see worker/).
+constexpr char kExecHandler[] = "sys.exec";
+// Exit status a shell reports for a process killed by signal N.
+constexpr int kSignalExitBase = 128;
+
+// Options shared by every subcommand that submits tasks.
+struct SpecOptions {
+  std::string class_name = "auto";
+  std::string timeout;  // the task's own timeout; empty = the daemon's default
+  int priority = 0;
+  std::vector<std::string> labels;
+  bool wait = false;
+};
+
+void AddSpecOptions(CLI::App* sub, SpecOptions* opts) {
+  sub->add_option("--class", opts->class_name,
+                  "Task class: auto (the daemon decides), cpu (a worker process per task) "
+                  "or io (a thread of the io pool)")
+      ->type_name("CLASS")
+      ->default_val("auto");
+  sub->add_option("--timeout", opts->timeout,
+                  "Per-task timeout, e.g. 500ms, 30s, 2m (default: the daemon's)")
+      ->type_name("DURATION");
+  sub->add_option("--priority", opts->priority, "Higher runs first; FIFO within a priority")
+      ->type_name("N")
+      ->default_val(0);
+  sub->add_option("--label", opts->labels, "Label KEY=VALUE attached to the task (repeatable)")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+  sub->add_flag("--wait,-w", opts->wait, "Wait for the task(s) to finish and report");
+}
+
+// Fills the fields common to all tasks of one command line.
+absl::Status ApplySpecOptions(const SpecOptions& opts, v1::TaskSpec* spec) {
+  absl::StatusOr<v1::TaskClass> task_class = ParseClass(opts.class_name);
+  if (!task_class.ok()) return task_class.status();
+  spec->set_requested_class(*task_class);
+  absl::StatusOr<absl::Duration> timeout =
+      ParseDuration("--timeout", opts.timeout, absl::ZeroDuration());
+  if (!timeout.ok()) return timeout.status();
+  // Round up: 0 on the wire means "the daemon's default", not "no time at all".
+  spec->set_timeout_ms(static_cast<uint64_t>(
+      absl::ToInt64Milliseconds(absl::Ceil(*timeout, absl::Milliseconds(1)))));
+  spec->set_priority(opts.priority);
+  for (const std::string& label : opts.labels) {
+    absl::StatusOr<std::pair<std::string, std::string>> kv = ParseKeyValue("--label", label);
+    if (!kv.ok()) return kv.status();
+    (*spec->mutable_labels())[kv->first] = kv->second;
+  }
+  return absl::OkStatus();
+}
+
+// nlohmann's what() starts with "[json.exception.parse_error.101] "; keep the rest,
+// which names the line, column and what was expected.
+std::string JsonErrorText(const nlohmann::json::exception& e) {
+  std::string text = e.what();
+  if (!text.empty() && text[0] == '[') {
+    const size_t end = text.find("] ");
+    if (end != std::string::npos) text = text.substr(end + 2);
+  }
+  return text;
+}
+
+absl::Status ValidateJson(absl::string_view what, const std::string& text) {
+  try {
+    const nlohmann::json parsed = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " is not valid JSON: ", JsonErrorText(e)));
+  }
+  return absl::OkStatus();
+}
+
+// Prints the ids of submitted tasks: one per line, or the SubmitResponse as JSON.
+void PrintSubmitted(const GlobalOptions& global, const std::vector<std::string>& ids) {
+  if (global.json()) {
+    v1::SubmitResponse response;
+    for (const std::string& id : ids) response.add_task_ids(id);
+    PrintJson(response);
+    return;
+  }
+  for (const std::string& id : ids) std::cout << id << "\n";
+}
+
+// A submitted batch after waiting for all of it.
+struct FinishedBatch {
+  std::vector<v1::Task> tasks;  // in submission order
+  absl::Duration wall;          // from submitting to the last task being final
+};
+
+// Submits `specs` as one atomic batch. Without `wait`, prints the ids and returns an
+// empty batch; with it, waits for every task.
+absl::StatusOr<FinishedBatch> SubmitBatch(Client& client, const GlobalOptions& global,
+                                          const std::vector<v1::TaskSpec>& specs, bool wait) {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::vector<std::string>> ids = client.SubmitBatch(specs);
+  if (!ids.ok()) return ids.status();
+  if (!wait) {
+    PrintSubmitted(global, *ids);
+    return FinishedBatch{};
+  }
+  absl::StatusOr<std::vector<v1::Task>> tasks = client.WaitAll(*ids);
+  if (!tasks.ok()) return tasks.status();
+  return FinishedBatch{*std::move(tasks), absl::Now() - start};
+}
+
+// --- submit ---------------------------------------------------------------------------
+
+struct SubmitOptions {
+  std::string handler;
+  std::string json;
+  std::string input_file;
+  std::string json_lines;
+  SpecOptions spec;
+};
+
+// Prints a finished single task for `submit --wait`.
+void PrintSubmitResult(const GlobalOptions& global, const v1::Task& task) {
+  if (global.json()) {
+    PrintJson(task);
+    return;
+  }
+  std::cout << "state: " << StateName(task.state()) << "\n";
+  if (task.state() == v1::TASK_STATE_SUCCEEDED) {
+    if (task.output().empty()) {
+      std::cout << "output: (empty)\n";
+    } else {
+      std::string text = FormatOutputBytes(task.output());
+      if (text.back() != '\n') text.push_back('\n');
+      std::cout << "output:\n" << text;
+    }
+  }
+  std::cout << "\n" << ExplainDecision(task);
+}
+
+int RunSubmit(const SubmitOptions& opts, const CliContext& ctx) {
+  v1::TaskSpec base;
+  base.set_handler(opts.handler);
+  if (absl::Status s = ApplySpecOptions(opts.spec, &base); !s.ok()) return Fail(s);
+
+  std::vector<v1::TaskSpec> specs;
+  if (!opts.json_lines.empty()) {
+    absl::StatusOr<std::string> text = ReadFileOrStdin(opts.json_lines);
+    if (!text.ok()) return Fail(text.status());
+    // Validate every line before submitting anything: a batch is all or nothing.
+    for (const auto& [number, line] : NonEmptyLines(*text)) {
+      if (absl::Status s = ValidateJson(absl::StrCat("line ", number), line); !s.ok()) {
+        PrintError(absl::StrCat(s.message(), " (in ",
+                                opts.json_lines == "-" ? "stdin" : opts.json_lines,
+                                "; nothing was submitted)"));
+        return kExitUsage;
+      }
+      v1::TaskSpec spec = base;
+      spec.set_input(line);
+      specs.push_back(std::move(spec));
+    }
+    if (specs.empty()) {
+      PrintError(absl::StrCat(opts.json_lines,
+                              " has no tasks (expected one JSON input "
+                              "per line)"));
+      return kExitUsage;
+    }
+  } else {
+    v1::TaskSpec spec = base;
+    if (!opts.input_file.empty()) {
+      absl::StatusOr<std::string> input = ReadFileOrStdin(opts.input_file);
+      if (!input.ok()) return Fail(input.status());
+      spec.set_input(*std::move(input));
+    } else if (!opts.json.empty()) {
+      if (absl::Status s = ValidateJson("--json", opts.json); !s.ok()) {
+        PrintError(absl::StrCat(s.message(), " (nothing was submitted)"));
+        return kExitUsage;
+      }
+      spec.set_input(opts.json);
+    } else {
+      spec.set_input("{}");
+    }
+    specs.push_back(std::move(spec));
+  }
+
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+
+  if (opts.json_lines.empty()) {
+    absl::StatusOr<std::string> id = (*client)->Submit(specs.front());
+    if (!id.ok()) return Fail(id.status());
+    if (!opts.spec.wait) {
+      PrintSubmitted(ctx.global, {*id});
+      return kExitOk;
+    }
+    absl::StatusOr<v1::Task> task = (*client)->Wait(*id);
+    if (!task.ok()) return Fail(task.status());
+    PrintSubmitResult(ctx.global, *task);
+    return ExitCodeForTasks({*task});
+  }
+  absl::StatusOr<FinishedBatch> batch = SubmitBatch(**client, ctx.global, specs, opts.spec.wait);
+  if (!batch.ok()) return Fail(batch.status());
+  if (!opts.spec.wait) return kExitOk;
+  if (ctx.global.json()) {
+    PrintJsonArray(batch->tasks);
+  } else {
+    PrintBatchSummary(batch->tasks, batch->wall, std::cout);
+  }
+  return ExitCodeForTasks(batch->tasks);
+}
+
+// --- exec -----------------------------------------------------------------------------
+
+struct ExecOptions {
+  std::vector<std::string> command;
+  std::string cwd;
+  std::vector<std::string> env;
+  std::string stdin_file;
+  std::string jobs_file;
+  SpecOptions spec;
+};
+
+// What sys.exec reports about the command it ran.
+struct ExecResult {
+  int exit_code = 0;
+  int signal = 0;
+  std::string signal_name;
+  std::string stdout_text;
+  std::string stderr_text;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+
+  // The status a shell would report: the exit code, or 128+N when killed by signal N.
+  int ShellStatus() const { return signal > 0 ? kSignalExitBase + signal : exit_code; }
+};
+
+absl::StatusOr<ExecResult> ParseExecOutput(const std::string& output) {
+  const nlohmann::json j = nlohmann::json::parse(output, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InternalError(
+        absl::StrCat(kExecHandler, " returned output that is not a JSON object"));
+  }
+  ExecResult r;
+  try {
+    r.exit_code = j.value("exit_code", 0);
+    r.signal = j.value("signal", 0);
+    r.signal_name = j.value("signal_name", std::string());
+    r.stdout_text = j.value("stdout", std::string());
+    r.stderr_text = j.value("stderr", std::string());
+    r.stdout_truncated = j.value("stdout_truncated", false);
+    r.stderr_truncated = j.value("stderr_truncated", false);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InternalError(
+        absl::StrCat(kExecHandler, " returned unexpected output: ", JsonErrorText(e)));
+  }
+  return r;
+}
+
+// The sys.exec input for `argv`, with the options that apply to every command.
+absl::StatusOr<std::string> ExecInput(const std::vector<std::string>& argv, const ExecOptions& opts,
+                                      const std::string& stdin_text) {
+  nlohmann::json input = {{"argv", argv}};
+  if (!opts.env.empty()) {
+    nlohmann::json env = nlohmann::json::object();
+    for (const std::string& entry : opts.env) {
+      absl::StatusOr<std::pair<std::string, std::string>> kv = ParseKeyValue("--env", entry);
+      if (!kv.ok()) return kv.status();
+      env[kv->first] = kv->second;
+    }
+    input["env"] = std::move(env);
+  }
+  if (!opts.cwd.empty()) input["cwd"] = opts.cwd;
+  if (!stdin_text.empty()) input["stdin"] = stdin_text;
+  try {
+    return input.dump();
+  } catch (const nlohmann::json::type_error& e) {
+    // JSON strings must be UTF-8; sys.exec cannot carry arbitrary bytes.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the command, its environment or its stdin is not valid UTF-8 (", JsonErrorText(e), ")"));
+  }
+}
+
+// The shell status of a finished sys.exec task, or 1 when the task did not succeed.
+int ShellStatusOf(const v1::Task& task) {
+  if (task.state() != v1::TASK_STATE_SUCCEEDED) return kExitTaskFailed;
+  absl::StatusOr<ExecResult> result = ParseExecOutput(task.output());
+  return result.ok() ? result->ShellStatus() : kExitTaskFailed;
+}
+
+// Reports one finished sys.exec task the way running the command locally would: its
+// stdout and stderr verbatim. Returns the shell status, or 1 when the task failed.
+int ReportExec(const v1::Task& task, absl::string_view what) {
+  if (task.state() != v1::TASK_STATE_SUCCEEDED) {
+    std::string message = absl::StrCat(what, " ", StateName(task.state()));
+    if (task.has_error()) {
+      absl::StrAppend(&message, ": ", FailureName(task.error().kind()));
+      if (!task.error().message().empty()) {
+        absl::StrAppend(&message, ": ", task.error().message());
+      }
+    }
+    absl::StrAppend(&message, " (task ", task.id(), "; `taskrt explain ", task.id(),
+                    "` says more)");
+    PrintError(message);
+    return kExitTaskFailed;
+  }
+  absl::StatusOr<ExecResult> result = ParseExecOutput(task.output());
+  if (!result.ok()) {
+    PrintError(absl::StrCat(what, ": ", result.status().message()));
+    return kExitTaskFailed;
+  }
+  std::cout << result->stdout_text << std::flush;
+  std::cerr << result->stderr_text << std::flush;
+  if (result->stdout_truncated || result->stderr_truncated) {
+    PrintError(absl::StrCat("the worker truncated the ", result->stdout_truncated ? "stdout" : "",
+                            result->stdout_truncated && result->stderr_truncated ? " and " : "",
+                            result->stderr_truncated ? "stderr" : "", " of ", what));
+  }
+  return result->ShellStatus();
+}
+
+int RunExec(const ExecOptions& opts, const CliContext& ctx) {
+  if (opts.jobs_file.empty() == opts.command.empty()) {
+    PrintError(opts.command.empty()
+                   ? "exec needs a command (`taskrt exec -- CMD ARGS...`) or --jobs-file"
+                   : "exec takes either a command or --jobs-file, not both");
+    return kExitUsage;
+  }
+  v1::TaskSpec base;
+  base.set_handler(kExecHandler);
+  if (absl::Status s = ApplySpecOptions(opts.spec, &base); !s.ok()) return Fail(s);
+  std::string stdin_text;
+  if (!opts.stdin_file.empty()) {
+    absl::StatusOr<std::string> text = ReadFileOrStdin(opts.stdin_file);
+    if (!text.ok()) return Fail(text.status());
+    stdin_text = *std::move(text);
+  }
+
+  std::vector<v1::TaskSpec> specs;
+  std::vector<std::string> job_lines;
+  if (!opts.jobs_file.empty()) {
+    absl::StatusOr<std::string> text = ReadFileOrStdin(opts.jobs_file);
+    if (!text.ok()) return Fail(text.status());
+    for (auto& [number, line] : NonEmptyLines(*text)) {
+      absl::StatusOr<std::string> input = ExecInput({"/bin/sh", "-c", line}, opts, stdin_text);
+      if (!input.ok()) {
+        PrintError(absl::StrCat("line ", number, ": ", input.status().message(),
+                                " (nothing was submitted)"));
+        return kExitUsage;
+      }
+      v1::TaskSpec spec = base;
+      spec.set_input(*std::move(input));
+      specs.push_back(std::move(spec));
+      job_lines.push_back(std::move(line));
+    }
+    if (specs.empty()) {
+      PrintError(absl::StrCat(opts.jobs_file, " has no jobs (expected one command per line)"));
+      return kExitUsage;
+    }
+  } else {
+    absl::StatusOr<std::string> input = ExecInput(opts.command, opts, stdin_text);
+    if (!input.ok()) return Fail(input.status());
+    v1::TaskSpec spec = base;
+    spec.set_input(*std::move(input));
+    specs.push_back(std::move(spec));
+  }
+
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+
+  if (opts.jobs_file.empty()) {
+    absl::StatusOr<std::string> id = (*client)->Submit(specs.front());
+    if (!id.ok()) return Fail(id.status());
+    if (!opts.spec.wait) {
+      PrintSubmitted(ctx.global, {*id});
+      return kExitOk;
+    }
+    absl::StatusOr<v1::Task> task = (*client)->Wait(*id);
+    if (!task.ok()) return Fail(task.status());
+    if (ctx.global.json()) {
+      PrintJson(*task);
+      return ShellStatusOf(*task);
+    }
+    return ReportExec(*task, absl::StrCat("`", absl::StrJoin(opts.command, " "), "`"));
+  }
+
+  absl::StatusOr<FinishedBatch> batch = SubmitBatch(**client, ctx.global, specs, opts.spec.wait);
+  if (!batch.ok()) return Fail(batch.status());
+  if (!opts.spec.wait) return kExitOk;
+  if (ctx.global.json()) {
+    PrintJsonArray(batch->tasks);
+    for (const v1::Task& task : batch->tasks) {
+      if (ShellStatusOf(task) != 0) return kExitTaskFailed;
+    }
+    return kExitOk;
+  }
+  // Jobs' outputs in line order (like `parallel -k`), then the summary on stderr so
+  // that stdout is exactly the jobs' output.
+  int non_zero = 0;
+  for (size_t i = 0; i < batch->tasks.size(); ++i) {
+    const std::string what =
+        absl::StrCat("job ", i + 1, " `", i < job_lines.size() ? job_lines[i] : "?", "`");
+    if (ReportExec(batch->tasks[i], what) != 0) ++non_zero;
+  }
+  std::cerr << "\n";
+  PrintBatchSummary(batch->tasks, batch->wall, std::cerr);
+  if (non_zero > 0) {
+    std::cerr << "\n"
+              << non_zero << " of " << batch->tasks.size() << " jobs did not exit with status 0\n";
+  }
+  return non_zero > 0 ? kExitTaskFailed : kExitOk;
+}
+
+}  // namespace
+
+void AddSubmitCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<SubmitOptions>();
+  CLI::App* sub = app.add_subcommand("submit", "Submit a task (or a batch) to a handler");
+  sub->footer(
+      "Examples:\n"
+      "  taskrt submit math.primes --json '{\"below\":100000}' --wait\n"
+      "  taskrt submit demo.upper --input-file note.txt --class io\n"
+      "  taskrt submit math.primes --json-lines inputs.jsonl --wait\n\n"
+      "Without --wait prints the task id(s); with -o json the SubmitResponse "
+      "({\"task_ids\":[...]}). With --wait on one task prints its state, output and "
+      "decision (exit 1 unless it succeeded); on a batch, a summary.");
+  sub->add_option("handler", opts->handler, "Registered handler name, e.g. math.primes")
+      ->type_name("HANDLER")
+      ->required();
+  CLI::Option* json = sub->add_option("--json", opts->json,
+                                      "Task input as JSON text, checked locally before submitting "
+                                      "(default: {})")
+                          ->type_name("JSON");
+  CLI::Option* file = sub->add_option("--input-file", opts->input_file,
+                                      "Read the task input (any bytes) from PATH, - for stdin")
+                          ->type_name("PATH");
+  CLI::Option* lines =
+      sub->add_option(
+             "--json-lines", opts->json_lines,
+             "Submit one task per non-empty line of FILE (- for stdin), each line a JSON input, "
+             "as one atomic batch")
+          ->type_name("FILE");
+  json->excludes(file)->excludes(lines);
+  file->excludes(lines);
+  AddSpecOptions(sub, &opts->spec);
+  sub->callback([opts, &ctx] { ctx.exit_code = RunSubmit(*opts, ctx); });
+}
+
+void AddExecCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<ExecOptions>();
+  CLI::App* sub =
+      app.add_subcommand("exec", "Run a command (or a file of command lines) on a worker");
+  sub->footer(
+      "Examples:\n"
+      "  taskrt exec --wait -- make -j1 test\n"
+      "  taskrt exec --wait --env LC_ALL=C --cwd /srv/data -- sort big.txt\n"
+      "  taskrt exec --wait --jobs-file jobs.txt     # like GNU parallel -k\n\n"
+      "With --wait the command's stdout and stderr are printed verbatim and taskrt exits "
+      "with its exit status (128+N if killed by signal N; 1 if the task itself failed). "
+      "With --jobs-file each line runs as `/bin/sh -c LINE`; outputs are printed in line "
+      "order, the summary goes to stderr, and the exit status is 1 if any job failed.");
+  sub->add_option("command", opts->command, "The command and its arguments (after --)")
+      ->type_name("CMD ARGS...");
+  sub->add_option("--cwd", opts->cwd, "Working directory of the command on the worker")
+      ->type_name("DIR");
+  sub->add_option("--env", opts->env, "Environment variable K=V for the command (repeatable)")
+      ->type_name("K=V")
+      ->allow_extra_args(false);
+  sub->add_option("--stdin-file", opts->stdin_file,
+                  "Feed the content of FILE (- for stdin; UTF-8 text) to the command's stdin")
+      ->type_name("FILE");
+  sub->add_option("--jobs-file", opts->jobs_file,
+                  "Run each non-empty line of FILE (- for stdin) as a shell command, as one "
+                  "atomic batch")
+      ->type_name("FILE");
+  AddSpecOptions(sub, &opts->spec);
+  sub->callback([opts, &ctx] { ctx.exit_code = RunExec(*opts, ctx); });
+}
+
+}  // namespace taskrt::cli

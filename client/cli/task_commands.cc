@@ -1,0 +1,260 @@
+// Subcommands about existing tasks: wait, status, cancel, list, watch, explain.
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+
+namespace taskrt::cli {
+namespace {
+
+constexpr v1::TaskState kAllStates[] = {
+    v1::TASK_STATE_QUEUED, v1::TASK_STATE_RUNNING,   v1::TASK_STATE_SUCCEEDED,
+    v1::TASK_STATE_FAILED, v1::TASK_STATE_CANCELLED, v1::TASK_STATE_TIMED_OUT,
+};
+
+absl::StatusOr<v1::TaskState> ParseState(const std::string& text) {
+  std::vector<std::string> names;
+  for (v1::TaskState s : kAllStates) {
+    if (StateName(s) == text) return s;
+    names.push_back(StateName(s));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid state '", text, "': use one of ", absl::StrJoin(names, ", ")));
+}
+
+// --- wait -----------------------------------------------------------------------------
+
+struct WaitOptions {
+  std::vector<std::string> ids;
+  std::string timeout;
+};
+
+int RunWait(const WaitOptions& opts, const CliContext& ctx) {
+  absl::StatusOr<absl::Duration> timeout =
+      ParseDuration("--timeout", opts.timeout, absl::InfiniteDuration());
+  if (!timeout.ok()) return Fail(timeout.status());
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  absl::StatusOr<std::vector<v1::Task>> tasks = (*client)->WaitAll(opts.ids, *timeout);
+  if (absl::IsDeadlineExceeded(tasks.status())) {
+    PrintError(absl::StrCat("gave up after ", absl::FormatDuration(*timeout), ": ",
+                            tasks.status().message()));
+    return kExitTimeout;
+  }
+  if (!tasks.ok()) return Fail(tasks.status());
+  PrintTasks(ctx.global, *tasks);
+  return ExitCodeForTasks(*tasks);
+}
+
+// --- status ---------------------------------------------------------------------------
+
+struct IdsOptions {
+  std::vector<std::string> ids;
+};
+
+int RunStatus(const IdsOptions& opts, const CliContext& ctx) {
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  std::vector<v1::Task> tasks;
+  for (const std::string& id : opts.ids) {
+    absl::StatusOr<v1::Task> task = (*client)->Get(id);
+    if (!task.ok()) return Fail(task.status());
+    tasks.push_back(*std::move(task));
+  }
+  PrintTasks(ctx.global, tasks);
+  return kExitOk;
+}
+
+// --- cancel ---------------------------------------------------------------------------
+
+int RunCancel(const IdsOptions& opts, const CliContext& ctx) {
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  absl::StatusOr<std::vector<v1::Task>> tasks = (*client)->Cancel(opts.ids);
+  if (!tasks.ok()) return Fail(tasks.status());
+  PrintTasks(ctx.global, *tasks);
+  return kExitOk;
+}
+
+// --- list -----------------------------------------------------------------------------
+
+struct ListOptions {
+  uint32_t limit = 0;
+  std::vector<std::string> states;
+  std::string handler;
+};
+
+int RunList(const ListOptions& opts, const CliContext& ctx) {
+  v1::ListRequest request;
+  request.set_limit(opts.limit);
+  request.set_handler(opts.handler);
+  for (const std::string& name : opts.states) {
+    absl::StatusOr<v1::TaskState> state = ParseState(name);
+    if (!state.ok()) return Fail(state.status());
+    request.add_states(*state);
+  }
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  absl::StatusOr<std::vector<v1::Task>> tasks = (*client)->List(request);
+  if (!tasks.ok()) return Fail(tasks.status());
+  PrintTasks(ctx.global, *tasks);
+  return kExitOk;
+}
+
+// --- watch ----------------------------------------------------------------------------
+
+struct WatchOptions {
+  std::vector<std::string> ids;
+  std::string timeout;
+};
+
+// "14:03:07.123" in local time.
+std::string FormatEventTime(int64_t unix_us) {
+  return absl::FormatTime("%H:%M:%E3S", absl::FromUnixMicros(unix_us), absl::LocalTimeZone());
+}
+
+// One aligned line per event; columns are fixed-width because the stream is unbounded.
+constexpr char kWatchFormat[] = "%-12s  %-14s  %-18s  %-9s  %-8s  %-5s  %-15s  %s";
+
+void PrintWatchLine(const v1::TaskEvent& e) {
+  const v1::Decision& d = e.decision();
+  std::string line = absl::StrFormat(
+      kWatchFormat, FormatEventTime(e.unix_us()), e.task_id(), e.handler(), StateName(e.state()),
+      ExecutorName(d.executor()),
+      d.reason() == v1::REASON_UNSPECIFIED ? "-" : ClassName(d.resolved_class()),
+      ReasonName(d.reason()), d.worker_pid() > 0 ? absl::StrCat(d.worker_pid()) : "-");
+  if (e.has_error() && e.error().kind() != v1::FAILURE_KIND_UNSPECIFIED) {
+    absl::StrAppend(&line, "  ", FailureName(e.error().kind()));
+    if (!e.error().message().empty()) absl::StrAppend(&line, ": ", e.error().message());
+  }
+  std::cout << line << std::endl;
+}
+
+int RunWatch(const WatchOptions& opts, const CliContext& ctx) {
+  absl::StatusOr<absl::Duration> timeout =
+      ParseDuration("--timeout", opts.timeout, absl::InfiniteDuration());
+  if (!timeout.ok()) return Fail(timeout.status());
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  v1::WatchRequest request;
+  for (const std::string& id : opts.ids) request.add_task_ids(id);
+  const bool json = ctx.global.json();
+  if (!json) {
+    std::cout << absl::StrFormat(kWatchFormat, "TIME", "ID", "HANDLER", "STATE", "EXECUTOR",
+                                 "CLASS", "REASON", "PID")
+              << std::endl;
+  }
+  absl::Status status = (*client)->Watch(
+      request,
+      [json](const v1::TaskEvent& event) {
+        if (json) {
+          std::cout << ToJson(event, /*pretty=*/false) << std::endl;
+        } else {
+          PrintWatchLine(event);
+        }
+        return true;
+      },
+      *timeout);
+  if (!status.ok()) return Fail(status);
+  return kExitOk;
+}
+
+// --- explain --------------------------------------------------------------------------
+
+struct ExplainOptions {
+  std::string id;
+};
+
+int RunExplain(const ExplainOptions& opts, const CliContext& ctx) {
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  absl::StatusOr<v1::Task> task = (*client)->Get(opts.id);
+  if (!task.ok()) return Fail(task.status());
+  if (ctx.global.json()) {
+    PrintJson(*task);
+  } else {
+    std::cout << ExplainDecision(*task);
+  }
+  return kExitOk;
+}
+
+void AddIdsArgument(CLI::App* sub, std::vector<std::string>* ids, bool required) {
+  CLI::Option* opt = sub->add_option("id", *ids, "Task id(s), as printed by `taskrt submit`");
+  opt->type_name("ID...");
+  if (required) opt->required();
+}
+
+}  // namespace
+
+void AddWaitCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<WaitOptions>();
+  CLI::App* sub = app.add_subcommand("wait", "Wait until tasks are final and show them");
+  sub->footer(
+      "Exit status: 0 if every task succeeded, 1 if any did not, 3 if --timeout passed "
+      "first (the tasks keep running).");
+  AddIdsArgument(sub, &opts->ids, /*required=*/true);
+  sub->add_option("--timeout", opts->timeout,
+                  "Give up after this long, e.g. 500ms, 30s, 2m (default: wait forever)")
+      ->type_name("DURATION");
+  sub->callback([opts, &ctx] { ctx.exit_code = RunWait(*opts, ctx); });
+}
+
+void AddStatusCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<IdsOptions>();
+  CLI::App* sub = app.add_subcommand("status", "Show the current state of tasks (no waiting)");
+  AddIdsArgument(sub, &opts->ids, /*required=*/true);
+  sub->callback([opts, &ctx] { ctx.exit_code = RunStatus(*opts, ctx); });
+}
+
+void AddCancelCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<IdsOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "cancel", "Cancel queued or running tasks and show their state afterwards");
+  AddIdsArgument(sub, &opts->ids, /*required=*/true);
+  sub->callback([opts, &ctx] { ctx.exit_code = RunCancel(*opts, ctx); });
+}
+
+void AddListCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<ListOptions>();
+  CLI::App* sub = app.add_subcommand("list", "List recent tasks, newest first");
+  sub->add_option("--limit,-n", opts->limit, "At most this many tasks (default: 100)")
+      ->type_name("N");
+  sub->add_option("--state", opts->states,
+                  "Only tasks in this state (repeatable): queued, running, succeeded, "
+                  "failed, cancelled, timed-out")
+      ->type_name("STATE")
+      ->allow_extra_args(false);
+  sub->add_option("--handler", opts->handler, "Only tasks of this handler")->type_name("HANDLER");
+  sub->callback([opts, &ctx] { ctx.exit_code = RunList(*opts, ctx); });
+}
+
+void AddWatchCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<WatchOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "watch", "Stream task events (state changes with their decision) as they happen");
+  sub->footer(
+      "One line per event: time, id, handler, state, executor, class, reason, worker pid "
+      "(and the error of a failed task). With -o json, one TaskEvent object per line. "
+      "Runs until interrupted or --timeout passes.");
+  AddIdsArgument(sub, &opts->ids, /*required=*/false);
+  sub->add_option("--timeout", opts->timeout,
+                  "Stop after this long, e.g. 30s, 5m (default: until interrupted)")
+      ->type_name("DURATION");
+  sub->callback([opts, &ctx] { ctx.exit_code = RunWatch(*opts, ctx); });
+}
+
+void AddExplainCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<ExplainOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "explain", "Say where a task ran and why: class, executor, worker, timings, hints");
+  sub->add_option("id", opts->id, "Task id")->type_name("ID")->required();
+  sub->callback([opts, &ctx] { ctx.exit_code = RunExplain(*opts, ctx); });
+}
+
+}  // namespace taskrt::cli

@@ -1,0 +1,296 @@
+// taskrt::Client: the gRPC side of the SDK. The only translation unit of the client
+// that includes grpcpp (each one costs seconds to compile); the naming and explaining
+// helpers live in describe.cc.
+#include "taskrt/client.h"
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/status.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "taskrt/v1/service.grpc.pb.h"
+
+namespace taskrt {
+namespace {
+
+// Responses may carry large task outputs (sys.exec stdout, batches of results).
+constexpr int kMaxReceiveMessageBytes = 256 << 20;
+// Extra time the client grants a finite Wait beyond the server-side timeout, so that
+// the server answers DEADLINE_EXCEEDED with its own message before the call expires.
+constexpr absl::Duration kWaitDeadlineSlack = absl::Seconds(5);
+
+// absl and gRPC share the canonical codes, so the mapping is a cast.
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+// The filesystem path of a unix-socket target ("unix:/p", "unix:///p"), or "" for any
+// other kind of target.
+std::string UnixSocketPathOf(const std::string& target) {
+  if (!absl::StartsWith(target, "unix:")) return "";
+  std::string path = target.substr(5);
+  if (absl::StartsWith(path, "//")) path = path.substr(2);
+  return path;
+}
+
+bool SocketExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string NotRunningMessage(const std::string& target, absl::Duration timeout) {
+  const std::string path = UnixSocketPathOf(target);
+  if (path.empty()) {
+    return absl::StrCat("taskrtd is not reachable at ", target, " (no daemon answered within ",
+                        absl::FormatDuration(timeout),
+                        "): check that it is running and listens on that address, or "
+                        "point --target at a running one");
+  }
+  const std::string why =
+      SocketExists(path) ? absl::StrCat("no daemon answered within ", absl::FormatDuration(timeout))
+                         : absl::StrCat("no socket at ", path);
+  return absl::StrCat("taskrtd is not running at ", target, " (", why,
+                      "): start it with `taskrtd` (or `systemctl start taskrtd`), or "
+                      "point TASKRT_SOCKET / --socket at a running one");
+}
+
+std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
+  return absl::ToChronoTime(absl::Now() + d);
+}
+
+// Sets the Wait request's server-side timeout and the call deadline that backs it.
+void SetWaitTimeout(absl::Duration timeout, v1::WaitRequest* request,
+                    grpc::ClientContext* context) {
+  if (timeout == absl::InfiniteDuration()) {
+    request->set_timeout_ms(0);  // until final
+    return;
+  }
+  if (timeout < absl::ZeroDuration()) timeout = absl::ZeroDuration();
+  // 0 means "no timeout" on the wire; a zero wait is a 1 ms wait.
+  const int64_t ms = absl::ToInt64Milliseconds(timeout);
+  request->set_timeout_ms(ms > 0 ? static_cast<uint64_t>(ms) : 1);
+  context->set_deadline(DeadlineAfter(timeout + kWaitDeadlineSlack));
+}
+
+absl::StatusOr<v1::Task> SingleTask(const v1::WaitResponse& response, const std::string& id) {
+  if (response.tasks_size() != 1) {
+    return absl::InternalError(
+        absl::StrCat("daemon returned ", response.tasks_size(), " tasks for a wait on task ", id));
+  }
+  return response.tasks(0);
+}
+
+// One asynchronous Wait in flight: owned by itself, deleted by its completion callback.
+struct AsyncWaitCall {
+  grpc::ClientContext context;
+  v1::WaitRequest request;
+  v1::WaitResponse response;
+  std::string id;
+  std::function<void(absl::StatusOr<v1::Task>)> done;
+};
+
+}  // namespace
+
+// Thread-safety: immutable after Connect; the stub and channel are thread-safe.
+struct Client::Impl {
+  const std::string target;
+  const std::shared_ptr<grpc::Channel> channel;
+  const std::unique_ptr<v1::TaskService::Stub> stub;
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  std::string target = options.target;
+  if (target.empty()) {
+    target = absl::StrCat("unix:",
+                          options.socket_path.empty() ? DefaultSocketPath() : options.socket_path);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (!channel->WaitForConnected(DeadlineAfter(options.connect_timeout))) {
+    return absl::UnavailableError(NotRunningMessage(target, options.connect_timeout));
+  }
+  auto stub = v1::TaskService::NewStub(channel);
+  return std::unique_ptr<Client>(new Client(
+      std::unique_ptr<Impl>(new Impl{std::move(target), std::move(channel), std::move(stub)})));
+}
+
+const std::string& Client::target() const { return impl_->target; }
+
+absl::StatusOr<std::string> Client::Submit(const v1::TaskSpec& spec) {
+  absl::StatusOr<std::vector<std::string>> ids = SubmitBatch({spec});
+  if (!ids.ok()) return ids.status();
+  if (ids->size() != 1) {
+    return absl::InternalError(
+        absl::StrCat("daemon returned ", ids->size(), " task ids for one task"));
+  }
+  return std::move(ids->front());
+}
+
+absl::StatusOr<std::vector<std::string>> Client::SubmitBatch(
+    const std::vector<v1::TaskSpec>& specs) {
+  v1::SubmitRequest request;
+  request.mutable_tasks()->Reserve(static_cast<int>(specs.size()));
+  for (const v1::TaskSpec& spec : specs) *request.add_tasks() = spec;
+  v1::SubmitResponse response;
+  grpc::ClientContext context;
+  absl::Status status = FromGrpc(impl_->stub->Submit(&context, request, &response));
+  if (!status.ok()) return status;
+  if (static_cast<size_t>(response.task_ids_size()) != specs.size()) {
+    return absl::InternalError(absl::StrCat("daemon returned ", response.task_ids_size(),
+                                            " task ids for ", specs.size(), " tasks"));
+  }
+  return std::vector<std::string>(response.task_ids().begin(), response.task_ids().end());
+}
+
+absl::StatusOr<v1::Task> Client::Get(const std::string& id) {
+  v1::GetRequest request;
+  request.add_task_ids(id);
+  v1::GetResponse response;
+  grpc::ClientContext context;
+  absl::Status status = FromGrpc(impl_->stub->Get(&context, request, &response));
+  if (!status.ok()) return status;
+  if (response.tasks_size() != 1) {
+    return absl::InternalError(
+        absl::StrCat("daemon returned ", response.tasks_size(), " tasks for task ", id));
+  }
+  return response.tasks(0);
+}
+
+absl::StatusOr<v1::Task> Client::Wait(const std::string& id, absl::Duration timeout) {
+  v1::WaitRequest request;
+  request.add_task_ids(id);
+  grpc::ClientContext context;
+  SetWaitTimeout(timeout, &request, &context);
+  v1::WaitResponse response;
+  absl::Status status = FromGrpc(impl_->stub->Wait(&context, request, &response));
+  if (!status.ok()) return status;
+  return SingleTask(response, id);
+}
+
+absl::StatusOr<std::vector<v1::Task>> Client::WaitAll(const std::vector<std::string>& ids,
+                                                      absl::Duration timeout) {
+  if (ids.empty()) return std::vector<v1::Task>();
+  v1::WaitRequest request;
+  for (const std::string& id : ids) request.add_task_ids(id);
+  grpc::ClientContext context;
+  SetWaitTimeout(timeout, &request, &context);
+  v1::WaitResponse response;
+  absl::Status status = FromGrpc(impl_->stub->Wait(&context, request, &response));
+  if (!status.ok()) return status;
+  if (static_cast<size_t>(response.tasks_size()) != ids.size()) {
+    return absl::InternalError(absl::StrCat("daemon returned ", response.tasks_size(),
+                                            " tasks for a wait on ", ids.size()));
+  }
+  return std::vector<v1::Task>(response.tasks().begin(), response.tasks().end());
+}
+
+absl::StatusOr<v1::Task> Client::Run(const v1::TaskSpec& spec, absl::Duration timeout) {
+  absl::StatusOr<std::string> id = Submit(spec);
+  if (!id.ok()) return id.status();
+  return Wait(*id, timeout);
+}
+
+void Client::WaitAsync(const std::string& id, std::function<void(absl::StatusOr<v1::Task>)> done,
+                       absl::Duration timeout) {
+  auto* call = new AsyncWaitCall;
+  call->id = id;
+  call->done = std::move(done);
+  call->request.add_task_ids(id);
+  SetWaitTimeout(timeout, &call->request, &call->context);
+  impl_->stub->async()->Wait(&call->context, &call->request, &call->response,
+                             [call](grpc::Status status) {
+                               std::unique_ptr<AsyncWaitCall> owned(call);
+                               absl::Status s = FromGrpc(status);
+                               if (!s.ok()) {
+                                 owned->done(std::move(s));
+                               } else {
+                                 owned->done(SingleTask(owned->response, owned->id));
+                               }
+                             });
+}
+
+std::future<absl::StatusOr<v1::Task>> Client::WaitFuture(const std::string& id,
+                                                         absl::Duration timeout) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<v1::Task>>>();
+  std::future<absl::StatusOr<v1::Task>> future = promise->get_future();
+  WaitAsync(
+      id, [promise](absl::StatusOr<v1::Task> task) { promise->set_value(std::move(task)); },
+      timeout);
+  return future;
+}
+
+absl::StatusOr<std::vector<v1::Task>> Client::Cancel(const std::vector<std::string>& ids) {
+  v1::CancelRequest request;
+  for (const std::string& id : ids) request.add_task_ids(id);
+  v1::CancelResponse response;
+  grpc::ClientContext context;
+  absl::Status status = FromGrpc(impl_->stub->Cancel(&context, request, &response));
+  if (!status.ok()) return status;
+  return std::vector<v1::Task>(response.tasks().begin(), response.tasks().end());
+}
+
+absl::StatusOr<std::vector<v1::Task>> Client::List(const v1::ListRequest& request) {
+  v1::ListResponse response;
+  grpc::ClientContext context;
+  absl::Status status = FromGrpc(impl_->stub->List(&context, request, &response));
+  if (!status.ok()) return status;
+  return std::vector<v1::Task>(response.tasks().begin(), response.tasks().end());
+}
+
+absl::Status Client::Watch(const v1::WatchRequest& request,
+                           const std::function<bool(const v1::TaskEvent&)>& on_event,
+                           absl::Duration timeout) {
+  grpc::ClientContext context;
+  const bool finite = timeout != absl::InfiniteDuration();
+  if (finite) context.set_deadline(DeadlineAfter(std::max(timeout, absl::ZeroDuration())));
+  std::unique_ptr<grpc::ClientReader<v1::TaskEvent>> reader = impl_->stub->Watch(&context, request);
+  v1::TaskEvent event;
+  bool stopped = false;
+  while (reader->Read(&event)) {
+    if (!on_event(event)) {
+      stopped = true;
+      context.TryCancel();
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (stopped) return absl::OkStatus();
+  // The deadline is how the timeout is implemented, not a failure.
+  if (finite && status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::OkStatus();
+  }
+  return FromGrpc(status);
+}
+
+absl::StatusOr<v1::Stats> Client::GetStats() {
+  v1::Stats response;
+  grpc::ClientContext context;
+  absl::Status status = FromGrpc(impl_->stub->GetStats(&context, v1::GetStatsRequest(), &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::HandlerInfo>> Client::ListHandlers() {
+  v1::ListHandlersResponse response;
+  grpc::ClientContext context;
+  absl::Status status =
+      FromGrpc(impl_->stub->ListHandlers(&context, v1::ListHandlersRequest(), &response));
+  if (!status.ok()) return status;
+  return std::vector<v1::HandlerInfo>(response.handlers().begin(), response.handlers().end());
+}
+
+}  // namespace taskrt

@@ -1,0 +1,191 @@
+// The public API's contract: validation, atomic batches, waits, watch, async results,
+// and the single-instance lock.
+#include <thread>
+
+#include "tests/integration/daemon_fixture.h"
+
+namespace taskrt::testing {
+namespace {
+
+class ApiTest : public DaemonTest {
+ protected:
+  void Configure(daemon::DaemonOptions& options) override {
+    options.tasks.max_input_bytes = 1024;
+  }
+  size_t TaskCount() {
+    v1::ListRequest req;
+    req.set_limit(100000);
+    auto tasks = client_->List(req);
+    return tasks.ok() ? tasks->size() : 0;
+  }
+};
+
+TEST_F(ApiTest, UnknownHandlerListsTheKnownOnes) {
+  auto id = client_->Submit(MakeTask("math.prime", "{}"));
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(id.status().message().find("'math.prime' is not registered"), std::string::npos);
+  EXPECT_NE(id.status().message().find("math.primes"), std::string::npos);
+  EXPECT_EQ(TaskCount(), 0u);
+}
+
+TEST_F(ApiTest, OversizedInputAndBadFieldsAreRefused) {
+  auto id = client_->Submit(MakeTask("test.echo", std::string(2000, 'x')));
+  ASSERT_FALSE(id.ok());
+  EXPECT_NE(id.status().message().find("exceeds the limit of 1024"), std::string::npos);
+  v1::TaskSpec bad_class = MakeTask("sys.noop", "");
+  bad_class.set_requested_class(static_cast<v1::TaskClass>(7));
+  EXPECT_EQ(client_->Submit(bad_class).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::TaskSpec no_handler;
+  EXPECT_EQ(client_->Submit(no_handler).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::TaskSpec long_timeout = MakeTask("sys.noop", "");
+  long_timeout.set_timeout_ms(~0ull);
+  EXPECT_EQ(client_->Submit(long_timeout).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->SubmitBatch({}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TaskCount(), 0u);
+}
+
+TEST_F(ApiTest, BatchIsAllOrNothing) {
+  std::vector<v1::TaskSpec> specs(5, MakeTask("sys.noop", ""));
+  specs[3] = MakeTask("no.such", "");
+  auto ids = client_->SubmitBatch(specs);
+  ASSERT_FALSE(ids.ok());
+  EXPECT_NE(ids.status().message().find("task 4 of 5"), std::string::npos) << ids.status();
+  EXPECT_EQ(TaskCount(), 0u);
+  specs[3] = MakeTask("sys.noop", "");
+  ids = client_->SubmitBatch(specs);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(ids->size(), 5u);
+  auto tasks = client_->WaitAll(*ids, absl::Seconds(30));
+  ASSERT_TRUE(tasks.ok());
+  for (size_t i = 0; i < ids->size(); ++i) EXPECT_EQ((*tasks)[i].id(), (*ids)[i]);
+}
+
+TEST_F(ApiTest, UnknownIdsAreNotFound) {
+  EXPECT_EQ(client_->Get("nope-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->Wait("nope-1", absl::Seconds(1)).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->Cancel({"nope-1"}).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ApiTest, WaitGivesUpWithDeadlineExceededAndTaskGoesOn) {
+  auto id = client_->Submit(MakeTask("sys.sleep", R"({"ms": 1500})"));
+  ASSERT_TRUE(id.ok());
+  auto early = client_->Wait(*id, absl::Milliseconds(100));
+  ASSERT_FALSE(early.ok());
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kDeadlineExceeded);
+  auto later = client_->Wait(*id, absl::Seconds(30));
+  ASSERT_TRUE(later.ok());
+  EXPECT_EQ(later->state(), v1::TASK_STATE_SUCCEEDED);
+}
+
+TEST_F(ApiTest, AsyncCallbackAndFuture) {
+  auto a = client_->Submit(MakeTask("sys.sleep", R"({"ms": 50})"));
+  auto b = client_->Submit(MakeTask("math.primes", R"({"below": 5000})"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::promise<absl::StatusOr<v1::Task>> got;
+  client_->WaitAsync(*a, [&got](absl::StatusOr<v1::Task> t) { got.set_value(std::move(t)); });
+  auto fut = client_->WaitFuture(*b);
+  ASSERT_EQ(fut.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  auto tb = fut.get();
+  ASSERT_TRUE(tb.ok());
+  EXPECT_EQ(tb->state(), v1::TASK_STATE_SUCCEEDED);
+  auto fa = got.get_future();
+  ASSERT_EQ(fa.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  auto ta = fa.get();
+  ASSERT_TRUE(ta.ok());
+  EXPECT_EQ(ta->decision().executor(), v1::EXECUTOR_ASYNC);
+}
+
+TEST_F(ApiTest, WatchStreamsEveryStateWithItsDecision) {
+  std::vector<v1::TaskEvent> events;
+  absl::Mutex mu;
+  std::thread watcher([&] {
+    v1::WatchRequest req;
+    auto status = client_->Watch(
+        req,
+        [&](const v1::TaskEvent& e) {
+          absl::MutexLock lock(&mu);
+          events.push_back(e);
+          // Only this test submits math.primes: stop after its final event.
+          return !(e.handler() == "math.primes" && e.state() == v1::TASK_STATE_SUCCEEDED);
+        },
+        absl::Seconds(30));
+    EXPECT_TRUE(status.ok()) << status;
+  });
+  // Give the watch a moment to be registered, then run a task through.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto id = client_->Submit(MakeTask("math.primes", R"({"below": 20000})"));
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(client_->Wait(*id, absl::Seconds(30)).ok());
+  watcher.join();
+  std::vector<v1::TaskState> states;
+  for (const auto& e : events) {
+    if (e.task_id() != *id) continue;
+    states.push_back(e.state());
+    EXPECT_EQ(e.handler(), "math.primes");
+    EXPECT_EQ(e.decision().resolved_class(), v1::TASK_CLASS_CPU);
+  }
+  ASSERT_EQ(states.size(), 3u);
+  EXPECT_EQ(states[0], v1::TASK_STATE_QUEUED);
+  EXPECT_EQ(states[1], v1::TASK_STATE_RUNNING);
+  EXPECT_EQ(states[2], v1::TASK_STATE_SUCCEEDED);
+}
+
+TEST_F(ApiTest, SecondDaemonOnTheSameSocketIsRefused) {
+  auto second = daemon::Daemon::Start(TestDaemonOptions(dir_));
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(second.status().message().find("already serving"), std::string::npos);
+  // The first one still answers.
+  EXPECT_EQ(Run("sys.noop", "").state(), v1::TASK_STATE_SUCCEEDED);
+}
+
+TEST_F(ApiTest, ListAndStatsReflectTheTaskTable) {
+  ASSERT_EQ(Run("sys.noop", "").state(), v1::TASK_STATE_SUCCEEDED);
+  ASSERT_EQ(Run("test.fail", "").state(), v1::TASK_STATE_FAILED);
+  v1::ListRequest failed;
+  failed.add_states(v1::TASK_STATE_FAILED);
+  auto tasks = client_->List(failed);
+  ASSERT_TRUE(tasks.ok());
+  ASSERT_EQ(tasks->size(), 1u);
+  EXPECT_EQ((*tasks)[0].spec().handler(), "test.fail");
+  auto stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->tasks_submitted(), 2u);
+  EXPECT_EQ(stats->tasks_by_state().at("TASK_STATE_SUCCEEDED"), 1u);
+  EXPECT_EQ(stats->pools_size(), 2);
+}
+
+TEST(DaemonStartTest, BadPluginIsAClearStartupError) {
+  const std::string dir = MakeTempDir();
+  daemon::DaemonOptions options = TestDaemonOptions(dir);
+  options.tasks.plugins = {"/no/such/plugin.so"};
+  auto d = daemon::Daemon::Start(options);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("/no/such/plugin.so"), std::string::npos) << d.status();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DaemonStartTest, NonLoopbackListenIsRefused) {
+  const std::string dir = MakeTempDir();
+  daemon::DaemonOptions options = TestDaemonOptions(dir);
+  options.listen = {"0.0.0.0:7070"};
+  auto d = daemon::Daemon::Start(options);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("loopback"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ClientConnectTest, NoDaemonSaysHowToStartOne) {
+  ClientOptions options;
+  options.socket_path = "/tmp/taskrt-no-such-dir/taskrt.sock";
+  options.connect_timeout = absl::Milliseconds(300);
+  auto c = Client::Connect(options);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(c.status().message().find("taskrtd"), std::string::npos) << c.status();
+}
+
+}  // namespace
+}  // namespace taskrt::testing

@@ -1,0 +1,75 @@
+// Test-only plugin: handlers that crash, abort, hang, throw, spin and nap, for the
+// isolation, timeout and classifier tests. Never shipped.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "taskrt/handler.h"
+
+namespace {
+
+// Milliseconds from input "N" (plain number), default 50.
+int Millis(std::string_view input) {
+  if (input.empty()) return 50;
+  return std::atoi(std::string(input).c_str());
+}
+
+}  // namespace
+
+TASKRT_PLUGIN(registry) {
+  registry.Register({"test.crash", taskrt::ClassHint::kCpu, "dies of SIGSEGV",
+                     [](taskrt::TaskContext&, std::string_view) -> absl::StatusOr<std::string> {
+                       ::raise(SIGSEGV);
+                       return std::string("unreachable");
+                     }});
+  registry.Register({"test.abort", taskrt::ClassHint::kCpu, "calls abort()",
+                     [](taskrt::TaskContext&, std::string_view) -> absl::StatusOr<std::string> {
+                       std::abort();
+                     }});
+  registry.Register({"test.hang", taskrt::ClassHint::kCpu,
+                     "sleeps forever and ignores cancellation",
+                     [](taskrt::TaskContext&, std::string_view) -> absl::StatusOr<std::string> {
+                       for (int i = 0; i < 1'000'000; ++i) ::sleep(1);
+                       return std::string();
+                     }});
+  registry.Register({"test.fail", taskrt::ClassHint::kIo, "returns an error",
+                     [](taskrt::TaskContext&, std::string_view in) -> absl::StatusOr<std::string> {
+                       return absl::InternalError("test.fail failed on purpose");
+                     }});
+  registry.Register({"test.throw", taskrt::ClassHint::kIo, "throws std::runtime_error",
+                     [](taskrt::TaskContext&, std::string_view) -> absl::StatusOr<std::string> {
+                       throw std::runtime_error("thrown on purpose");
+                     }});
+  registry.Register({"test.echo", taskrt::ClassHint::kIo, "returns its input",
+                     [](taskrt::TaskContext&, std::string_view in) -> absl::StatusOr<std::string> {
+                       return std::string(in);
+                     }});
+  registry.Register({"test.pid", taskrt::ClassHint::kNone, "returns the worker's pid",
+                     [](taskrt::TaskContext&, std::string_view) -> absl::StatusOr<std::string> {
+                       return std::to_string(::getpid());
+                     }});
+  // No hint: the classifier must learn these two.
+  registry.Register({"test.burn", taskrt::ClassHint::kNone,
+                     "busy-loops for N ms (input \"N\"), honouring cancellation",
+                     [](taskrt::TaskContext& ctx, std::string_view in) -> absl::StatusOr<std::string> {
+                       const auto end = std::chrono::steady_clock::now() +
+                                        std::chrono::milliseconds(Millis(in));
+                       volatile uint64_t x = 0;
+                       while (std::chrono::steady_clock::now() < end) {
+                         for (int i = 0; i < 10000; ++i) x = x + i;
+                         if (ctx.cancelled()) return absl::CancelledError("burn cancelled");
+                       }
+                       return std::string("burnt");
+                     }});
+  registry.Register({"test.nap", taskrt::ClassHint::kNone,
+                     "sleeps N ms on its thread (input \"N\")",
+                     [](taskrt::TaskContext&, std::string_view in) -> absl::StatusOr<std::string> {
+                       std::this_thread::sleep_for(std::chrono::milliseconds(Millis(in)));
+                       return std::string("rested");
+                     }});
+}
