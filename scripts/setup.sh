@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what taskrt needs to build and test on Debian 12 (bookworm), from Debian's
+# packages only. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config   # compiler and build system
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # gRPC 1.51, protobuf 3.21
+  libabsl-dev        # Abseil: Status, Mutex, strings, time
+  libasio-dev        # standalone Asio: the workers' and daemon's event loops
+  libcli11-dev       # command lines of taskrtd, taskrt, taskrt-bench
+  nlohmann-json3-dev # JSON inputs/outputs of the built-in handlers and the CLI
+  libssl-dev         # SHA-256 (libcrypto) for hash.sha256
+  libgtest-dev libgmock-dev  # tests
+  python3            # the CLI test checks JSON output with it
+  systemd            # systemd-analyze, to verify deploy/taskrtd.service
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all packages present"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
