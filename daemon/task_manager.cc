@@ -425,6 +425,13 @@ void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
   if (done.ok()) {
     r.task.set_output(done.output());
     FinishLocked(done.seq(), v1::TASK_STATE_SUCCEEDED, v1::TaskError());
+  } else if (done.failure() == v1::FAILURE_KIND_CANCELLED && r.deadline_us > 0 &&
+             done.finished_unix_us() >= r.deadline_us) {
+    // The worker's own deadline fired before the daemon's tick: still a timeout.
+    FinishLocked(done.seq(), v1::TASK_STATE_TIMED_OUT,
+                 MakeError(v1::FAILURE_KIND_TIMEOUT,
+                           absl::StrCat("ran past its timeout of ", r.task.spec().timeout_ms(),
+                                        " ms; it was cancelled through its context")));
   } else if (done.failure() == v1::FAILURE_KIND_CANCELLED) {
     FinishLocked(done.seq(), v1::TASK_STATE_CANCELLED,
                  MakeError(v1::FAILURE_KIND_CANCELLED, done.error()));
