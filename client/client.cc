@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -26,6 +27,8 @@ constexpr int kMaxReceiveMessageBytes = 256 << 20;
 // Extra time the client grants a finite Wait beyond the server-side timeout, so that
 // the server answers DEADLINE_EXCEEDED with its own message before the call expires.
 constexpr absl::Duration kWaitDeadlineSlack = absl::Seconds(5);
+// Where the system service (deploy/taskrtd.service) listens.
+constexpr char kSystemSocketPath[] = "/run/taskrt/taskrt.sock";
 
 // absl and gRPC share the canonical codes, so the mapping is a cast.
 absl::Status FromGrpc(const grpc::Status& status) {
@@ -113,8 +116,16 @@ Client::~Client() = default;
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
   std::string target = options.target;
   if (target.empty()) {
-    target = absl::StrCat("unix:",
-                          options.socket_path.empty() ? DefaultSocketPath() : options.socket_path);
+    std::string path = options.socket_path;
+    if (path.empty()) {
+      path = DefaultSocketPath();
+      // Nothing of this user's: talk to the system service if there is one.
+      if (!SocketExists(path) && std::getenv("TASKRT_SOCKET") == nullptr &&
+          SocketExists(kSystemSocketPath)) {
+        path = kSystemSocketPath;
+      }
+    }
+    target = absl::StrCat("unix:", path);
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);

@@ -346,6 +346,7 @@ void TaskManager::SpawnOnLoop(Pool pool, int slot) {
   w->inflight.clear();
   w->writing = false;
   w->started_us = NowUnixMicros();
+  w->tasks_run = 0;
   std::error_code ec;
   w->socket.assign(asio::local::stream_protocol(), spawned->fd, ec);
   if (ec) {
@@ -516,6 +517,10 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
   if (r.deadline_us > 0) deadlines_.erase({r.deadline_us, seq});
   v1::Decision* d = r.task.mutable_decision();
   if (d->finished_unix_us() == 0) d->set_finished_unix_us(NowUnixMicros());
+  if (d->run_time_us() == 0 && d->started_unix_us() > 0) {
+    // Killed, timed out or cancelled: the run lasted until now as far as anyone knows.
+    d->set_run_time_us(std::max<int64_t>(0, d->finished_unix_us() - d->started_unix_us()));
+  }
   EmitLocked(r);
   std::vector<uint64_t> waiters;
   waiters.swap(r.waiters);

@@ -63,14 +63,18 @@ void PrintStats(const v1::Stats& stats) {
 
   std::cout << "\n";
   Table states({"STATE", "TASKS"});
+  // The daemon keys the counts by enum name (TASK_STATE_SUCCEEDED); show short names
+  // in a fixed order.
   for (v1::TaskState s : kStateOrder) {
-    auto it = stats.tasks_by_state().find(StateName(s));
-    if (it != stats.tasks_by_state().end()) states.AddRow({it->first, absl::StrCat(it->second)});
+    auto it = stats.tasks_by_state().find(v1::TaskState_Name(s));
+    if (it != stats.tasks_by_state().end()) {
+      states.AddRow({StateName(s), absl::StrCat(it->second)});
+    }
   }
   // Names this client does not know yet (a newer daemon) are still shown.
   for (const auto& [name, count] : stats.tasks_by_state()) {
     bool known = false;
-    for (v1::TaskState s : kStateOrder) known = known || StateName(s) == name;
+    for (v1::TaskState s : kStateOrder) known = known || v1::TaskState_Name(s) == name;
     if (!known) states.AddRow({name, absl::StrCat(count)});
   }
   if (states.empty()) {

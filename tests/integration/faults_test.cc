@@ -104,7 +104,9 @@ TEST_F(FaultTest, IoTaskPastItsTimeoutIsCancelledThroughItsContext) {
   // The io worker was not killed for it.
   auto stats = client_->GetStats();
   for (const auto& p : stats->pools()) {
-    if (p.name() == "io") EXPECT_EQ(p.respawns(), 0u);
+    if (p.name() == "io") {
+      EXPECT_EQ(p.respawns(), 0u);
+    }
   }
 }
 

@@ -204,7 +204,7 @@ TEST_F(LearningTest, ClassifierLearnsUnhintedHandlers) {
     if (l.handler() == "test.burn") {
       found = true;
       EXPECT_EQ(l.learned_class(), v1::TASK_CLASS_CPU);
-      EXPECT_GT(l.cpu_ratio(), 0.5);
+      EXPECT_GE(l.cpu_ratio(), 0.2);  // the test threshold
     }
   }
   EXPECT_TRUE(found);

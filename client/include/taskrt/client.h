@@ -37,7 +37,8 @@ namespace taskrt {
 std::string DefaultSocketPath();
 
 struct ClientOptions {
-  // Unix socket of the daemon. Empty: DefaultSocketPath().
+  // Unix socket of the daemon. Empty: DefaultSocketPath(), or the system service's
+  // /run/taskrt/taskrt.sock when that does not exist and TASKRT_SOCKET is unset.
   std::string socket_path;
   // A gRPC target ("127.0.0.1:7070", "unix:/path"); overrides socket_path when set.
   std::string target;

@@ -1,0 +1,436 @@
+#!/usr/bin/env bash
+# End-to-end test of the `taskrt` CLI against a real taskrtd.
+#
+# Usage: cli_test.sh BIN_DIR PLUGIN_SO
+#   BIN_DIR    the directory holding taskrtd, taskrt and taskrt-worker
+#   PLUGIN_SO  the test plugin (libtaskrt_fault_plugin.so: test.crash, test.hang, ...)
+#
+# Starts one daemon on a socket in a fresh temporary directory, runs the CLI against it
+# and checks exit codes and output. Prints every failure with the captured output and
+# ends with exactly one line "N passed, M failed"; exits 1 if anything failed.
+set -euo pipefail
+
+if [[ $# -ne 2 ]]; then
+  echo "usage: $0 BIN_DIR PLUGIN_SO" >&2
+  exit 2
+fi
+BIN_DIR=$1
+PLUGIN=$2
+TASKRTD="$BIN_DIR/taskrtd"
+TASKRT_BIN="$BIN_DIR/taskrt"
+for f in "$TASKRTD" "$TASKRT_BIN"; do
+  [[ -x $f ]] || { echo "cli_test: $f is not an executable" >&2; exit 2; }
+done
+[[ -f $PLUGIN ]] || { echo "cli_test: plugin $PLUGIN not found" >&2; exit 2; }
+
+# Any single CLI invocation that takes longer than this is a hang, not a slow answer.
+CMD_TIMEOUT=60
+# How long the daemon may take to start serving, in tenths of a second.
+READY_TENTHS=100
+# How long cleanup waits for the daemon to exit after SIGTERM, in tenths of a second.
+STOP_TENTHS=100
+# The daemon's input limit for this test (the "input too large" check).
+MAX_INPUT=1000
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/taskrt-cli.XXXXXX")
+SOCK="$DIR/t.sock"
+DAEMON_PID=""
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [[ -n $DAEMON_PID ]]; then
+    if kill -0 "$DAEMON_PID" 2>/dev/null; then
+      kill -TERM "$DAEMON_PID" 2>/dev/null
+      local i
+      for ((i = 0; i < STOP_TENTHS; i++)); do
+        kill -0 "$DAEMON_PID" 2>/dev/null || break
+        sleep 0.1
+      done
+      if kill -0 "$DAEMON_PID" 2>/dev/null; then
+        echo "cli_test: taskrtd (pid $DAEMON_PID) ignored SIGTERM; sending SIGKILL" >&2
+        kill -KILL "$DAEMON_PID" 2>/dev/null
+      fi
+    fi
+    wait "$DAEMON_PID" 2>/dev/null
+  fi
+  rm -rf "$DIR"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- helpers ---------------------------------------------------------------------------
+
+PASSED=0
+FAILED=0
+NAME=""      # name of the current check
+CMD_TEXT=""  # its command line, for failure reports
+OUT=""       # its stdout (trailing newlines stripped)
+ERR=""       # its stderr (trailing newlines stripped)
+RC=0         # its exit code
+
+pass() { PASSED=$((PASSED + 1)); }
+
+# fail WHAT: records a failure of the current check and prints the captured output.
+fail() {
+  FAILED=$((FAILED + 1))
+  {
+    echo "FAIL: $NAME: $1"
+    echo "  command: $CMD_TEXT"
+    echo "  exit code: $RC"
+    echo "  --- stdout ---"
+    printf '%s\n' "$OUT" | sed 's/^/  | /'
+    echo "  --- stderr ---"
+    printf '%s\n' "$ERR" | sed 's/^/  | /'
+  }
+}
+
+# check NAME EXPECTED_EXIT -- CMD ARGS...
+# Runs the command (bounded by CMD_TIMEOUT), captures stdout, stderr and the exit code,
+# and checks the exit code. EXPECTED_EXIT is a number, or "!0" for any non-zero code.
+check() {
+  NAME=$1
+  local expected=$2
+  shift 2
+  [[ ${1:-} == "--" ]] && shift
+  CMD_TEXT=$(printf '%q ' "$@")
+  RC=0
+  timeout -k 5 "$CMD_TIMEOUT" "$@" >"$DIR/stdout" 2>"$DIR/stderr" </dev/null || RC=$?
+  OUT=$(<"$DIR/stdout")
+  ERR=$(<"$DIR/stderr")
+  if [[ $RC -eq 124 || $RC -eq 137 ]]; then
+    fail "did not finish within ${CMD_TIMEOUT}s (exit code $RC)"
+  elif [[ $expected == "!0" ]]; then
+    if [[ $RC -ne 0 ]]; then pass; else fail "expected a non-zero exit code, got 0"; fi
+  elif [[ $RC -eq $expected ]]; then
+    pass
+  else
+    fail "expected exit code $expected, got $RC"
+  fi
+}
+
+# expect_contains TEXT [stdout|stderr|any]: the current check's output contains TEXT.
+expect_contains() {
+  local text=$1 where=${2:-any} haystack
+  case $where in
+    stdout) haystack=$OUT ;;
+    stderr) haystack=$ERR ;;
+    *) haystack="$OUT"$'\n'"$ERR" ;;
+  esac
+  if [[ $haystack == *"$text"* ]]; then pass; else fail "$where does not contain '$text'"; fi
+}
+
+# expect_not_contains TEXT [stdout|stderr|any]
+expect_not_contains() {
+  local text=$1 where=${2:-any} haystack
+  case $where in
+    stdout) haystack=$OUT ;;
+    stderr) haystack=$ERR ;;
+    *) haystack="$OUT"$'\n'"$ERR" ;;
+  esac
+  if [[ $haystack != *"$text"* ]]; then pass; else fail "$where contains '$text'"; fi
+}
+
+# expect_line REGEX [stdout|stderr|any]: some line of the output matches the ERE.
+expect_line() {
+  local regex=$1 where=${2:-any} haystack
+  case $where in
+    stdout) haystack=$OUT ;;
+    stderr) haystack=$ERR ;;
+    *) haystack="$OUT"$'\n'"$ERR" ;;
+  esac
+  if printf '%s\n' "$haystack" | grep -Eq -- "$regex"; then
+    pass
+  else
+    fail "no line of $where matches /$regex/"
+  fi
+}
+
+# expect_equals EXPECTED ACTUAL WHAT
+expect_equals() {
+  if [[ $2 == "$1" ]]; then
+    pass
+  else
+    fail "$3: expected '$(printf '%s' "$1" | sed -n l | tr -d '\n')'," \
+      "got '$(printf '%s' "$2" | sed -n l | tr -d '\n')'"
+  fi
+}
+
+# expect_json: stdout is valid JSON.
+expect_json() {
+  if printf '%s' "$OUT" | python3 -c 'import json,sys; json.load(sys.stdin)' 2>/dev/null; then
+    pass
+  else
+    fail "stdout is not valid JSON"
+  fi
+}
+
+# The number of tasks the daemon lists (all of them: the limit is far above this test's).
+task_count() {
+  timeout -k 5 "$CMD_TIMEOUT" "$TASKRT_BIN" --socket "$SOCK" -o json list --limit 100000 |
+    python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'
+}
+
+T=("$TASKRT_BIN" --socket "$SOCK")
+
+# --- start the daemon ------------------------------------------------------------------
+
+"$TASKRTD" --socket "$SOCK" --plugin "$PLUGIN" --cpu-workers 2 --quiet \
+  --max-input-bytes "$MAX_INPUT" >"$DIR/taskrtd.log" 2>&1 &
+DAEMON_PID=$!
+
+ready=0
+for ((i = 0; i < READY_TENTHS; i++)); do
+  if ! kill -0 "$DAEMON_PID" 2>/dev/null; then break; fi
+  if timeout -k 2 5 "${T[@]}" handlers >/dev/null 2>&1; then
+    ready=1
+    break
+  fi
+  sleep 0.1
+done
+if [[ $ready -ne 1 ]]; then
+  echo "cli_test: taskrtd did not start serving $SOCK within $((READY_TENTHS / 10))s; its log:" >&2
+  sed 's/^/  | /' "$DIR/taskrtd.log" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+# --- help ------------------------------------------------------------------------------
+
+check "taskrtd --help" 0 -- "$TASKRTD" --help
+expect_contains "--socket" stdout
+expect_contains "--cpu-workers" stdout
+expect_contains "--plugin" stdout
+
+check "taskrt --help" 0 -- "$TASKRT_BIN" --help
+for word in --socket submit exec explain wait status cancel handlers "Exit status"; do
+  expect_contains "$word" stdout
+done
+
+check "taskrt without a subcommand is a usage error" 2 -- "$TASKRT_BIN"
+expect_contains "subcommand"
+
+# --- submit --wait and the decision ----------------------------------------------------
+
+check "submit math.primes --wait" 0 -- "${T[@]}" submit math.primes --json '{"below": 100000}' --wait
+expect_contains "9592" stdout
+expect_contains "state: succeeded" stdout
+expect_contains "ran as cpu because the handler registered the hint CPU" stdout
+expect_contains "executor: process" stdout
+expect_contains "of the cpu pool" stdout
+expect_line "worker pid [0-9]+" stdout
+
+# --- submit without --wait, then wait / status / explain -------------------------------
+
+check "submit without --wait prints one id" 0 -- "${T[@]}" submit math.primes --json '{"below": 100000}'
+ID=$OUT
+if [[ $(printf '%s\n' "$OUT" | wc -l) -eq 1 && $OUT =~ ^[^[:space:]]+$ ]]; then
+  pass
+else
+  fail "expected exactly one task id on one line"
+fi
+
+check "wait ID" 0 -- "${T[@]}" wait "$ID"
+expect_contains "$ID" stdout
+expect_line "^$ID +math\.primes +succeeded +process +cpu +handler-hint" stdout
+
+check "status ID" 0 -- "${T[@]}" status "$ID"
+expect_line "^$ID +math\.primes +succeeded " stdout
+
+check "explain ID" 0 -- "${T[@]}" explain "$ID"
+expect_contains "task $ID (math.primes): succeeded" stdout
+expect_contains "asked for auto; ran as cpu because the handler registered the hint CPU" stdout
+expect_contains "executor: process" stdout
+expect_contains "cpu pool" stdout
+
+check "-o json status ID" 0 -- "${T[@]}" -o json status "$ID"
+expect_json
+expect_contains '"state"' stdout
+expect_contains '"TASK_STATE_SUCCEEDED"' stdout
+expect_contains "\"$ID\"" stdout
+
+# --- classes and executors -------------------------------------------------------------
+
+check "--class io math.primes runs on a thread" 0 -- \
+  "${T[@]}" submit math.primes --json '{"below": 1000}' --class io --wait
+expect_contains "executor: thread" stdout
+expect_contains "ran as io because the client declared it" stdout
+expect_contains "of the io pool" stdout
+
+check "sys.sleep runs async" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 20}' --wait
+expect_contains "executor: async" stdout
+expect_contains "ran as io because the handler registered the hint IO" stdout
+
+check "--class cpu sys.sleep runs in a process" 0 -- \
+  "${T[@]}" submit sys.sleep --json '{"ms": 20}' --class cpu --wait
+expect_contains "executor: process" stdout
+expect_contains "ran as cpu because the client declared it" stdout
+
+# --- exec ------------------------------------------------------------------------------
+
+check "exec passes stdout, stderr and the exit status through" 7 -- \
+  "${T[@]}" exec --wait -- sh -c 'echo out; echo err >&2; exit 7'
+expect_equals "out" "$OUT" "stdout"
+expect_contains "err" stderr
+expect_not_contains "err" stdout
+
+check "exec of a missing command" "!0" -- "${T[@]}" exec --wait -- taskrt-no-such-command-xyz
+expect_contains "taskrt-no-such-command-xyz" stderr
+expect_contains "No such file" stderr
+
+printf 'echo one\necho two\n\necho three\n' >"$DIR/jobs.txt"
+check "exec --jobs-file" 0 -- "${T[@]}" exec --wait --jobs-file "$DIR/jobs.txt"
+expect_equals $'one\ntwo\nthree' "$OUT" "stdout (jobs' outputs in line order)"
+expect_contains "3 tasks in" stderr
+expect_line "^succeeded +3$" stderr
+
+printf '{"below": 100}\n{"below": 1000}\n\n{"below": 100000}\n' >"$DIR/inputs.jsonl"
+check "submit --json-lines --wait" 0 -- \
+  "${T[@]}" submit math.primes --json-lines "$DIR/inputs.jsonl" --wait
+expect_contains "3 tasks in" stdout
+expect_line "^succeeded +3$" stdout
+expect_line "^process +3$" stdout
+
+before=$(task_count || echo "?")
+printf '{"below": 100}\n{"below": \n{"below": 1000}\n' >"$DIR/bad.jsonl"
+check "submit --json-lines with a malformed line" 2 -- \
+  "${T[@]}" submit math.primes --json-lines "$DIR/bad.jsonl" --wait
+expect_contains "line 2" stderr
+expect_contains "nothing was submitted" stderr
+check "list after the malformed batch" 0 -- "${T[@]}" -o json list --limit 100000
+after=$(printf '%s' "$OUT" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' ||
+  echo "?")
+expect_equals "$before" "$after" "number of tasks before and after the malformed batch"
+
+# --- bad input -------------------------------------------------------------------------
+
+check "unknown handler" 2 -- "${T[@]}" submit math.nope --wait
+expect_contains "'math.nope' is not registered" stderr
+expect_contains "math.primes" stderr
+expect_contains "sys.exec" stderr
+
+check "malformed --json" 2 -- "${T[@]}" submit math.primes --json '{"below": '
+expect_contains "--json is not valid JSON" stderr
+expect_contains "nothing was submitted" stderr
+
+head -c 2000 /dev/zero | tr '\0' 'x' >"$DIR/big.txt"
+check "input larger than --max-input-bytes" 2 -- "${T[@]}" submit test.echo --input-file "$DIR/big.txt"
+expect_contains "exceeds" stderr
+expect_contains "$MAX_INPUT" stderr
+
+for cmd in status wait cancel explain; do
+  check "$cmd of an unknown task id" 2 -- "${T[@]}" "$cmd" no-such-task-42
+  expect_contains "not found" stderr
+  expect_contains "no-such-task-42" stderr
+done
+
+check "wrong --class value" 2 -- "${T[@]}" submit sys.noop --class gpu
+expect_contains "invalid task class 'gpu'" stderr
+
+check "bad --timeout value" 2 -- "${T[@]}" submit sys.noop --timeout soon
+expect_contains "--timeout" stderr
+
+check "bad wait --timeout value" 2 -- "${T[@]}" wait "$ID" --timeout 5parsecs
+expect_contains "--timeout" stderr
+
+# --- daemon not running ----------------------------------------------------------------
+
+check "daemon not running" 4 -- "$TASKRT_BIN" --socket "$DIR/none.sock" handlers
+expect_contains "taskrtd" stderr
+expect_contains "start it" stderr
+
+# --- timeouts --------------------------------------------------------------------------
+
+check "task timeout (test.hang --timeout 300ms)" 1 -- \
+  "${T[@]}" submit test.hang --timeout 300ms --wait
+expect_contains "timed-out" stdout
+expect_contains "timeout of 300 ms" stdout
+
+check "submit sys.sleep 5000ms" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 5000}'
+SLEEP_ID=$OUT
+check "wait --timeout 200ms gives up" 3 -- "${T[@]}" wait --timeout 200ms "$SLEEP_ID"
+expect_contains "gave up" stderr
+check "cancel the 5000ms sleep" 0 -- "${T[@]}" cancel "$SLEEP_ID"
+
+# --- crash -----------------------------------------------------------------------------
+
+check "test.crash" 1 -- "${T[@]}" submit test.crash --wait
+expect_contains "state: failed" stdout
+expect_contains "SIGSEGV" stdout
+expect_contains "worker-crashed" stdout
+
+check "math.primes after a crash" 0 -- "${T[@]}" submit math.primes --json '{"below": 100000}' --wait
+expect_contains "9592" stdout
+expect_contains "state: succeeded" stdout
+
+# --- cancel ----------------------------------------------------------------------------
+
+check "submit sys.sleep 30000ms" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 30000}'
+CANCEL_ID=$OUT
+check "cancel ID" 0 -- "${T[@]}" cancel "$CANCEL_ID"
+expect_line "^$CANCEL_ID +sys\.sleep +cancelled " stdout
+check "status after cancel" 0 -- "${T[@]}" status "$CANCEL_ID"
+expect_line "^$CANCEL_ID +sys\.sleep +cancelled " stdout
+check "wait on a cancelled task" 1 -- "${T[@]}" wait "$CANCEL_ID"
+expect_contains "cancelled" stdout
+
+# --- list, stats, handlers, watch ------------------------------------------------------
+
+check "list" 0 -- "${T[@]}" list
+expect_line "^ID +HANDLER +STATE +EXECUTOR +CLASS +REASON +RUN TIME$" stdout
+expect_contains "$ID" stdout
+expect_contains "$CANCEL_ID" stdout
+expect_contains "test.crash" stdout
+
+check "list --state cancelled" 0 -- "${T[@]}" list --state cancelled
+expect_contains "$CANCEL_ID" stdout
+expect_not_contains "succeeded" stdout
+
+check "-o json stats" 0 -- "${T[@]}" -o json stats
+expect_json
+WORKER_PIDS=$(printf '%s' "$OUT" |
+  python3 -c 'import json,sys; print(" ".join(str(w["pid"]) for w in json.load(sys.stdin)["workers"] if w["pid"] > 0))' ||
+  true)
+
+check "stats" 0 -- "${T[@]}" stats
+expect_contains "daemon pid $DAEMON_PID" stdout
+expect_line "^cpu +2 " stdout
+expect_line "^io +1 " stdout
+# Workers being restarted (after the crash and the timeout above) have no pid yet.
+if [[ -n $WORKER_PIDS ]]; then pass; else fail "-o json stats lists no worker pids"; fi
+for pid in $WORKER_PIDS; do
+  expect_line "^(cpu|io) +[0-9]+ +$pid " stdout
+done
+# The task-count table uses the CLI's state names, in the CLI's order.
+expect_line "^succeeded +[0-9]+$" stdout
+expect_line "^cancelled +[0-9]+$" stdout
+
+check "handlers" 0 -- "${T[@]}" handlers
+for h in sys.exec sys.sleep math.primes test.crash test.hang; do
+  expect_line "^$h " stdout
+done
+
+check "submit a task for watch to see" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 500}'
+WATCH_ID=$OUT
+check "watch --timeout" 0 -- "${T[@]}" watch --timeout 2s
+expect_line "^TIME +ID +HANDLER +STATE" stdout
+expect_line "$WATCH_ID +sys\.sleep +succeeded" stdout
+
+check "watch --timeout 1s" 0 -- "${T[@]}" watch --timeout 1s
+
+# --- single instance -------------------------------------------------------------------
+
+check "a second daemon on the same socket" "!0" -- \
+  "$TASKRTD" --socket "$SOCK" --plugin "$PLUGIN" --cpu-workers 1 --quiet
+expect_contains "already serving" stderr
+expect_contains "$DAEMON_PID" stderr
+
+check "the first daemon still serves" 0 -- "${T[@]}" submit sys.noop --wait
+expect_contains "state: succeeded" stdout
+
+# --- summary ---------------------------------------------------------------------------
+
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
