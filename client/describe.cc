@@ -15,14 +15,7 @@
 namespace taskrt {
 namespace {
 
-// "0.2 ms", "812.4 ms", "12.3 s", "4m 05s".
-std::string FormatMicros(int64_t us) {
-  if (us < 0) us = 0;
-  if (us < 10'000'000) return absl::StrFormat("%.1f ms", static_cast<double>(us) / 1e3);
-  if (us < 600'000'000) return absl::StrFormat("%.1f s", static_cast<double>(us) / 1e6);
-  const int64_t s = us / 1'000'000;
-  return absl::StrFormat("%dm %02ds", s / 60, s % 60);
-}
+using internal::FormatMicros;
 
 // "512 KiB", "3.1 MiB", "1.2 GiB".
 std::string FormatKib(int64_t kib) {

@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace taskrt::internal {
 
@@ -45,6 +46,14 @@ std::string DefaultSocketPath() {
     return absl::StrCat(xdg, "/taskrt/taskrt.sock");
   }
   return absl::StrCat("/tmp/taskrt-", ::getuid(), "/taskrt.sock");
+}
+
+std::string FormatMicros(int64_t us) {
+  if (us < 0) us = 0;
+  if (us < 10'000'000) return absl::StrFormat("%.1f ms", static_cast<double>(us) / 1e3);
+  if (us < 600'000'000) return absl::StrFormat("%.1f s", static_cast<double>(us) / 1e6);
+  const int64_t s = us / 1'000'000;
+  return absl::StrFormat("%dm %02ds", s / 60, s % 60);
 }
 
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {

@@ -19,6 +19,9 @@ std::string SignalName(int signal);
 // The default socket path (see taskrt::DefaultSocketPath in taskrt/client.h).
 std::string DefaultSocketPath();
 
+// A duration for people: "0.2 ms", "812.4 ms", "12.3 s", "4m 05s".
+std::string FormatMicros(int64_t us);
+
 // Parses "250ms", "30s", "2m", "1h", "1.5s"; a bare number is seconds.
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text);
 

@@ -114,14 +114,6 @@ std::vector<std::pair<int, std::string>> NonEmptyLines(const std::string& text) 
   return lines;
 }
 
-std::string FormatMicros(int64_t us) {
-  if (us < 0) us = 0;
-  if (us < 10'000'000) return absl::StrFormat("%.1f ms", static_cast<double>(us) / 1e3);
-  if (us < 600'000'000) return absl::StrFormat("%.1f s", static_cast<double>(us) / 1e6);
-  const int64_t s = us / 1'000'000;
-  return absl::StrFormat("%dm %02ds", s / 60, s % 60);
-}
-
 std::string FormatOutputBytes(const std::string& bytes) {
   const nlohmann::json parsed =
       nlohmann::json::parse(bytes, /*cb=*/nullptr, /*allow_exceptions=*/false);

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/util.h"
 #include "google/protobuf/message.h"
 #include "taskrt/client.h"
 
@@ -71,7 +72,7 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseKeyValue(absl::string_v
 std::vector<std::pair<int, std::string>> NonEmptyLines(const std::string& text);
 
 // "0.2 ms", "812.4 ms", "12.3 s", "4m 05s".
-std::string FormatMicros(int64_t us);
+using internal::FormatMicros;
 
 // `bytes` as text for a terminal: pretty-printed when it is JSON, else as is.
 std::string FormatOutputBytes(const std::string& bytes);
