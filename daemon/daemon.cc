@@ -150,6 +150,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
           absl::StrCat("cannot listen on ", d->options_.listen[i], " (in use?)"));
     }
   }
+  d->tcp_ports_ = ports;
   ::chmod(path.c_str(), d->options_.socket_mode);
   if (d->options_.verbose) {
     const auto& t = d->options_.tasks;
@@ -157,8 +158,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
                  "taskrtd[%d]: serving unix:%s — cpu pool: %d worker processes; io pool: %d "
                  "worker process(es) x %d threads + async loop\n",
                  ::getpid(), path.c_str(), t.cpu_workers, t.io_workers, t.io_threads);
-    for (const auto& addr : d->options_.listen) {
-      std::fprintf(stderr, "taskrtd[%d]: also serving %s\n", ::getpid(), addr.c_str());
+    for (size_t i = 0; i < ports.size(); ++i) {
+      const std::string& addr = d->options_.listen[i];
+      std::fprintf(stderr, "taskrtd[%d]: also serving %s:%d (TCP)\n", ::getpid(),
+                   addr.substr(0, addr.rfind(':')).c_str(), ports[i]);
     }
   }
   return d;

@@ -41,6 +41,8 @@ class Daemon {
   // server, removes the socket. Idempotent.
   void Shutdown();
   const std::string& socket_path() const { return options_.socket_path; }
+  // The TCP ports bound for options.listen, in order (useful with port 0).
+  const std::vector<int>& tcp_ports() const { return tcp_ports_; }
 
  private:
   explicit Daemon(DaemonOptions options);
@@ -50,6 +52,7 @@ class Daemon {
   std::unique_ptr<TaskManager> manager_;
   std::unique_ptr<TaskServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::vector<int> tcp_ports_;
   bool shut_down_ = false;
 };
 

@@ -1,6 +1,10 @@
 // The public API's contract: validation, atomic batches, waits, watch, async results,
 // and the single-instance lock.
+#include <sys/stat.h>
+
 #include <thread>
+
+#include "absl/strings/str_cat.h"
 
 #include "tests/integration/daemon_fixture.h"
 
@@ -155,6 +159,41 @@ TEST_F(ApiTest, ListAndStatsReflectTheTaskTable) {
   EXPECT_EQ(stats->tasks_submitted(), 2u);
   EXPECT_EQ(stats->tasks_by_state().at("TASK_STATE_SUCCEEDED"), 1u);
   EXPECT_EQ(stats->pools_size(), 2);
+}
+
+TEST(DaemonStartTest, SocketAndItsNewDirectoryArePrivate) {
+  const std::string dir = MakeTempDir();
+  daemon::DaemonOptions options = TestDaemonOptions(dir);
+  options.socket_path = dir + "/run/taskrt/t.sock";
+  auto d = daemon::Daemon::Start(options);
+  ASSERT_TRUE(d.ok()) << d.status();
+  struct stat st {};
+  ASSERT_EQ(::stat((dir + "/run/taskrt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat(options.socket_path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  (*d)->Shutdown();
+  EXPECT_NE(::stat(options.socket_path.c_str(), &st), 0);  // removed at shutdown
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DaemonStartTest, ServesLoopbackTcpToo) {
+  const std::string dir = MakeTempDir();
+  daemon::DaemonOptions options = TestDaemonOptions(dir);
+  options.listen = {"127.0.0.1:0"};
+  auto d = daemon::Daemon::Start(options);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ((*d)->tcp_ports().size(), 1u);
+  ClientOptions copts;
+  copts.target = absl::StrCat("127.0.0.1:", (*d)->tcp_ports()[0]);
+  auto client = Client::Connect(copts);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto task = (*client)->Run(MakeTask("sys.noop", ""), absl::Seconds(30));
+  ASSERT_TRUE(task.ok()) << task.status();
+  EXPECT_EQ(task->state(), v1::TASK_STATE_SUCCEEDED);
+  (*d)->Shutdown();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DaemonStartTest, BadPluginIsAClearStartupError) {
