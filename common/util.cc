@@ -63,9 +63,16 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
     return absl::Seconds(seconds);
   }
   absl::Duration d;
+  // absl has no unit for days; accept "7d" as people write it.
+  if (!text.empty() && text.back() == 'd') {
+    double days = 0;
+    if (absl::SimpleAtod(text.substr(0, text.size() - 1), &days) && days >= 0) {
+      return absl::Hours(24 * days);
+    }
+  }
   if (!absl::ParseDuration(text, &d)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "invalid duration '", text, "': use e.g. 500ms, 30s, 2m, 1h"));
+        "invalid duration '", text, "': use e.g. 500ms, 30s, 2m, 1h, 7d"));
   }
   if (d < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("duration must not be negative");

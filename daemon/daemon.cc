@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -73,6 +74,49 @@ absl::Status CheckLoopback(const std::string& address) {
       "served: TCP has no TLS or authentication yet; use the unix socket for anything else"));
 }
 
+// Takes an exclusive flock on `path` (created 0600) and writes our pid into it.
+// ALREADY_EXISTS, naming the holder, when another process has it.
+absl::StatusOr<int> TakeLock(const std::string& path, const std::string& what) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot open lock file ", path, ": ", std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "unknown";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    ::close(fd);
+    return absl::AlreadyExistsError(
+        absl::StrCat("another taskrtd (pid ", pid, ") is already ", what));
+  }
+  const std::string pid_text = absl::StrCat(::getpid(), "\n");
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid_text.data(), pid_text.size(), 0) < 0) {
+    ::close(fd);
+    return absl::InternalError(absl::StrCat("cannot write ", path));
+  }
+  return fd;
+}
+
+std::string DefaultStateDir() {
+  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg != nullptr && *xdg == '/') {
+    return absl::StrCat(xdg, "/taskrt");
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home == '/') {
+    return absl::StrCat(home, "/.local/state/taskrt");
+  }
+  return absl::StrCat("/tmp/taskrt-", ::getuid(), "/state");
+}
+
+// The per-user socket path, ignoring $TASKRT_SOCKET.
+std::string PerUserSocketPath() {
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0') {
+    return absl::StrCat(xdg, "/taskrt/taskrt.sock");
+  }
+  return absl::StrCat("/tmp/taskrt-", ::getuid(), "/taskrt.sock");
+}
+
 }  // namespace
 
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
@@ -96,31 +140,37 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   const auto slash = path.rfind('/');
   if (slash != std::string::npos) RETURN_IF_ERROR(MakePrivateDirs(path.substr(0, slash)));
 
-  const std::string lock_path = path + ".lock";
-  d->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (d->lock_fd_ < 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot open lock file ", lock_path, ": ", std::strerror(errno)));
-  }
-  if (::flock(d->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    char buf[32] = {0};
-    const ssize_t n = ::pread(d->lock_fd_, buf, sizeof(buf) - 1, 0);
-    std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "unknown";
-    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
-    return absl::AlreadyExistsError(absl::StrCat(
-        "another taskrtd (pid ", pid, ") is already serving ", path,
-        ": stop it first, or start this one with a different --socket"));
-  }
-  const std::string pid_text = absl::StrCat(::getpid(), "\n");
-  if (::ftruncate(d->lock_fd_, 0) != 0 ||
-      ::pwrite(d->lock_fd_, pid_text.data(), pid_text.size(), 0) < 0) {
-    return absl::InternalError(absl::StrCat("cannot write ", lock_path));
-  }
+  auto lock = TakeLock(path + ".lock", absl::StrCat(
+      "serving ", path, ": stop it first, or start this one with a different --socket"));
+  if (!lock.ok()) return lock.status();
+  d->lock_fd_ = *lock;
   ::unlink(path.c_str());  // a stale socket of a daemon that died: we hold the lock
 
   if (d->options_.tasks.worker_path.empty()) d->options_.tasks.worker_path = DefaultWorkerPath();
+  if (d->options_.durability != Durability::kNone) {
+    std::string& dir = d->options_.state_dir;
+    if (dir.empty()) dir = path == PerUserSocketPath() ? DefaultStateDir() : path + ".state";
+    absl::Status made = MakePrivateDirs(dir);
+    if (!made.ok()) {
+      return absl::Status(made.code(), absl::StrCat("state directory: ", made.message(),
+                                                    " (choose another with --state-dir)"));
+    }
+    if (::access(dir.c_str(), W_OK) != 0) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "state directory ", dir, " is not writable (", std::strerror(errno),
+          "): fix its permissions or choose another with --state-dir"));
+    }
+    auto state_lock = TakeLock(dir + "/journal.lock",
+                               absl::StrCat("using the state directory ", dir,
+                                            ": give each daemon its own --state-dir"));
+    if (!state_lock.ok()) return state_lock.status();
+    d->state_lock_fd_ = *state_lock;
+    ASSIGN_OR_RETURN(d->journal_, Journal::Open(dir + "/journal.db", d->options_.durability));
+    d->options_.tasks.journal = d->journal_.get();
+  }
   d->manager_ = std::make_unique<TaskManager>(d->options_.tasks);
   RETURN_IF_ERROR(d->manager_->Start());
+  d->recovery_ = d->manager_->recovery();
 
   d->service_ = std::make_unique<TaskServiceImpl>(*d->manager_);
   grpc::EnableDefaultHealthCheckService(true);
@@ -158,6 +208,20 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
                  "taskrtd[%d]: serving unix:%s — cpu pool: %d worker processes; io pool: %d "
                  "worker process(es) x %d threads + async loop\n",
                  ::getpid(), path.c_str(), t.cpu_workers, t.io_workers, t.io_threads);
+    const auto& r = d->recovery_;
+    if (d->journal_ != nullptr) {
+      std::fprintf(stderr,
+                   "taskrtd[%d]: journal %s/journal.db: recovered %llu finished, %llu queued, "
+                   "%llu re-run (were running), %llu failed (were running, no attempt left)\n",
+                   ::getpid(), d->options_.state_dir.c_str(),
+                   static_cast<unsigned long long>(r.finished),
+                   static_cast<unsigned long long>(r.requeued),
+                   static_cast<unsigned long long>(r.rerun),
+                   static_cast<unsigned long long>(r.failed));
+    } else {
+      std::fprintf(stderr, "taskrtd[%d]: --durability=none: tasks are kept in memory only\n",
+                   ::getpid());
+    }
     for (size_t i = 0; i < ports.size(); ++i) {
       const std::string& addr = d->options_.listen[i];
       std::fprintf(stderr, "taskrtd[%d]: also serving %s:%d (TCP)\n", ::getpid(),
@@ -167,15 +231,34 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   return d;
 }
 
+void Daemon::Drain() {
+  if (shut_down_ || !manager_) return Shutdown();
+  const size_t left = manager_->Drain(options_.drain_timeout);
+  if (options_.verbose && left > 0) {
+    std::fprintf(stderr,
+                 "taskrtd: %zu task(s) still running after the drain timeout of %s: stopping "
+                 "them; they are re-run or failed at the next start\n",
+                 left, absl::FormatDuration(options_.drain_timeout).c_str());
+  }
+  Shutdown();
+}
+
 void Daemon::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   if (manager_) manager_->Stop();
   if (server_) {
+    // Submits waiting for the journal still complete: its writer runs until Close.
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
   }
+  if (journal_) journal_->Close();
   manager_.reset();
+  journal_.reset();
+  if (state_lock_fd_ >= 0) {
+    ::close(state_lock_fd_);
+    state_lock_fd_ = -1;
+  }
   if (lock_fd_ >= 0) {
     if (server_) ::unlink(options_.socket_path.c_str());
     ::close(lock_fd_);
@@ -195,6 +278,7 @@ int RunDaemon(DaemonOptions options) {
   ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  const absl::Duration options_drain_timeout = options.drain_timeout;
   auto daemon = Daemon::Start(std::move(options));
   if (!daemon.ok()) {
     std::fprintf(stderr, "taskrtd: %s\n", std::string(daemon.status().message()).c_str());
@@ -209,11 +293,14 @@ int RunDaemon(DaemonOptions options) {
                    "restart the daemon to change options\n");
       continue;
     }
-    std::fprintf(stderr, "taskrtd: %s received, shutting down\n",
-                 internal::SignalName(sig).c_str());
+    std::fprintf(stderr,
+                 "taskrtd: %s received: draining (no new tasks; running ones may finish "
+                 "for up to %s; queued ones stay in the journal)\n",
+                 internal::SignalName(sig).c_str(),
+                 absl::FormatDuration(options_drain_timeout).c_str());
     break;
   }
-  (*daemon)->Shutdown();
+  (*daemon)->Drain();
   return 0;
 }
 

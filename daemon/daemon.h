@@ -24,6 +24,12 @@ struct DaemonOptions {
   // Extra TCP addresses ("127.0.0.1:7070"); loopback only for now.
   std::vector<std::string> listen;
   TaskManagerOptions tasks;
+  // Where the journal lives. Empty: $XDG_STATE_HOME/taskrt (or ~/.local/state/taskrt)
+  // for the per-user default socket, else "<socket path>.state".
+  std::string state_dir;
+  Durability durability = Durability::kFull;
+  // How long SIGTERM waits for running tasks before stopping anyway.
+  absl::Duration drain_timeout = absl::Seconds(30);
   bool verbose = true;  // log start-up and shutdown to stderr
 };
 
@@ -38,8 +44,14 @@ class Daemon {
   ~Daemon();
 
   // Refuses new work, fails pending waits with UNAVAILABLE, stops the workers and the
-  // server, removes the socket. Idempotent.
+  // server, removes the socket. Idempotent. Tasks still running stay RUNNING in the
+  // journal and are recovered by the next start.
   void Shutdown();
+  // Graceful stop: refuses new submits, starts nothing new, lets running tasks finish
+  // for up to options.drain_timeout, then Shutdown. Queued tasks stay in the journal.
+  void Drain();
+  const std::string& state_dir() const { return options_.state_dir; }
+  TaskManager::Recovery recovery() const { return recovery_; }
   const std::string& socket_path() const { return options_.socket_path; }
   // The TCP ports bound for options.listen, in order (useful with port 0).
   const std::vector<int>& tcp_ports() const { return tcp_ports_; }
@@ -49,6 +61,9 @@ class Daemon {
 
   DaemonOptions options_;
   int lock_fd_ = -1;
+  int state_lock_fd_ = -1;
+  std::unique_ptr<Journal> journal_;
+  TaskManager::Recovery recovery_;
   std::unique_ptr<TaskManager> manager_;
   std::unique_ptr<TaskServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -12,6 +12,9 @@ int main(int argc, char** argv) {
   std::string default_class = "cpu";
   std::string default_timeout = "0";
   std::string socket_mode = "0600";
+  std::string durability = "full";
+  std::string drain_timeout = "30s";
+  std::string retain_for = "7d";
 
   CLI::App app{
       "taskrtd: the taskrt daemon. Runs submitted tasks in worker processes: CPU-bound\n"
@@ -68,6 +71,26 @@ int main(int argc, char** argv) {
   app.add_option("--learn-min-samples", t.classifier.min_samples,
                  "Runs of a handler needed before its learned class is used")
       ->default_val(3);
+  app.add_option("--state-dir", options.state_dir,
+                 "Directory of the task journal (default: $XDG_STATE_HOME/taskrt or "
+                 "~/.local/state/taskrt with the default socket, else <socket>.state)");
+  app.add_option("--durability", durability,
+                 "full: a submit is answered once the task is fsync'd to the journal "
+                 "(survives power loss); process: written to the OS (survives a daemon "
+                 "crash); none: memory only, fastest")
+      ->check(CLI::IsMember({"full", "process", "none"}))
+      ->default_str("full");
+  app.add_option("--max-queued", t.max_queued,
+                 "Unfinished tasks accepted at once; beyond, submit fails with "
+                 "RESOURCE_EXHAUSTED")
+      ->default_val(1000000);
+  app.add_option("--retain-for", retain_for,
+                 "How long finished tasks are kept (also bounded by --max-retained)")
+      ->default_str("7d");
+  app.add_option("--drain-timeout", drain_timeout,
+                 "On SIGTERM/SIGINT, how long running tasks may finish before the daemon "
+                 "stops them (they are recovered at the next start)")
+      ->default_str("30s");
   bool quiet = false;
   app.add_flag("--quiet", quiet, "Do not log start-up and shutdown");
   CLI11_PARSE(app, argc, argv);
@@ -82,6 +105,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   t.default_timeout_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(*timeout));
+  auto drain = taskrt::internal::ParseDurationFlag(drain_timeout);
+  auto retain = taskrt::internal::ParseDurationFlag(retain_for);
+  if (!drain.ok() || !retain.ok()) {
+    std::fprintf(stderr, "taskrtd: %s\n",
+                 std::string((drain.ok() ? retain.status() : drain.status()).message()).c_str());
+    return 2;
+  }
+  options.drain_timeout = *drain;
+  t.retain_for_ms = absl::ToInt64Milliseconds(*retain);
+  options.durability = *taskrt::daemon::ParseDurability(durability);
   try {
     options.socket_mode = static_cast<unsigned>(std::stoul(socket_mode, nullptr, 8)) & 0777;
   } catch (...) {

@@ -130,12 +130,22 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Submit(grpc::CallbackServerContext* c
                                                   const v1::SubmitRequest* request,
                                                   v1::SubmitResponse* response) {
   auto* reactor = ctx->DefaultReactor();
-  auto ids = manager_.Submit(request->tasks());
-  if (ids.ok()) {
-    response->mutable_task_ids()->Reserve(static_cast<int>(ids->size()));
-    for (auto& id : *ids) response->add_task_ids(std::move(id));
+  auto result = manager_.Submit(request->tasks());
+  if (!result.ok()) {
+    reactor->Finish(ToGrpc(result.status()));
+    return reactor;
   }
-  reactor->Finish(ToGrpc(ids.status()));
+  // Answer once the tasks are durable (at once without a journal). The callback runs on
+  // the journal's thread; the response stays valid until Finish.
+  std::vector<std::string> ids = result->ids;
+  manager_.WhenDurable(result->ticket, std::move(ids),
+                       [reactor, response, ids = std::move(result->ids)](absl::Status s) {
+                         if (s.ok()) {
+                           response->mutable_task_ids()->Reserve(static_cast<int>(ids.size()));
+                           for (const auto& id : ids) response->add_task_ids(id);
+                         }
+                         reactor->Finish(ToGrpc(s));
+                       });
   return reactor;
 }
 

@@ -31,11 +31,34 @@ std::string MakePrefix() {
   return absl::StrFormat("%06x", (x >> 8) & 0xffffff);
 }
 
-v1::TaskError MakeError(v1::FailureKind kind, std::string message) {
+v1::TaskError MakeError(v1::FailureKind kind, std::string message, bool retryable = false) {
   v1::TaskError e;
   e.set_kind(kind);
   e.set_message(std::move(message));
+  e.set_retryable(retryable);
   return e;
+}
+
+// Forgets where and how the previous attempt ran; keeps why the task went where it went.
+void ResetRunFields(v1::Decision* d) {
+  v1::Decision kept;
+  kept.set_requested_class(d->requested_class());
+  kept.set_resolved_class(d->resolved_class());
+  kept.set_reason(d->reason());
+  kept.set_evidence(d->evidence());
+  kept.set_pool(d->pool());
+  kept.set_submitted_unix_us(d->submitted_unix_us());
+  kept.set_attempt(d->attempt());
+  kept.set_daemon_pid(d->daemon_pid());
+  kept.set_recovered(d->recovered());
+  *d = std::move(kept);
+}
+
+int64_t BackoffUs(const v1::TaskSpec& spec, int attempt) {
+  const int64_t base_ms = spec.retry_backoff_ms() == 0 ? 500 : spec.retry_backoff_ms();
+  int64_t ms = base_ms;
+  for (int i = 1; i < attempt && ms < 60'000; ++i) ms *= 2;
+  return std::min<int64_t>(ms, 60'000) * 1000;
 }
 
 }  // namespace
@@ -64,6 +87,12 @@ absl::Status TaskManager::Start() {
       asio::post(io_, [this, pool = w->pool, slot = w->slot] { SpawnOnLoop(pool, slot); });
     }
   }
+  std::vector<StoredTask> stored;
+  if (options_.journal != nullptr) {
+    auto loaded = options_.journal->LoadAll();
+    if (!loaded.ok()) return loaded.status();
+    stored = std::move(*loaded);
+  }
   TickOnLoop();
   loop_thread_ = std::thread([this] { io_.run(); });
 
@@ -80,7 +109,119 @@ absl::Status TaskManager::Start() {
         "workers did not start within ", options_.startup_timeout_ms,
         " ms: check that ", options_.worker_path, " runs (it logs to this stderr)"));
   }
-  return startup_error_;
+  if (!startup_error_.ok()) return startup_error_;
+  RecoverLocked(std::move(stored));  // needs the handlers the workers registered
+  DispatchLocked();
+  return absl::OkStatus();
+}
+
+void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
+  const int64_t now = NowUnixMicros();
+  for (StoredTask& st : stored) {
+    const uint64_t seq = st.seq;
+    next_seq_ = std::max(next_seq_, seq + 1);
+    TaskRecord& r = tasks_[seq];
+    r.task = std::move(st.task);
+    auto h = handlers_.find(r.task.spec().handler());
+    r.async = h != handlers_.end() && h->second.async();
+    r.pool = r.task.decision().resolved_class() == v1::TASK_CLASS_CPU ? Pool::kCpu : Pool::kIo;
+    by_id_[r.task.id()] = seq;
+    if (!r.task.spec().idempotency_key().empty()) by_key_[r.task.spec().idempotency_key()] = seq;
+    const v1::TaskState state = r.task.state();
+    if (IsFinalState(state)) {
+      retired_.push_back(seq);
+      ++recovery_.finished;
+      continue;
+    }
+    ++unfinished_;
+    v1::Decision* d = r.task.mutable_decision();
+    d->set_recovered(true);
+    if (state == v1::TASK_STATE_RUNNING) {
+      const int attempt = d->attempt();
+      const int allowed = std::max<int>(1, static_cast<int>(r.task.spec().max_attempts()));
+      v1::TaskError e = MakeError(
+          v1::FAILURE_KIND_DAEMON_RESTART,
+          absl::StrCat("the daemon stopped while attempt ", attempt, " of ", allowed,
+                       " was running"),
+          /*retryable=*/true);
+      if (attempt >= allowed) {
+        e.set_message(absl::StrCat(e.message(), "; no attempt was left to re-run it"));
+        d->set_finished_unix_us(now);
+        FinishLocked(seq, v1::TASK_STATE_FAILED, std::move(e));
+        ++recovery_.failed;
+        continue;
+      }
+      v1::Attempt* past = r.task.add_attempts();
+      past->set_attempt(attempt);
+      *past->mutable_decision() = *d;
+      *past->mutable_error() = e;
+      ResetRunFields(d);
+      r.task.set_state(v1::TASK_STATE_QUEUED);
+      ++recovery_.rerun;
+    } else {
+      ++recovery_.requeued;
+    }
+    if (d->evidence().find("recovered after daemon restart") == std::string::npos) {
+      d->set_evidence(absl::StrCat(d->evidence(), "; recovered after daemon restart"));
+    }
+    if (r.task.not_before_unix_us() > now) {
+      delayed_.emplace(r.task.not_before_unix_us(), seq);
+    } else {
+      QueueFor(r).Push(seq, r.task.spec().priority());
+    }
+    PersistLocked(seq);
+  }
+  while (retired_.size() > options_.max_retained) RetireLocked(retired_.front());
+}
+
+TaskManager::Recovery TaskManager::recovery() {
+  absl::MutexLock lock(&mu_);
+  return recovery_;
+}
+
+void TaskManager::PersistLocked(uint64_t seq) {
+  if (options_.journal == nullptr) return;
+  options_.journal->Put(seq, tasks_.at(seq).task);
+}
+
+void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
+                              std::function<void(absl::Status)> done) {
+  if (options_.journal == nullptr) return done(absl::OkStatus());
+  options_.journal->AfterCommit(ticket, [this, ids = std::move(ids),
+                                         done = std::move(done)](absl::Status status) {
+    if (!status.ok()) {
+      // Not durable, so not accepted: withdraw what has not started.
+      absl::MutexLock lock(&mu_);
+      for (const auto& id : ids) {
+        auto it = by_id_.find(id);
+        if (it == by_id_.end()) continue;
+        TaskRecord& r = tasks_.at(it->second);
+        if (r.task.state() != v1::TASK_STATE_QUEUED || !QueueFor(r).Remove(it->second)) continue;
+        if (!r.task.spec().idempotency_key().empty()) by_key_.erase(r.task.spec().idempotency_key());
+        --unfinished_;
+        tasks_.erase(it->second);
+        by_id_.erase(it);
+      }
+      status = absl::UnavailableError(absl::StrCat(
+          "the journal could not record the tasks, so they were not accepted: ",
+          status.message()));
+    }
+    done(status);
+  });
+}
+
+size_t TaskManager::Drain(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const auto& w : workers_)
+      if (!w->running.empty()) return false;
+    return true;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+  size_t running = 0;
+  for (const auto& w : workers_) running += w->running.size();
+  return running;
 }
 
 void TaskManager::Stop() {
@@ -115,7 +256,16 @@ void TaskManager::Stop() {
 }
 
 void TaskManager::RunDeferred(std::vector<std::function<void()>>& deferred) {
-  for (auto& fn : deferred) fn();
+  if (deferred.empty()) return;
+  if (options_.journal == nullptr) {
+    for (auto& fn : deferred) fn();
+  } else {
+    // Answer waiters only once what they are told is on disk.
+    options_.journal->AfterCommit(options_.journal->last_ticket(),
+                                  [fns = std::move(deferred)](absl::Status) mutable {
+                                    for (auto& fn : fns) fn();
+                                  });
+  }
   deferred.clear();
 }
 
@@ -147,10 +297,18 @@ absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
                                                    " ms exceeds the maximum of ",
                                                    options_.max_timeout_ms, " ms"));
   }
+  if (spec.max_attempts() > options_.max_attempts_limit) {
+    return absl::InvalidArgumentError(absl::StrCat("max_attempts ", spec.max_attempts(),
+                                                   " exceeds the limit of ",
+                                                   options_.max_attempts_limit));
+  }
+  if (spec.idempotency_key().size() > 256) {
+    return absl::InvalidArgumentError("idempotency_key is longer than 256 bytes");
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> TaskManager::Submit(
+absl::StatusOr<SubmitResult> TaskManager::Submit(
     const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs) {
   if (specs.empty()) return absl::InvalidArgumentError("no tasks to submit");
   if (static_cast<size_t>(specs.size()) > options_.max_batch) {
@@ -158,10 +316,14 @@ absl::StatusOr<std::vector<std::string>> TaskManager::Submit(
                                                    " tasks exceeds the limit of ",
                                                    options_.max_batch, " per Submit"));
   }
-  std::vector<std::string> ids;
+  SubmitResult result;
+  std::vector<std::string>& ids = result.ids;
   ids.reserve(specs.size());
   absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("taskrtd is shutting down");
+  if (stopping_ || draining_) {
+    return absl::UnavailableError(
+        "taskrtd is shutting down and accepts no new tasks; retry when it is back");
+  }
   for (int i = 0; i < specs.size(); ++i) {
     if (absl::Status s = ValidateLocked(specs[i]); !s.ok()) {
       if (specs.size() == 1) return s;
@@ -170,8 +332,25 @@ absl::StatusOr<std::vector<std::string>> TaskManager::Submit(
                        "; nothing was submitted"));
     }
   }
+  size_t fresh = 0;
+  for (const auto& spec : specs) {
+    if (spec.idempotency_key().empty() || by_key_.count(spec.idempotency_key()) == 0) ++fresh;
+  }
+  if (unfinished_ + fresh > options_.max_queued) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the queue is full: ", unfinished_, " tasks are not finished and the limit is ",
+        options_.max_queued, " (taskrtd --max-queued); nothing was submitted: retry after "
+        "some finish (e.g. in 1s, with backoff)"));
+  }
   const int64_t now = NowUnixMicros();
   for (const auto& spec : specs) {
+    if (!spec.idempotency_key().empty()) {
+      auto known = by_key_.find(spec.idempotency_key());
+      if (known != by_key_.end()) {  // accepted before: the same task, not a new one
+        ids.push_back(tasks_.at(known->second).task.id());
+        continue;
+      }
+    }
     const uint64_t seq = next_seq_++;
     std::string id = absl::StrCat(id_prefix_, "-", seq);
     TaskRecord& r = tasks_[seq];
@@ -196,13 +375,17 @@ absl::StatusOr<std::vector<std::string>> TaskManager::Submit(
     d->set_submitted_unix_us(now);
     d->set_daemon_pid(daemon_pid_);
     by_id_.emplace(id, seq);
+    if (!spec.idempotency_key().empty()) by_key_.emplace(spec.idempotency_key(), seq);
     QueueFor(r).Push(seq, spec.priority());
     ids.push_back(std::move(id));
     ++submitted_;
+    ++unfinished_;
+    PersistLocked(seq);
     EmitLocked(r);
   }
+  if (options_.journal != nullptr) result.ticket = options_.journal->last_ticket();
   DispatchLocked();
-  return ids;
+  return result;
 }
 
 TaskQueue& TaskManager::QueueFor(const TaskRecord& r) {
@@ -239,6 +422,7 @@ TaskManager::Worker* TaskManager::PickWorkerLocked(Pool pool, bool async) {
 }
 
 void TaskManager::DispatchLocked() {
+  if (draining_ || stopping_) return;
   struct Lane {
     TaskQueue* queue;
     Pool pool;
@@ -259,8 +443,11 @@ void TaskManager::DispatchLocked() {
 void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
   TaskRecord& r = tasks_.at(seq);
   const int64_t now = NowUnixMicros();
+  const uint64_t run_id = next_run_id_++;
   r.worker = w;
-  w->running.emplace(seq, r.async);
+  r.run_id = run_id;
+  r.task.set_not_before_unix_us(0);
+  w->running.emplace(run_id, Run{seq, r.async});
   (r.async ? w->async_running : w->sync_running)++;
   v1::Task& t = r.task;
   t.set_state(v1::TASK_STATE_RUNNING);
@@ -278,12 +465,15 @@ void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
   }
   v1::internal::WorkerFrame frame;
   v1::internal::RunTask* run = frame.mutable_run();
-  run->set_seq(seq);
+  run->set_seq(run_id);
   run->set_task_id(t.id());
   run->set_handler(t.spec().handler());
   run->set_input(t.spec().input());
   run->set_deadline_unix_us(r.deadline_us);
   run->set_attempt(d->attempt());
+  // The RUNNING record (with its attempt count) reaches the journal before the frame
+  // reaches the worker: flushes wait for the journal (ScheduleFlushLocked).
+  PersistLocked(seq);
   SendLocked(w, frame);
   EmitLocked(r);
 }
@@ -296,7 +486,14 @@ void TaskManager::SendLocked(Worker* w, const v1::internal::WorkerFrame& frame) 
 void TaskManager::ScheduleFlushLocked() {
   if (flush_posted_) return;
   flush_posted_ = true;
-  asio::post(io_, [this] { FlushOnLoop(); });
+  if (options_.journal == nullptr) {
+    asio::post(io_, [this] { FlushOnLoop(); });
+    return;
+  }
+  // Frames go out only after the journal holds the state changes they follow from.
+  options_.journal->AfterCommit(options_.journal->last_ticket(), [this](absl::Status) {
+    asio::post(io_, [this] { FlushOnLoop(); });
+  });
 }
 
 void TaskManager::FlushOnLoop() {
@@ -401,12 +598,15 @@ void TaskManager::OnHelloLocked(Worker* w, const v1::internal::WorkerHello& hell
 void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
   auto slot = w->running.find(done.seq());
   if (slot == w->running.end()) return;
-  (slot->second ? w->async_running : w->sync_running)--;
+  const Run run = slot->second;
+  (run.async ? w->async_running : w->sync_running)--;
   w->running.erase(slot);
   ++w->tasks_run;
   ++completed_[static_cast<int>(w->pool)];
-  auto it = tasks_.find(done.seq());
-  if (it == tasks_.end()) return;  // evicted while a cancel was in flight
+  auto it = tasks_.find(run.seq);
+  // Evicted meanwhile, or a stale run: the task timed out and is being tried again.
+  if (it == tasks_.end() || it->second.run_id != done.seq()) return;
+  const uint64_t seq = run.seq;
   TaskRecord& r = it->second;
   r.worker = nullptr;
   v1::Decision* d = r.task.mutable_decision();
@@ -422,22 +622,28 @@ void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
   Learn(learned_[r.task.spec().handler()], done.cpu_time_us(), d->run_time_us(),
         options_.classifier);
   d->set_hint(MismatchHint(*d, options_.classifier));
-  if (IsFinalState(r.task.state())) return;  // cancelled or timed out meanwhile
+  if (IsFinalState(r.task.state())) {  // cancelled or timed out meanwhile
+    PersistLocked(seq);
+    return;
+  }
   if (done.ok()) {
     r.task.set_output(done.output());
-    FinishLocked(done.seq(), v1::TASK_STATE_SUCCEEDED, v1::TaskError());
+    FinishLocked(seq, v1::TASK_STATE_SUCCEEDED, v1::TaskError());
   } else if (done.failure() == v1::FAILURE_KIND_CANCELLED && r.deadline_us > 0 &&
              done.finished_unix_us() >= r.deadline_us) {
     // The worker's own deadline fired before the daemon's tick: still a timeout.
-    FinishLocked(done.seq(), v1::TASK_STATE_TIMED_OUT,
-                 MakeError(v1::FAILURE_KIND_TIMEOUT,
-                           absl::StrCat("ran past its timeout of ", r.task.spec().timeout_ms(),
-                                        " ms; it was cancelled through its context")));
+    FailOrRetryLocked(seq, v1::TASK_STATE_TIMED_OUT,
+                      MakeError(v1::FAILURE_KIND_TIMEOUT,
+                                absl::StrCat("ran past its timeout of ",
+                                             r.task.spec().timeout_ms(),
+                                             " ms; it was cancelled through its context"),
+                                /*retryable=*/true));
   } else if (done.failure() == v1::FAILURE_KIND_CANCELLED) {
-    FinishLocked(done.seq(), v1::TASK_STATE_CANCELLED,
+    FinishLocked(seq, v1::TASK_STATE_CANCELLED,
                  MakeError(v1::FAILURE_KIND_CANCELLED, done.error()));
   } else {
-    FinishLocked(done.seq(), v1::TASK_STATE_FAILED, MakeError(done.failure(), done.error()));
+    FailOrRetryLocked(seq, v1::TASK_STATE_FAILED,
+                      MakeError(done.failure(), done.error(), done.retryable()));
   }
 }
 
@@ -459,9 +665,10 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
                  : absl::StrCat("exited with status ", code);
     const char* pool = w->pool == Pool::kCpu ? "cpu" : "io";
     const bool was_starting = w->state == WorkerState::kStarting;
-    for (const auto& [seq, async] : w->running) {
+    for (const auto& [run_id, run] : w->running) {
+      const uint64_t seq = run.seq;
       auto it = tasks_.find(seq);
-      if (it == tasks_.end()) continue;
+      if (it == tasks_.end() || it->second.run_id != run_id) continue;
       it->second.worker = nullptr;
       if (IsFinalState(it->second.task.state())) continue;
       v1::TaskError e = MakeError(
@@ -471,8 +678,9 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
       e.set_signal(sig);
       e.set_signal_name(sig ? internal::SignalName(sig) : "");
       e.set_exit_code(sig ? 0 : code);
+      e.set_retryable(true);
       it->second.task.mutable_decision()->set_finished_unix_us(NowUnixMicros());
-      FinishLocked(seq, v1::TASK_STATE_FAILED, std::move(e));
+      FailOrRetryLocked(seq, v1::TASK_STATE_FAILED, std::move(e));
     }
     if (!w->killed) {
       std::fprintf(stderr, "taskrtd: %s worker pid %d %s; respawning\n", pool, w->pid,
@@ -510,8 +718,65 @@ void TaskManager::KillWorkerLocked(Worker* w) {
 // ---------------------------------------------------------------------------------
 // Final states, events and waiters.
 
+void TaskManager::FailOrRetryLocked(uint64_t seq, v1::TaskState state, v1::TaskError error) {
+  TaskRecord& r = tasks_.at(seq);
+  v1::Decision* d = r.task.mutable_decision();
+  const int allowed = std::max<int>(1, static_cast<int>(r.task.spec().max_attempts()));
+  if (!error.retryable() || d->attempt() >= allowed || stopping_) {
+    if (error.retryable() && allowed > 1) {
+      error.set_message(absl::StrCat(error.message(), " (attempt ", d->attempt(), " of ",
+                                     allowed, ", none left)"));
+    }
+    return FinishLocked(seq, state, std::move(error));
+  }
+  if (r.deadline_us > 0) deadlines_.erase({r.deadline_us, seq});
+  r.deadline_us = 0;
+  r.worker = nullptr;
+  r.run_id = 0;  // whatever the old run reports from now on is stale
+  if (d->finished_unix_us() == 0) d->set_finished_unix_us(NowUnixMicros());
+  if (d->run_time_us() == 0 && d->started_unix_us() > 0) {
+    d->set_run_time_us(std::max<int64_t>(0, d->finished_unix_us() - d->started_unix_us()));
+  }
+  v1::Attempt* past = r.task.add_attempts();
+  past->set_attempt(d->attempt());
+  *past->mutable_decision() = *d;
+  *past->mutable_error() = std::move(error);
+  ResetRunFields(d);
+  const int64_t due = NowUnixMicros() + BackoffUs(r.task.spec(), d->attempt());
+  r.task.set_state(v1::TASK_STATE_QUEUED);
+  r.task.set_not_before_unix_us(due);
+  delayed_.emplace(due, seq);
+  PersistLocked(seq);
+  EmitLocked(r);
+}
+
+void TaskManager::PromoteDueLocked() {
+  const int64_t now = NowUnixMicros();
+  bool any = false;
+  while (!delayed_.empty() && delayed_.begin()->first <= now) {
+    const uint64_t seq = delayed_.begin()->second;
+    delayed_.erase(delayed_.begin());
+    auto it = tasks_.find(seq);
+    if (it == tasks_.end() || it->second.task.state() != v1::TASK_STATE_QUEUED) continue;
+    QueueFor(it->second).Push(seq, it->second.task.spec().priority());
+    any = true;
+  }
+  if (any) DispatchLocked();
+}
+
+void TaskManager::EvictOldLocked() {
+  const int64_t oldest = NowUnixMicros() - options_.retain_for_ms * 1000;
+  // retired_ is in order of finishing; look at a bounded number per tick.
+  for (int i = 0; i < 1000 && !retired_.empty(); ++i) {
+    auto it = tasks_.find(retired_.front());
+    if (it != tasks_.end() && it->second.task.decision().finished_unix_us() > oldest) break;
+    RetireLocked(retired_.front());
+  }
+}
+
 void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error) {
   TaskRecord& r = tasks_.at(seq);
+  if (!IsFinalState(r.task.state()) && unfinished_ > 0) --unfinished_;
   r.task.set_state(state);
   if (error.kind() != v1::FAILURE_KIND_UNSPECIFIED) *r.task.mutable_error() = std::move(error);
   if (r.deadline_us > 0) deadlines_.erase({r.deadline_us, seq});
@@ -521,6 +786,7 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
     // Killed, timed out or cancelled: the run lasted until now as far as anyone knows.
     d->set_run_time_us(std::max<int64_t>(0, d->finished_unix_us() - d->started_unix_us()));
   }
+  PersistLocked(seq);
   EmitLocked(r);
   std::vector<uint64_t> waiters;
   waiters.swap(r.waiters);
@@ -537,11 +803,17 @@ void TaskManager::RetireLocked(uint64_t seq) {
   retired_.pop_front();
   auto it = tasks_.find(seq);
   if (it == tasks_.end()) return;
-  if (!it->second.waiters.empty() || it->second.worker != nullptr) {
+  if (!it->second.waiters.empty()) {
     retired_.push_back(seq);  // still referenced: keep it a little longer
     return;
   }
   by_id_.erase(it->second.task.id());
+  const std::string& key = it->second.task.spec().idempotency_key();
+  if (!key.empty()) {
+    auto k = by_key_.find(key);
+    if (k != by_key_.end() && k->second == seq) by_key_.erase(k);
+  }
+  if (options_.journal != nullptr) options_.journal->Erase(seq);
   tasks_.erase(it);
 }
 
@@ -649,6 +921,8 @@ void TaskManager::TickOnLoop() {
     {
       absl::MutexLock lock(&mu_);
       CheckDeadlinesLocked();
+      PromoteDueLocked();
+      EvictOldLocked();
       deferred.swap(deferred_);
     }
     RunDeferred(deferred);
@@ -679,21 +953,22 @@ void TaskManager::CheckDeadlinesLocked() {
     if (it == tasks_.end() || it->second.task.state() != v1::TASK_STATE_RUNNING) continue;
     TaskRecord& r = it->second;
     Worker* w = r.worker;
+    const std::string limit = absl::StrCat(r.task.spec().timeout_ms());
     std::string how;
     if (w != nullptr && w->pool == Pool::kCpu) {
       KillWorkerLocked(w);
       how = absl::StrCat("its cpu worker pid ", w->pid, " was killed and will be replaced");
     } else if (w != nullptr) {
       v1::internal::WorkerFrame frame;
-      frame.mutable_cancel()->set_seq(key);
+      frame.mutable_cancel()->set_seq(r.run_id);
       SendLocked(w, frame);
       how = "it was cancelled through its context on its io worker";
     }
     r.deadline_us = 0;
-    FinishLocked(key, v1::TASK_STATE_TIMED_OUT,
-                 MakeError(v1::FAILURE_KIND_TIMEOUT,
-                           absl::StrCat("ran past its timeout of ", r.task.spec().timeout_ms(),
-                                        " ms; ", how)));
+    FailOrRetryLocked(key, v1::TASK_STATE_TIMED_OUT,
+                      MakeError(v1::FAILURE_KIND_TIMEOUT,
+                                absl::StrCat("ran past its timeout of ", limit, " ms; ", how),
+                                /*retryable=*/true));
   }
 }
 
@@ -729,7 +1004,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
     for (uint64_t seq : seqs) {
       TaskRecord& r = tasks_.at(seq);
       if (r.task.state() == v1::TASK_STATE_QUEUED) {
-        QueueFor(r).Remove(seq);
+        if (!QueueFor(r).Remove(seq)) delayed_.erase({r.task.not_before_unix_us(), seq});
         FinishLocked(seq, v1::TASK_STATE_CANCELLED,
                      MakeError(v1::FAILURE_KIND_CANCELLED, "cancelled while queued"));
       } else if (r.task.state() == v1::TASK_STATE_RUNNING && r.worker != nullptr) {
@@ -740,7 +1015,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
           how = absl::StrCat("its cpu worker pid ", w->pid, " was killed and will be replaced");
         } else {
           v1::internal::WorkerFrame frame;
-          frame.mutable_cancel()->set_seq(seq);
+          frame.mutable_cancel()->set_seq(r.run_id);
           SendLocked(w, frame);
           how = "its context on the io worker was cancelled";
         }

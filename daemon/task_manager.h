@@ -34,6 +34,7 @@
 #include "asio/steady_timer.hpp"
 #include "common/frame.h"
 #include "daemon/classifier.h"
+#include "daemon/journal.h"
 #include "daemon/task_queue.h"
 #include "daemon/worker_process.h"
 #include "taskrt/v1/service.pb.h"
@@ -53,7 +54,19 @@ struct TaskManagerOptions {
   uint64_t default_timeout_ms = 0;         // 0 = none
   uint64_t max_timeout_ms = 7 * 24 * 3600 * 1000ull;
   size_t max_retained = 100000;            // final tasks kept for Get/Wait/List
+  int64_t retain_for_ms = 7 * 24 * 3600 * 1000ll;  // ...and for at most this long
+  size_t max_queued = 1000000;             // unfinished tasks; beyond: RESOURCE_EXHAUSTED
+  uint32_t max_attempts_limit = 100;       // largest TaskSpec.max_attempts accepted
   int64_t startup_timeout_ms = 15000;      // for the first workers to say hello
+  // Where accepted tasks and their state changes are recorded; null = not durable.
+  // Not owned; must outlive the TaskManager.
+  Journal* journal = nullptr;
+};
+
+// What Submit accepted: the ids, and the journal ticket that makes them durable.
+struct SubmitResult {
+  std::vector<std::string> ids;
+  uint64_t ticket = 0;
 };
 
 using WaitCallback = std::function<void(absl::StatusOr<std::vector<v1::Task>>)>;
@@ -71,11 +84,27 @@ class TaskManager {
   absl::Status Start();
   // Stops the loop, kills the workers, fails pending waits with UNAVAILABLE.
   void Stop();
+  // Refuses new submits (UNAVAILABLE), starts no new task, and waits up to `timeout`
+  // for the running ones to finish. Queued tasks stay queued (in the journal). Returns
+  // how many tasks were still running when it gave up.
+  size_t Drain(absl::Duration timeout);
 
   // Validates and queues all of `specs`, or none (INVALID_ARGUMENT naming the task and
-  // the problem). Returns the ids in order.
-  absl::StatusOr<std::vector<std::string>> Submit(
+  // the problem; RESOURCE_EXHAUSTED when the queue is full). Returns the ids in order.
+  // A spec whose idempotency key is known gets the existing task's id.
+  // The tasks are durable once WhenDurable(result.ticket) reports OK.
+  absl::StatusOr<SubmitResult> Submit(
       const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs);
+  // Calls `done` (on an internal thread) when the journal holds everything up to
+  // `ticket`, at once without a journal. On a journal error, the tasks of `ids` that are
+  // still queued are withdrawn before `done` gets the error.
+  void WhenDurable(uint64_t ticket, std::vector<std::string> ids,
+                   std::function<void(absl::Status)> done);
+  // How many tasks the last Start recovered from the journal, by what happened to them.
+  struct Recovery {
+    uint64_t finished = 0, requeued = 0, rerun = 0, failed = 0;
+  };
+  Recovery recovery();
   absl::StatusOr<std::vector<v1::Task>> Get(
       const google::protobuf::RepeatedPtrField<std::string>& ids);
   // Calls `done` once: with the tasks when all are final, DEADLINE_EXCEEDED after
@@ -98,6 +127,12 @@ class TaskManager {
   enum class Pool { kCpu = 0, kIo = 1 };
   enum class WorkerState { kStarting, kReady, kDead };
 
+  // One dispatch of a task to a worker, as the worker knows it (RunTask.seq).
+  struct Run {
+    uint64_t seq;  // the task
+    bool async;
+  };
+
   struct Worker {
     Worker(asio::io_context& io) : socket(io) {}
     Pool pool = Pool::kCpu;
@@ -109,7 +144,7 @@ class TaskManager {
     std::array<char, 65536> buf{};
     std::string outbox, inflight;
     bool writing = false;
-    std::unordered_map<uint64_t, bool> running;  // seq -> runs on the async loop
+    std::unordered_map<uint64_t, Run> running;  // run id -> the task it runs
     int sync_running = 0, async_running = 0;
     uint64_t tasks_run = 0;
     int64_t started_us = 0;
@@ -121,6 +156,7 @@ class TaskManager {
     bool async = false;         // the handler runs on the async loop
     Pool pool = Pool::kCpu;
     Worker* worker = nullptr;   // set while RUNNING
+    uint64_t run_id = 0;        // the current dispatch; results of older ones are stale
     int64_t deadline_us = 0;
     std::vector<uint64_t> waiters;
   };
@@ -148,6 +184,13 @@ class TaskManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retries the task if `error` is retryable and attempts remain, else finishes it.
+  void FailOrRetryLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PromoteDueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecoverLocked(std::vector<StoredTask> stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EvictOldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EmitLocked(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CompleteWaiterLocked(uint64_t handle, absl::Status error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -181,6 +224,12 @@ class TaskManager {
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t unfinished_ ABSL_GUARDED_BY(mu_) = 0;  // tasks not in a final state
+  std::set<std::pair<int64_t, uint64_t>> delayed_ ABSL_GUARDED_BY(mu_);  // retries
+  absl::flat_hash_map<std::string, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
+  Recovery recovery_ ABSL_GUARDED_BY(mu_);
   absl::Status startup_error_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);

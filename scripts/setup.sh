@@ -11,6 +11,7 @@ PACKAGES=(
   libcli11-dev       # command lines of taskrtd, taskrt, taskrt-bench
   nlohmann-json3-dev # JSON inputs/outputs of the built-in handlers and the CLI
   libssl-dev         # SHA-256 (libcrypto) for hash.sha256
+  libsqlite3-dev     # the task journal (durable accept, restart recovery)
   libgtest-dev libgmock-dev  # tests
   python3            # the CLI test checks JSON output with it
   systemd            # systemd-analyze, to verify deploy/taskrtd.service

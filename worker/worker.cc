@@ -214,6 +214,7 @@ class Worker {
     } else {
       done->set_failure(KindOf(output.status()));
       done->set_error(std::string(output.status().message()));
+      done->set_retryable(absl::IsUnavailable(output.status()));
     }
   }
 

@@ -19,8 +19,10 @@
 //    or on one thread of an io-pool worker's thread pool next to other tasks (so it
 //    must be thread-safe with respect to its own globals).
 //  - Return output bytes, or an error status: InvalidArgumentError marks bad input
-//    (FAILURE_KIND_INVALID_INPUT); anything else is a handler error. An exception that
-//    escapes the handler is caught and reported as a handler error.
+//    (FAILURE_KIND_INVALID_INPUT); UnavailableError marks a transient failure that is
+//    retried while the task has attempts left; anything else is a handler error that is
+//    not retried. An exception that escapes the handler is caught and reported as a
+//    handler error.
 //  - Long handlers should poll ctx.cancelled() and return when it is true (timeout or
 //    cancel). A cpu-pool task that ignores it is killed with its worker at its deadline.
 #ifndef TASKRT_HANDLER_H_
