@@ -3,8 +3,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -52,6 +55,40 @@ TASKRT_PLUGIN(registry) {
   registry.Register({"test.pid", taskrt::ClassHint::kNone, "returns the worker's pid",
                      [](taskrt::TaskContext&, std::string_view) -> absl::StatusOr<std::string> {
                        return std::to_string(::getpid());
+                     }});
+  // Appends "<task id>\n" to the file named by the input, then sleeps 20 ms: the
+  // reliability tests count executions per task from that file.
+  registry.Register({"test.record", taskrt::ClassHint::kCpu,
+                     "records its execution in the file named by its input",
+                     [](taskrt::TaskContext& ctx, std::string_view in) -> absl::StatusOr<std::string> {
+                       const std::string line = ctx.task_id() + "\n";
+                       const int fd = ::open(std::string(in).c_str(),
+                                             O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+                       if (fd < 0) return absl::InvalidArgumentError("cannot open record file");
+                       const bool ok = ::write(fd, line.data(), line.size()) ==
+                                       static_cast<ssize_t>(line.size());
+                       ::close(fd);
+                       if (!ok) return absl::InternalError("short write to record file");
+                       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                       return std::string("recorded");
+                     }});
+  // Fails with a retryable error until it has been called N times for the counter file
+  // in its input ("PATH N"), then succeeds.
+  registry.Register({"test.flaky", taskrt::ClassHint::kIo,
+                     "fails (retryable) until its N-th call, counted in a file",
+                     [](taskrt::TaskContext&, std::string_view in) -> absl::StatusOr<std::string> {
+                       const std::string text(in);
+                       const auto space = text.rfind(' ');
+                       const std::string path = text.substr(0, space);
+                       const int needed = std::atoi(text.c_str() + space + 1);
+                       int calls = 0;
+                       std::ifstream(path) >> calls;
+                       ++calls;
+                       std::ofstream(path, std::ios::trunc) << calls;
+                       if (calls < needed) {
+                         return absl::UnavailableError("flaky: call " + std::to_string(calls));
+                       }
+                       return "succeeded on call " + std::to_string(calls);
                      }});
   // No hint: the classifier must learn these two.
   registry.Register({"test.burn", taskrt::ClassHint::kNone,
