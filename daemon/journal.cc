@@ -175,36 +175,36 @@ absl::StatusOr<std::vector<StoredTask>> Journal::LoadAll() {
 uint64_t Journal::Put(uint64_t seq, const v1::Task& task) {
   Write w{seq, false, task.id(), task.spec().idempotency_key(), IsFinal(task.state()),
           task.SerializeAsString()};
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   pending_.push_back(std::move(w));
   return ++queued_ticket_;
 }
 
 uint64_t Journal::Erase(uint64_t seq) {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   pending_.push_back(Write{seq, true, "", "", false, ""});
   return ++queued_ticket_;
 }
 
 uint64_t Journal::last_ticket() {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   return queued_ticket_;
 }
 
 uint64_t Journal::commits() {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   return commits_;
 }
 
 void Journal::AfterCommit(uint64_t ticket, std::function<void(absl::Status)> fn) {
   // Never run inline: the caller may hold a lock that `fn` takes.
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   waiters_.push_back(Waiter{ticket, std::move(fn)});
 }
 
 void Journal::Close() {
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
   }
@@ -217,7 +217,7 @@ void Journal::WriterLoop() {
     std::vector<Waiter> ready;
     uint64_t upto = 0;
     {
-      absl::MutexLock lock(&mu_);
+      internal::MutexLock lock(&mu_);
       auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         if (stopping_ || !pending_.empty()) return true;
         for (const auto& w : waiters_)
@@ -262,7 +262,7 @@ void Journal::WriterLoop() {
       }
     }
     {
-      absl::MutexLock lock(&mu_);
+      internal::MutexLock lock(&mu_);
       if (!batch.empty()) {
         committed_ticket_ = upto;
         ++commits_;

@@ -22,7 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "taskrt/v1/task.pb.h"
 
 struct sqlite3;
@@ -100,7 +100,7 @@ class Journal {
   sqlite3_stmt* erase_ = nullptr;
   std::thread writer_;
 
-  absl::Mutex mu_;
+  internal::Mutex mu_;
   std::vector<Write> pending_ ABSL_GUARDED_BY(mu_);
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_ticket_ ABSL_GUARDED_BY(mu_) = 0;

@@ -3,7 +3,7 @@
 #include <deque>
 #include <memory>
 
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -44,14 +44,14 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
     State(WaitReactor* r, v1::WaitResponse* resp) : reactor(r), response(resp) {}
     void Complete(absl::StatusOr<std::vector<v1::Task>> result) {
       {
-        absl::MutexLock lock(&mu);
+        internal::MutexLock lock(&mu);
         if (finished) return;
         finished = true;
       }
       if (result.ok()) CopyTasks(*result, response->mutable_tasks());
       reactor->Finish(ToGrpc(result.status()));
     }
-    absl::Mutex mu;
+    internal::Mutex mu;
     bool finished ABSL_GUARDED_BY(mu) = false;
     WaitReactor* const reactor;
     v1::WaitResponse* const response;
@@ -74,7 +74,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     queue_.pop_front();
     if (!ok) {
       FinishLocked(grpc::Status::OK);
@@ -87,7 +87,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
     }
   }
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     FinishLocked(grpc::Status::OK);
   }
   void OnDone() override {
@@ -97,7 +97,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
 
  private:
   void Push(const v1::TaskEvent& event) {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     if (finished_) return;
     if (queue_.size() >= kMaxBacklog) {
       FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -118,7 +118,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
 
   TaskManager& manager_;
   uint64_t handle_ = 0;
-  absl::Mutex mu_;
+  internal::Mutex mu_;
   std::deque<v1::TaskEvent> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

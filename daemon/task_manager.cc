@@ -74,7 +74,7 @@ TaskManager::~TaskManager() { Stop(); }
 
 absl::Status TaskManager::Start() {
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     const int total = options_.cpu_workers + options_.io_workers;
     for (int i = 0; i < total; ++i) {
       auto w = std::make_unique<Worker>(io_);
@@ -96,7 +96,7 @@ absl::Status TaskManager::Start() {
   TickOnLoop();
   loop_thread_ = std::thread([this] { io_.run(); });
 
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   auto all_ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!startup_error_.ok()) return true;
     for (auto& w : workers_)
@@ -175,7 +175,7 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
 }
 
 TaskManager::Recovery TaskManager::recovery() {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   return recovery_;
 }
 
@@ -191,7 +191,7 @@ void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
                                          done = std::move(done)](absl::Status status) {
     if (!status.ok()) {
       // Not durable, so not accepted: withdraw what has not started.
-      absl::MutexLock lock(&mu_);
+      internal::MutexLock lock(&mu_);
       for (const auto& id : ids) {
         auto it = by_id_.find(id);
         if (it == by_id_.end()) continue;
@@ -211,7 +211,7 @@ void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
 }
 
 size_t TaskManager::Drain(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   draining_ = true;
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (const auto& w : workers_)
@@ -226,7 +226,7 @@ size_t TaskManager::Drain(absl::Duration timeout) {
 
 void TaskManager::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
     for (auto& [handle, waiter] : waiters_) {
@@ -240,7 +240,7 @@ void TaskManager::Stop() {
   if (loop_thread_.joinable()) loop_thread_.join();
   std::vector<std::function<void()>> deferred;
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     for (auto& w : workers_) {
       if (w->pid > 0 && w->state != WorkerState::kDead) {
         ::kill(w->pid, SIGKILL);
@@ -319,7 +319,7 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
   SubmitResult result;
   std::vector<std::string>& ids = result.ids;
   ids.reserve(specs.size());
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   if (stopping_ || draining_) {
     return absl::UnavailableError(
         "taskrtd is shutting down and accepts no new tasks; retry when it is back");
@@ -497,7 +497,7 @@ void TaskManager::ScheduleFlushLocked() {
 }
 
 void TaskManager::FlushOnLoop() {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   flush_posted_ = false;
   for (auto& wp : workers_) {
     Worker* w = wp.get();
@@ -507,7 +507,7 @@ void TaskManager::FlushOnLoop() {
     const int pid = w->pid;
     asio::async_write(w->socket, asio::buffer(w->inflight),
                       [this, w, pid](const std::error_code& ec, size_t) {
-                        absl::MutexLock lock2(&mu_);
+                        internal::MutexLock lock2(&mu_);
                         if (w->pid != pid) return;  // a replaced worker
                         w->writing = false;
                         w->inflight.clear();
@@ -521,7 +521,7 @@ void TaskManager::FlushOnLoop() {
 // Worker lifecycle (loop thread).
 
 void TaskManager::SpawnOnLoop(Pool pool, int slot) {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   if (stopping_) return;
   Worker* w = workers_[pool == Pool::kCpu ? slot : options_.cpu_workers + slot].get();
   WorkerLaunch launch;
@@ -559,7 +559,7 @@ void TaskManager::ReadOnLoop(Worker* w) {
         if (ec) return OnWorkerGone(w, pid);
         std::vector<std::function<void()>> deferred;
         {
-          absl::MutexLock lock(&mu_);
+          internal::MutexLock lock(&mu_);
           if (w->pid != pid) return;
           w->decoder.Append(std::string_view(w->buf.data(), n));
           v1::internal::WorkerFrame frame;
@@ -650,7 +650,7 @@ void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
 void TaskManager::OnWorkerGone(Worker* w, int pid) {
   std::vector<std::function<void()>> deferred;
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     if (w->pid != pid || w->state == WorkerState::kDead || stopping_) return;
     int status = 0;
     pid_t r = ::waitpid(w->pid, &status, WNOHANG);
@@ -861,7 +861,7 @@ uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>
   std::vector<std::function<void()>> deferred;
   uint64_t handle = 0;
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     handle = next_handle_++;
     if (stopping_) {
       deferred_.push_back([done] { done(absl::UnavailableError("taskrtd is shutting down")); });
@@ -900,7 +900,7 @@ uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>
 void TaskManager::CancelWait(uint64_t handle) {
   std::vector<std::function<void()>> deferred;
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     auto it = waiters_.find(handle);
     if (it == waiters_.end()) return;
     it->second.done = [](absl::StatusOr<std::vector<v1::Task>>) {};
@@ -919,7 +919,7 @@ void TaskManager::TickOnLoop() {
     if (ec) return;
     std::vector<std::function<void()>> deferred;
     {
-      absl::MutexLock lock(&mu_);
+      internal::MutexLock lock(&mu_);
       CheckDeadlinesLocked();
       PromoteDueLocked();
       EvictOldLocked();
@@ -978,7 +978,7 @@ void TaskManager::CheckDeadlinesLocked() {
 absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
     const google::protobuf::RepeatedPtrField<std::string>& ids) {
   if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   std::vector<v1::Task> out;
   for (const auto& id : ids) {
     auto seq = FindLocked(id);
@@ -994,7 +994,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
   std::vector<std::function<void()>> deferred;
   std::vector<v1::Task> out;
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     std::vector<uint64_t> seqs;
     for (const auto& id : ids) {  // all ids must exist before anything changes
       auto seq = FindLocked(id);
@@ -1035,7 +1035,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
 std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
   const size_t limit = request.limit() == 0 ? 100 : std::min<size_t>(request.limit(), 100000);
   std::vector<v1::Task> out;
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   for (auto it = tasks_.rbegin(); it != tasks_.rend() && out.size() < limit; ++it) {
     const v1::Task& t = it->second.task;
     if (!request.handler().empty() && t.spec().handler() != request.handler()) continue;
@@ -1051,7 +1051,7 @@ std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
 
 uint64_t TaskManager::Watch(const google::protobuf::RepeatedPtrField<std::string>& ids,
                             EventSink sink) {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   const uint64_t handle = next_handle_++;
   Subscriber& sub = subscribers_[handle];
   sub.ids.insert(ids.begin(), ids.end());
@@ -1060,12 +1060,12 @@ uint64_t TaskManager::Watch(const google::protobuf::RepeatedPtrField<std::string
 }
 
 void TaskManager::Unwatch(uint64_t handle) {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   subscribers_.erase(handle);
 }
 
 v1::Stats TaskManager::GetStats() {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   v1::Stats stats;
   stats.set_daemon_pid(daemon_pid_);
   stats.set_started_unix_us(started_us_);
@@ -1110,7 +1110,7 @@ v1::Stats TaskManager::GetStats() {
 }
 
 std::vector<v1::HandlerInfo> TaskManager::Handlers() {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   std::vector<v1::HandlerInfo> out;
   for (const auto& [name, info] : handlers_) out.push_back(info);
   return out;

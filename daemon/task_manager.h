@@ -28,7 +28,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "asio/io_context.hpp"
 #include "asio/local/stream_protocol.hpp"
 #include "asio/steady_timer.hpp"
@@ -222,7 +222,7 @@ class TaskManager {
   std::thread loop_thread_;
   asio::steady_timer tick_;
 
-  absl::Mutex mu_;
+  internal::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 1;
