@@ -56,7 +56,7 @@ TASKRT_PLUGIN(registry) {
                      [](taskrt::TaskContext&, std::string_view) -> absl::StatusOr<std::string> {
                        return std::to_string(::getpid());
                      }});
-  // Appends "<task id>\n" to the file named by the input, then sleeps 20 ms: the
+  // Appends "<task id>\n" to the file named by the input, then sleeps 2 ms: the
   // reliability tests count executions per task from that file.
   registry.Register({"test.record", taskrt::ClassHint::kCpu,
                      "records its execution in the file named by its input",
@@ -69,7 +69,7 @@ TASKRT_PLUGIN(registry) {
                                        static_cast<ssize_t>(line.size());
                        ::close(fd);
                        if (!ok) return absl::InternalError("short write to record file");
-                       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                       std::this_thread::sleep_for(std::chrono::milliseconds(2));
                        return std::string("recorded");
                      }});
   // Fails with a retryable error until it has been called N times for the counter file

@@ -1,0 +1,244 @@
+// Fault tests against a real taskrtd process: kill -9 of the daemon under load and a
+// restart, kill -9 of workers under load, 50 concurrent clients. Every accepted task
+// must end exactly once in a final state, none missing, none executed more often than
+// its attempts allow (executions are counted by the test.record handler in a file).
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "tests/integration/daemon_fixture.h"
+
+extern char** environ;
+
+namespace taskrt::testing {
+namespace {
+
+// A taskrtd child process, stopped (SIGKILL) by the destructor if still running.
+class DaemonProcess {
+ public:
+  DaemonProcess(const std::string& dir) : dir_(dir) {}
+  ~DaemonProcess() { Kill(); }
+
+  void Start() {
+    std::vector<std::string> args = {TASKRT_DAEMON_PATH, "--socket", socket(),
+                                     "--plugin", TASKRT_TEST_PLUGIN_PATH,
+                                     "--cpu-workers", "2", "--io-threads", "4",
+                                     "--durability", "full"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    const std::string log = dir_ + "/daemon.log";
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                     0600);
+    ASSERT_EQ(::posix_spawn(&pid_, TASKRT_DAEMON_PATH, &actions, nullptr, argv.data(), environ),
+              0);
+    posix_spawn_file_actions_destroy(&actions);
+    ClientOptions options;
+    options.socket_path = socket();
+    for (int i = 0; i < 100 && client_ == nullptr; ++i) {  // bounded: ~10 s
+      auto c = Client::Connect(options);
+      if (c.ok()) {
+        client_ = std::move(*c);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    ASSERT_NE(client_, nullptr) << "daemon did not come up; see " << log;
+  }
+
+  void Kill() {
+    client_.reset();
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+
+  std::string socket() const { return dir_ + "/t.sock"; }
+  Client& client() { return *client_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  const std::string dir_;
+  pid_t pid_ = -1;
+  std::unique_ptr<Client> client_;
+};
+
+std::map<std::string, int> CountExecutions(const std::string& path) {
+  std::map<std::string, int> counts;
+  std::ifstream in(path);
+  std::string id;
+  while (in >> id) ++counts[id];
+  return counts;
+}
+
+class CrashRecoveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir();
+    record_ = dir_ + "/executions";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::vector<v1::TaskSpec> Specs(int n, uint32_t attempts) {
+    std::vector<v1::TaskSpec> specs;
+    for (int i = 0; i < n; ++i) {
+      v1::TaskSpec s = MakeTask("test.record", record_,
+                                i % 2 == 0 ? v1::TASK_CLASS_CPU : v1::TASK_CLASS_IO);
+      s.set_max_attempts(attempts);
+      s.set_retry_backoff_ms(10);
+      specs.push_back(std::move(s));
+    }
+    return specs;
+  }
+
+  std::string dir_, record_;
+};
+
+TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
+  constexpr int kTasks = 3000;
+  constexpr uint32_t kAttempts = 3;
+  DaemonProcess daemon(dir_);
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  std::vector<std::string> ids;
+  auto specs = Specs(kTasks, kAttempts);
+  for (int i = 0; i < kTasks; i += 500) {
+    std::vector<v1::TaskSpec> chunk(specs.begin() + i, specs.begin() + i + 500);
+    auto got = daemon.client().SubmitBatch(chunk);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ids.insert(ids.end(), got->begin(), got->end());
+  }
+  // Let part of the work run, then kill the daemon in the middle of it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  const size_t before_kill = CountExecutions(record_).size();
+  daemon.Kill();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // workers die with it
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  auto tasks = daemon.client().WaitAll(ids, absl::Seconds(120));
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  ASSERT_EQ(tasks->size(), ids.size());
+
+  const auto executions = CountExecutions(record_);
+  std::map<v1::TaskState, int> by_state;
+  int recovered = 0, duplicates = 0, over_limit = 0, lost = 0;
+  for (size_t i = 0; i < tasks->size(); ++i) {
+    const v1::Task& t = (*tasks)[i];
+    EXPECT_EQ(t.id(), ids[i]);
+    EXPECT_TRUE(IsFinal(t.state())) << t.id();
+    ++by_state[t.state()];
+    if (t.decision().recovered()) ++recovered;
+    auto e = executions.find(t.id());
+    const int n = e == executions.end() ? 0 : e->second;
+    if (n > 1) ++duplicates;
+    if (n > static_cast<int>(kAttempts)) ++over_limit;
+    if (t.state() == v1::TASK_STATE_SUCCEEDED && n == 0) ++lost;
+    if (t.state() == v1::TASK_STATE_FAILED) {
+      EXPECT_EQ(t.error().kind(), v1::FAILURE_KIND_DAEMON_RESTART) << t.error().message();
+    }
+  }
+  EXPECT_EQ(over_limit, 0);
+  EXPECT_EQ(lost, 0);
+  EXPECT_EQ(by_state[v1::TASK_STATE_SUCCEEDED] + by_state[v1::TASK_STATE_FAILED], kTasks);
+  EXPECT_GT(before_kill, 0u);     // the kill really happened mid-run...
+  EXPECT_GT(recovered, 0);        // ...with work left to recover
+  std::printf("daemon kill -9: submitted %d, executed before the kill %zu, recovered %d, "
+              "succeeded %d, failed %d, lost 0, executed twice %d, over the attempt limit %d\n",
+              kTasks, before_kill, recovered, by_state[v1::TASK_STATE_SUCCEEDED],
+              by_state[v1::TASK_STATE_FAILED], duplicates, over_limit);
+}
+
+TEST_F(CrashRecoveryTest, KillNineOfRandomWorkersUnderLoad) {
+  constexpr int kTasks = 2000;
+  DaemonProcess daemon(dir_);
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  auto ids = daemon.client().SubmitBatch(Specs(kTasks, 3));
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  std::mt19937 rng(42);
+  int killed = 0;
+  for (int round = 0; round < 6; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto stats = daemon.client().GetStats();
+    ASSERT_TRUE(stats.ok());
+    std::vector<int> pids;
+    for (const auto& w : stats->workers())
+      if (w.pid() > 0) pids.push_back(w.pid());
+    if (pids.empty()) continue;
+    if (::kill(pids[rng() % pids.size()], SIGKILL) == 0) ++killed;
+  }
+  auto tasks = daemon.client().WaitAll(*ids, absl::Seconds(120));
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  const auto executions = CountExecutions(record_);
+  int succeeded = 0, crashed = 0;
+  for (const auto& t : *tasks) {
+    ASSERT_TRUE(IsFinal(t.state()));
+    if (t.state() == v1::TASK_STATE_SUCCEEDED) {
+      ++succeeded;
+    } else {
+      EXPECT_EQ(t.error().kind(), v1::FAILURE_KIND_WORKER_CRASHED);
+      EXPECT_EQ(t.error().signal_name(), "SIGKILL");
+      ++crashed;
+    }
+    auto e = executions.find(t.id());
+    EXPECT_LE(e == executions.end() ? 0 : e->second, 3) << t.id();
+  }
+  EXPECT_EQ(succeeded + crashed, kTasks);
+  EXPECT_GT(killed, 0);
+  std::printf("worker kill -9: submitted %d, workers killed %d, succeeded %d, failed with the "
+              "signal %d\n", kTasks, killed, succeeded, crashed);
+}
+
+TEST_F(CrashRecoveryTest, FiftyConcurrentClientsTotalsAddUp) {
+  constexpr int kClients = 50, kEach = 40;
+  DaemonProcess daemon(dir_);
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  std::atomic<int> succeeded{0}, errors{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      ClientOptions options;
+      options.socket_path = daemon.socket();
+      auto client = Client::Connect(options);
+      if (!client.ok()) {
+        ++errors;
+        return;
+      }
+      std::vector<std::string> ids;
+      for (int i = 0; i < kEach; ++i) {
+        auto id = (*client)->Submit(MakeTask(i % 2 ? "sys.noop" : "test.record", record_));
+        if (!id.ok()) {
+          ++errors;
+          continue;
+        }
+        ids.push_back(*id);
+      }
+      auto tasks = (*client)->WaitAll(ids, absl::Seconds(120));
+      if (!tasks.ok()) {
+        ++errors;
+        return;
+      }
+      for (const auto& t : *tasks) (t.state() == v1::TASK_STATE_SUCCEEDED ? succeeded : errors)++;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(succeeded.load(), kClients * kEach);
+  auto stats = daemon.client().GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->tasks_submitted(), static_cast<uint64_t>(kClients * kEach));
+  EXPECT_EQ(CountExecutions(record_).size(), static_cast<size_t>(kClients * kEach / 2));
+}
+
+}  // namespace
+}  // namespace taskrt::testing
