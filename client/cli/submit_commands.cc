@@ -25,6 +25,9 @@ struct SpecOptions {
   std::string timeout;  // the task's own timeout; empty = the daemon's default
   int priority = 0;
   std::vector<std::string> labels;
+  unsigned attempts = 1;
+  std::string retry_backoff;
+  std::string idempotency_key;
   bool wait = false;
 };
 
@@ -43,6 +46,19 @@ void AddSpecOptions(CLI::App* sub, SpecOptions* opts) {
   sub->add_option("--label", opts->labels, "Label KEY=VALUE attached to the task (repeatable)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
+  sub->add_option("--attempts", opts->attempts,
+                  "Runs allowed in all: a worker crash, a timeout, a daemon restart or a "
+                  "retryable handler error is retried while attempts remain")
+      ->type_name("N")
+      ->default_val(1)
+      ->check(CLI::Range(1, 100));
+  sub->add_option("--retry-backoff", opts->retry_backoff,
+                  "Delay before the 2nd attempt, doubling after (default 500ms, at most 60s)")
+      ->type_name("DURATION");
+  sub->add_option("--idempotency-key", opts->idempotency_key,
+                  "Submitting the same key again returns the existing task instead of a new "
+                  "one (for a batch: KEY-<line number>)")
+      ->type_name("KEY");
   sub->add_flag("--wait,-w", opts->wait, "Wait for the task(s) to finish and report");
 }
 
@@ -58,6 +74,12 @@ absl::Status ApplySpecOptions(const SpecOptions& opts, v1::TaskSpec* spec) {
   spec->set_timeout_ms(static_cast<uint64_t>(
       absl::ToInt64Milliseconds(absl::Ceil(*timeout, absl::Milliseconds(1)))));
   spec->set_priority(opts.priority);
+  spec->set_max_attempts(opts.attempts);
+  absl::StatusOr<absl::Duration> backoff =
+      ParseDuration("--retry-backoff", opts.retry_backoff, absl::ZeroDuration());
+  if (!backoff.ok()) return backoff.status();
+  spec->set_retry_backoff_ms(static_cast<uint64_t>(absl::ToInt64Milliseconds(*backoff)));
+  spec->set_idempotency_key(opts.idempotency_key);
   for (const std::string& label : opts.labels) {
     absl::StatusOr<std::pair<std::string, std::string>> kv = ParseKeyValue("--label", label);
     if (!kv.ok()) return kv.status();
@@ -167,6 +189,9 @@ int RunSubmit(const SubmitOptions& opts, const CliContext& ctx) {
       }
       v1::TaskSpec spec = base;
       spec.set_input(line);
+      if (!base.idempotency_key().empty()) {
+        spec.set_idempotency_key(absl::StrCat(base.idempotency_key(), "-", number));
+      }
       specs.push_back(std::move(spec));
     }
     if (specs.empty()) {
@@ -359,6 +384,9 @@ int RunExec(const ExecOptions& opts, const CliContext& ctx) {
       }
       v1::TaskSpec spec = base;
       spec.set_input(*std::move(input));
+      if (!base.idempotency_key().empty()) {
+        spec.set_idempotency_key(absl::StrCat(base.idempotency_key(), "-", number));
+      }
       specs.push_back(std::move(spec));
       job_lines.push_back(std::move(line));
     }
