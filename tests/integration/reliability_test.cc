@@ -183,7 +183,8 @@ TEST_F(BackpressureTest, FullQueueRefusesTheWholeBatch) {
 }
 
 TEST_F(ReliabilityTest, DrainLetsRunningFinishAndKeepsQueued) {
-  auto running = client_->Submit(Spec("test.burn", "400"));
+  // Long enough that the drain surely starts while it runs (sanitizer builds are slow).
+  auto running = client_->Submit(Spec("test.burn", "1500"));
   ASSERT_TRUE(running.ok());
   AwaitRunning(*running);
   auto queued = client_->Submit(Spec("math.primes", R"({"below": 100})"));
