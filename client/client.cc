@@ -106,6 +106,7 @@ struct AsyncWaitCall {
 // Thread-safety: immutable after Connect; the stub and channel are thread-safe.
 struct Client::Impl {
   const std::string target;
+  const absl::Duration reconnect_timeout;
   const std::shared_ptr<grpc::Channel> channel;
   const std::unique_ptr<v1::TaskService::Stub> stub;
 };
@@ -136,7 +137,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
   }
   auto stub = v1::TaskService::NewStub(channel);
   return std::unique_ptr<Client>(new Client(
-      std::unique_ptr<Impl>(new Impl{std::move(target), std::move(channel), std::move(stub)})));
+      std::unique_ptr<Impl>(new Impl{std::move(target), options.reconnect_timeout,
+                                     std::move(channel), std::move(stub)})));
 }
 
 const std::string& Client::target() const { return impl_->target; }
@@ -181,32 +183,51 @@ absl::StatusOr<v1::Task> Client::Get(const std::string& id) {
   return response.tasks(0);
 }
 
-absl::StatusOr<v1::Task> Client::Wait(const std::string& id, absl::Duration timeout) {
+absl::StatusOr<v1::WaitResponse> Client::WaitResuming(const std::vector<std::string>& ids,
+                                                     absl::Duration timeout) {
   v1::WaitRequest request;
-  request.add_task_ids(id);
-  grpc::ClientContext context;
-  SetWaitTimeout(timeout, &request, &context);
-  v1::WaitResponse response;
-  absl::Status status = FromGrpc(impl_->stub->Wait(&context, request, &response));
-  if (!status.ok()) return status;
-  return SingleTask(response, id);
+  for (const std::string& id : ids) request.add_task_ids(id);
+  const absl::Time start = absl::Now();
+  const bool finite = timeout != absl::InfiniteDuration();
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time unreachable_since = absl::InfiniteFuture();
+  while (true) {
+    const absl::Duration left = finite ? timeout - (absl::Now() - start) : timeout;
+    grpc::ClientContext context;
+    SetWaitTimeout(std::max(left, absl::ZeroDuration()), &request, &context);
+    v1::WaitResponse response;
+    absl::Status status = FromGrpc(impl_->stub->Wait(&context, request, &response));
+    if (status.ok()) return response;
+    // The daemon went away (e.g. it is restarting): task ids survive a restart, so wait
+    // again once it is back, for up to reconnect_timeout of unreachability.
+    if (!absl::IsUnavailable(status)) return status;
+    const absl::Time now = absl::Now();
+    if (unreachable_since == absl::InfiniteFuture()) unreachable_since = now;
+    if (now - unreachable_since >= impl_->reconnect_timeout ||
+        (finite && now - start >= timeout)) {
+      return status;
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+absl::StatusOr<v1::Task> Client::Wait(const std::string& id, absl::Duration timeout) {
+  absl::StatusOr<v1::WaitResponse> response = WaitResuming({id}, timeout);
+  if (!response.ok()) return response.status();
+  return SingleTask(*response, id);
 }
 
 absl::StatusOr<std::vector<v1::Task>> Client::WaitAll(const std::vector<std::string>& ids,
                                                       absl::Duration timeout) {
   if (ids.empty()) return std::vector<v1::Task>();
-  v1::WaitRequest request;
-  for (const std::string& id : ids) request.add_task_ids(id);
-  grpc::ClientContext context;
-  SetWaitTimeout(timeout, &request, &context);
-  v1::WaitResponse response;
-  absl::Status status = FromGrpc(impl_->stub->Wait(&context, request, &response));
-  if (!status.ok()) return status;
-  if (static_cast<size_t>(response.tasks_size()) != ids.size()) {
-    return absl::InternalError(absl::StrCat("daemon returned ", response.tasks_size(),
+  absl::StatusOr<v1::WaitResponse> response = WaitResuming(ids, timeout);
+  if (!response.ok()) return response.status();
+  if (static_cast<size_t>(response->tasks_size()) != ids.size()) {
+    return absl::InternalError(absl::StrCat("daemon returned ", response->tasks_size(),
                                             " tasks for a wait on ", ids.size()));
   }
-  return std::vector<v1::Task>(response.tasks().begin(), response.tasks().end());
+  return std::vector<v1::Task>(response->tasks().begin(), response->tasks().end());
 }
 
 absl::StatusOr<v1::Task> Client::Run(const v1::TaskSpec& spec, absl::Duration timeout) {

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <random>
 #include <thread>
@@ -120,6 +121,14 @@ TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
     ASSERT_TRUE(got.ok()) << got.status();
     ids.insert(ids.end(), got->begin(), got->end());
   }
+  // A waiter that outlives the daemon: the SDK's Wait resumes after the restart.
+  ClientOptions waiter_options;
+  waiter_options.socket_path = daemon.socket();
+  auto waiter = Client::Connect(waiter_options);
+  ASSERT_TRUE(waiter.ok());
+  auto waited = std::async(std::launch::async, [&] {
+    return (*waiter)->WaitAll(ids, absl::Seconds(120));
+  });
   // Let part of the work run, then kill the daemon in the middle of it.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   const size_t before_kill = CountExecutions(record_).size();
@@ -148,6 +157,9 @@ TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
       EXPECT_EQ(t.error().kind(), v1::FAILURE_KIND_DAEMON_RESTART) << t.error().message();
     }
   }
+  auto resumed = waited.get();
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  for (const auto& t : *resumed) EXPECT_TRUE(IsFinal(t.state())) << t.id();
   EXPECT_EQ(over_limit, 0);
   EXPECT_EQ(lost, 0);
   EXPECT_EQ(by_state[v1::TASK_STATE_SUCCEEDED] + by_state[v1::TASK_STATE_FAILED], kTasks);

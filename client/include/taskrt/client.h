@@ -44,6 +44,9 @@ struct ClientOptions {
   std::string target;
   // How long Connect waits for the daemon to answer.
   absl::Duration connect_timeout = absl::Seconds(3);
+  // How long Wait and WaitAll keep trying while the daemon is unreachable (for example
+  // restarting: task ids survive a restart), before they return UNAVAILABLE.
+  absl::Duration reconnect_timeout = absl::Seconds(60);
 };
 
 class Client {
@@ -69,7 +72,8 @@ class Client {
   absl::StatusOr<v1::Task> Get(const std::string& id);
 
   // Blocks until the task is final (SUCCEEDED, FAILED, CANCELLED, TIMED_OUT) or the
-  // timeout passes (DEADLINE_EXCEEDED).
+  // timeout passes (DEADLINE_EXCEEDED). Survives a daemon restart: while the daemon is
+  // unreachable it retries, for up to ClientOptions::reconnect_timeout.
   absl::StatusOr<v1::Task> Wait(const std::string& id,
                                 absl::Duration timeout = absl::InfiniteDuration());
   // Blocks until all are final; results in the order of `ids`.
@@ -105,6 +109,8 @@ class Client {
 
  private:
   struct Impl;
+  absl::StatusOr<v1::WaitResponse> WaitResuming(const std::vector<std::string>& ids,
+                                                absl::Duration timeout);
   explicit Client(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
