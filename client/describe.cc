@@ -244,6 +244,8 @@ std::string FailureName(v1::FailureKind k) {
       return "invalid-input";
     case v1::FAILURE_KIND_DAEMON_RESTART:
       return "daemon-restart";
+    case v1::FAILURE_KIND_MEMORY_LIMIT:
+      return "memory-limit";
     default:
       return absl::StrCat("failure ", static_cast<int>(k));
   }

@@ -91,6 +91,16 @@ int main(int argc, char** argv) {
                  "On SIGTERM/SIGINT, how long running tasks may finish before the daemon "
                  "stops them (they are recovered at the next start)")
       ->default_str("30s");
+  app.add_option("--worker-max-tasks", t.worker_max_tasks,
+                 "Replace a worker after it ran this many tasks (0 = never)")
+      ->default_val(0);
+  app.add_option("--worker-max-rss", t.worker_max_rss_kb,
+                 "Replace a worker once its peak RSS exceeds this many KiB (0 = never)")
+      ->default_val(0);
+  app.add_option("--cpu-memory-limit", t.cpu_memory_limit_bytes,
+                 "Address-space limit of each cpu worker in bytes (RLIMIT_AS; 0 = none); a "
+                 "task that exceeds it fails with memory-limit")
+      ->default_val(0);
   bool quiet = false;
   app.add_flag("--quiet", quiet, "Do not log start-up and shutdown");
   CLI11_PARSE(app, argc, argv);

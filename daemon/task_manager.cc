@@ -409,7 +409,9 @@ absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
 TaskManager::Worker* TaskManager::PickWorkerLocked(Pool pool, bool async) {
   Worker* best = nullptr;
   for (auto& w : workers_) {
-    if (w->pool != pool || w->state != WorkerState::kReady || w->killed) continue;
+    if (w->pool != pool || w->state != WorkerState::kReady || w->killed || w->retiring) {
+      continue;
+    }
     if (pool == Pool::kCpu) {
       if (!w->running.empty()) continue;
     } else if (async ? w->async_running >= options_.io_max_inflight
@@ -529,6 +531,7 @@ void TaskManager::SpawnOnLoop(Pool pool, int slot) {
   launch.pool = pool == Pool::kCpu ? "cpu" : "io";
   launch.threads = pool == Pool::kCpu ? 1 : options_.io_threads;
   launch.plugins = options_.plugins;
+  if (pool == Pool::kCpu) launch.memory_limit_bytes = options_.cpu_memory_limit_bytes;
   auto spawned = SpawnWorker(launch);
   if (!spawned.ok()) {
     if (startup_error_.ok()) startup_error_ = spawned.status();
@@ -538,6 +541,8 @@ void TaskManager::SpawnOnLoop(Pool pool, int slot) {
   w->pid = spawned->pid;
   w->state = WorkerState::kStarting;
   w->killed = false;
+  w->retiring = false;
+  w->recycle = false;
   w->decoder = internal::FrameDecoder();
   w->outbox.clear();
   w->inflight.clear();
@@ -603,6 +608,7 @@ void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
   w->running.erase(slot);
   ++w->tasks_run;
   ++completed_[static_cast<int>(w->pool)];
+  MaybeRecycleLocked(w, done);
   auto it = tasks_.find(run.seq);
   // Evicted meanwhile, or a stale run: the task timed out and is being tried again.
   if (it == tasks_.end() || it->second.run_id != done.seq()) return;
@@ -682,9 +688,23 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
       it->second.task.mutable_decision()->set_finished_unix_us(NowUnixMicros());
       FailOrRetryLocked(seq, v1::TASK_STATE_FAILED, std::move(e));
     }
+    // A worker that keeps dying right after it starts (bad plugin, broken binary, no
+    // memory) is respawned with a growing delay instead of in a tight loop.
+    const bool quick = NowUnixMicros() - w->started_us < 1'000'000;
+    w->quick_deaths = (quick && !w->killed) || was_starting ? w->quick_deaths + 1 : 0;
+    const int64_t delay_ms =
+        w->quick_deaths == 0 ? 0 : std::min<int64_t>(30'000, 250ll << std::min(w->quick_deaths, 7));
     if (!w->killed) {
-      std::fprintf(stderr, "taskrtd: %s worker pid %d %s; respawning\n", pool, w->pid,
-                   how.c_str());
+      std::fprintf(stderr, "taskrtd: %s worker pid %d %s; respawning%s\n", pool, w->pid,
+                   how.c_str(),
+                   delay_ms == 0 ? ""
+                                 : absl::StrCat(" in ", delay_ms, " ms (", w->quick_deaths,
+                                                " quick deaths in a row)").c_str());
+    }
+    if (w->recycle) {
+      ++recycled_[static_cast<int>(w->pool)];
+    } else {
+      ++respawns_[static_cast<int>(w->pool)];
     }
     w->running.clear();
     w->sync_running = w->async_running = 0;
@@ -692,12 +712,7 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
     w->pid = -1;
     std::error_code ignored;
     w->socket.close(ignored);
-    ++respawns_[static_cast<int>(w->pool)];
-    // A worker that dies right after starting (bad plugin, broken binary) is retried
-    // with a delay instead of in a tight loop.
-    const auto delay = was_starting || NowUnixMicros() - w->started_us < 1'000'000
-                           ? std::chrono::milliseconds(500)
-                           : std::chrono::milliseconds(0);
+    const auto delay = std::chrono::milliseconds(delay_ms);
     auto timer = std::make_shared<asio::steady_timer>(io_, delay);
     timer->async_wait([this, timer, pool = w->pool, slot = w->slot](const std::error_code&) {
       SpawnOnLoop(pool, slot);
@@ -706,6 +721,43 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
     deferred.swap(deferred_);
   }
   RunDeferred(deferred);
+}
+
+void TaskManager::TerminateWorkerLocked(Worker* w) {
+  if (w->pid <= 0 || w->killed) return;
+  w->killed = true;
+  const int pid = w->pid;
+  ::kill(pid, SIGTERM);
+  asio::post(io_, [this, w, pid] {
+    auto timer = std::make_shared<asio::steady_timer>(
+        io_, std::chrono::milliseconds(options_.kill_grace_ms));
+    timer->async_wait([this, w, pid, timer](const std::error_code& ec) {
+      if (ec) return;
+      internal::MutexLock lock(&mu_);
+      if (w->pid == pid) ::kill(pid, SIGKILL);  // still the same, unreaped worker
+    });
+  });
+}
+
+void TaskManager::MaybeRecycleLocked(Worker* w, const v1::internal::TaskDone& done) {
+  if (!w->retiring) {
+    // sys.exec reports its child's peak RSS, not the worker's: judge sync runs only.
+    const bool rss = options_.worker_max_rss_kb > 0 &&
+                     done.executor() != v1::EXECUTOR_ASYNC &&
+                     done.peak_rss_kb() > options_.worker_max_rss_kb;
+    const bool tasks = options_.worker_max_tasks > 0 && w->tasks_run >= options_.worker_max_tasks;
+    if (!rss && !tasks) return;
+    w->retiring = true;
+    std::fprintf(stderr, "taskrtd: recycling %s worker pid %d: %s\n",
+                 w->pool == Pool::kCpu ? "cpu" : "io", w->pid,
+                 rss ? absl::StrCat("peak RSS ", done.peak_rss_kb(), " KiB is above --worker-max-rss ",
+                                    options_.worker_max_rss_kb, " KiB").c_str()
+                     : absl::StrCat("it ran ", w->tasks_run, " tasks (--worker-max-tasks)").c_str());
+  }
+  if (w->running.empty()) {
+    w->recycle = true;
+    TerminateWorkerLocked(w);
+  }
 }
 
 void TaskManager::KillWorkerLocked(Worker* w) {
@@ -1011,8 +1063,10 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
         Worker* w = r.worker;
         std::string how;
         if (w->pool == Pool::kCpu) {
-          KillWorkerLocked(w);
-          how = absl::StrCat("its cpu worker pid ", w->pid, " was killed and will be replaced");
+          TerminateWorkerLocked(w);
+          how = absl::StrCat("its cpu worker pid ", w->pid,
+                             " was stopped (SIGTERM, then SIGKILL after ", options_.kill_grace_ms,
+                             " ms) and will be replaced");
         } else {
           v1::internal::WorkerFrame frame;
           frame.mutable_cancel()->set_seq(r.run_id);
@@ -1077,6 +1131,7 @@ v1::Stats TaskManager::GetStats() {
                                      : io_sync_queue_.size() + io_async_queue_.size());
     p->set_completed(completed_[static_cast<int>(pool)]);
     p->set_respawns(respawns_[static_cast<int>(pool)]);
+    p->set_recycled(recycled_[static_cast<int>(pool)]);
     for (const auto& w : workers_) {
       if (w->pool != pool) continue;
       p->set_workers(p->workers() + 1);

@@ -58,6 +58,10 @@ struct TaskManagerOptions {
   size_t max_queued = 1000000;             // unfinished tasks; beyond: RESOURCE_EXHAUSTED
   uint32_t max_attempts_limit = 100;       // largest TaskSpec.max_attempts accepted
   int64_t startup_timeout_ms = 15000;      // for the first workers to say hello
+  uint64_t worker_max_tasks = 0;           // recycle a worker after this many tasks (0 = never)
+  int64_t worker_max_rss_kb = 0;           // ...or once its peak RSS exceeds this (0 = never)
+  uint64_t cpu_memory_limit_bytes = 0;     // address-space limit of cpu workers (0 = none)
+  int64_t kill_grace_ms = 2000;            // SIGTERM -> SIGKILL when cancelling a CPU task
   // Where accepted tasks and their state changes are recorded; null = not durable.
   // Not owned; must outlive the TaskManager.
   Journal* journal = nullptr;
@@ -148,7 +152,10 @@ class TaskManager {
     int sync_running = 0, async_running = 0;
     uint64_t tasks_run = 0;
     int64_t started_us = 0;
-    bool killed = false;  // we killed it on purpose (timeout, cancel)
+    bool killed = false;    // we killed it on purpose (timeout, cancel, recycling)
+    bool retiring = false;  // takes no new task; replaced once idle
+    bool recycle = false;   // its replacement is a recycling, not a crash
+    int quick_deaths = 0;   // consecutive deaths soon after start (respawn backoff)
   };
 
   struct TaskRecord {
@@ -196,6 +203,10 @@ class TaskManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlotLocked(TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void KillWorkerLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // SIGTERM now, SIGKILL after kill_grace_ms if the same worker is still there.
+  void TerminateWorkerLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeRecycleLocked(Worker* w, const v1::internal::TaskDone& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RetireLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnHelloLocked(Worker* w, const v1::internal::WorkerHello& hello)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -240,6 +251,7 @@ class TaskManager {
   TaskQueue io_async_queue_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   std::array<uint64_t, 2> respawns_ ABSL_GUARDED_BY(mu_) = {0, 0};
+  std::array<uint64_t, 2> recycled_ ABSL_GUARDED_BY(mu_) = {0, 0};
   std::array<uint64_t, 2> completed_ ABSL_GUARDED_BY(mu_) = {0, 0};
   std::map<std::string, v1::HandlerInfo> handlers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, LearnedStats> learned_ ABSL_GUARDED_BY(mu_);

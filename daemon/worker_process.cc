@@ -43,6 +43,10 @@ absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch) {
   }
   std::vector<std::string> args = {launch.worker_path, "--pool", launch.pool,
                                    "--threads", absl::StrCat(launch.threads), "--fd", "3"};
+  if (launch.memory_limit_bytes > 0) {
+    args.push_back("--memory-limit");
+    args.push_back(absl::StrCat(launch.memory_limit_bytes));
+  }
   for (const auto& p : launch.plugins) {
     args.push_back("--plugin");
     args.push_back(p);

@@ -19,6 +19,7 @@ struct WorkerLaunch {
   std::string pool;                  // "cpu" or "io"
   int threads = 1;                   // thread-pool size
   std::vector<std::string> plugins;  // passed as --plugin
+  uint64_t memory_limit_bytes = 0;   // address-space limit (RLIMIT_AS); 0 = none
 };
 
 struct SpawnedWorker {

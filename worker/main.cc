@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--fd", options.fd, "File descriptor of the daemon's socket");
   app.add_option("--plugin", options.plugins, "Plugin shared object to load (repeatable)");
+  app.add_option("--memory-limit", options.memory_limit_bytes,
+                 "Address-space limit of this worker in bytes (0 = none)");
   CLI11_PARSE(app, argc, argv);
   return taskrt::worker::RunWorker(options);
 }

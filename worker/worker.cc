@@ -10,6 +10,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <new>
 #include <memory>
 #include <unordered_map>
 
@@ -67,6 +69,7 @@ class SyncContext : public TaskContext {
 v1::FailureKind KindOf(const absl::Status& status) {
   if (absl::IsInvalidArgument(status)) return v1::FAILURE_KIND_INVALID_INPUT;
   if (absl::IsCancelled(status)) return v1::FAILURE_KIND_CANCELLED;
+  if (absl::IsResourceExhausted(status)) return v1::FAILURE_KIND_MEMORY_LIMIT;
   return v1::FAILURE_KIND_HANDLER_ERROR;
 }
 
@@ -194,6 +197,10 @@ class Worker {
       absl::StatusOr<std::string> output;
       try {
         output = entry->sync(*ctx, input);
+      } catch (const std::bad_alloc&) {
+        output = absl::ResourceExhaustedError(
+            "the handler ran out of memory: it exceeded the worker's memory limit "
+            "(taskrtd --cpu-memory-limit) or the machine's");
       } catch (const std::exception& e) {
         output = absl::InternalError(absl::StrCat("handler threw: ", e.what()));
       } catch (...) {
@@ -260,6 +267,13 @@ int RunWorker(const WorkerOptions& options) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() == 1) return 0;
   ::signal(SIGPIPE, SIG_IGN);
+  if (options.memory_limit_bytes > 0) {
+    const rlimit limit{options.memory_limit_bytes, options.memory_limit_bytes};
+    if (::setrlimit(RLIMIT_AS, &limit) != 0) {
+      std::fprintf(stderr, "taskrt-worker: cannot set the memory limit: %s\n",
+                   std::strerror(errno));
+    }
+  }
   ::fcntl(options.fd, F_SETFD, FD_CLOEXEC);  // children of sys.exec must not inherit it
 
   Registry registry;

@@ -18,6 +18,7 @@ struct WorkerOptions {
   int threads = 4;                   // thread-pool size (forced to 1 in the cpu pool)
   int fd = 3;                        // socket connected to the daemon
   std::vector<std::string> plugins;  // shared objects to load
+  uint64_t memory_limit_bytes = 0;   // RLIMIT_AS for this process; 0 = none
 };
 
 // Runs until the daemon goes away. Returns the process exit code.

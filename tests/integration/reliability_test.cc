@@ -210,6 +210,44 @@ TEST_F(ReliabilityTest, DrainLetsRunningFinishAndKeepsQueued) {
   EXPECT_TRUE(q->decision().recovered());
 }
 
+class WorkerHealthTest : public ReliabilityTest {
+ protected:
+  void Adjust(daemon::DaemonOptions& options) override {
+    options.tasks.worker_max_tasks = 2;
+    options.tasks.cpu_memory_limit_bytes = 1ull << 30;
+  }
+};
+
+TEST_F(WorkerHealthTest, WorkerIsRecycledAfterMaxTasks) {
+  std::vector<int> pids;
+  for (int i = 0; i < 3; ++i) {
+    auto t = client_->Run(Spec("test.pid", ""), absl::Seconds(30));
+    ASSERT_TRUE(t.ok());
+    ASSERT_EQ(t->state(), v1::TASK_STATE_SUCCEEDED);
+    pids.push_back(t->decision().worker_pid());
+  }
+  EXPECT_EQ(pids[0], pids[1]);
+  EXPECT_NE(pids[1], pids[2]);  // replaced after its 2nd task
+  auto stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok());
+  for (const auto& p : stats->pools()) {
+    if (p.name() == "cpu") {
+      EXPECT_GE(p.recycled(), 1u);
+      EXPECT_EQ(p.respawns(), 0u);  // a recycling is not a crash
+    }
+  }
+}
+
+TEST_F(WorkerHealthTest, TaskOverTheMemoryLimitFailsWithMemoryLimit) {
+  auto big = client_->Run(Spec("test.alloc", "2048"), absl::Seconds(60));
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big->state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(big->error().kind(), v1::FAILURE_KIND_MEMORY_LIMIT) << big->error().message();
+  auto small = client_->Run(Spec("test.alloc", "16"), absl::Seconds(60));
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->state(), v1::TASK_STATE_SUCCEEDED);
+}
+
 TEST(StateDirTest, CorruptJournalStopsStartWithAClearError) {
   const std::string dir = MakeTempDir();
   daemon::DaemonOptions options = TestDaemonOptions(dir);

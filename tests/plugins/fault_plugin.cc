@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "taskrt/handler.h"
 
@@ -89,6 +90,13 @@ TASKRT_PLUGIN(registry) {
                          return absl::UnavailableError("flaky: call " + std::to_string(calls));
                        }
                        return "succeeded on call " + std::to_string(calls);
+                     }});
+  // Allocates and touches N MiB (input "N"), then frees it.
+  registry.Register({"test.alloc", taskrt::ClassHint::kCpu, "allocates N MiB",
+                     [](taskrt::TaskContext&, std::string_view in) -> absl::StatusOr<std::string> {
+                       const size_t bytes = static_cast<size_t>(Millis(in)) << 20;
+                       std::vector<char> block(bytes, 1);
+                       return std::to_string(block.size() >> 20);
                      }});
   // No hint: the classifier must learn these two.
   registry.Register({"test.burn", taskrt::ClassHint::kNone,
