@@ -34,6 +34,7 @@ class FaultTest : public DaemonTest {
       auto t = client_->Get(id);
       ASSERT_TRUE(t.ok());
       if (t->state() == v1::TASK_STATE_RUNNING) return;
+      ASSERT_FALSE(IsFinal(t->state())) << id << " ended before it was seen running";
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     FAIL() << id << " never started";
@@ -145,7 +146,7 @@ TEST_F(FaultTest, CancelRunningIoTask) {
 }
 
 TEST_F(FaultTest, HigherPriorityRunsFirst) {
-  auto blocker = client_->Submit(MakeTask("test.burn", "300", v1::TASK_CLASS_CPU));
+  auto blocker = client_->Submit(MakeTask("test.burn", "1500", v1::TASK_CLASS_CPU));
   ASSERT_TRUE(blocker.ok());
   AwaitRunning(*blocker);
   v1::TaskSpec low = MakeTask("test.pid", "", v1::TASK_CLASS_CPU);

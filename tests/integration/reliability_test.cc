@@ -91,7 +91,7 @@ TEST_F(ReliabilityTest, RestartKeepsFinishedRequeuesQueuedAndRerunsRunning) {
 }
 
 TEST_F(ReliabilityTest, RunningTaskWithAttemptsLeftIsRerunAfterRestart) {
-  auto id = client_->Submit(Spec("test.burn", "300", /*attempts=*/2));
+  auto id = client_->Submit(Spec("test.burn", "1500", /*attempts=*/2));
   ASSERT_TRUE(id.ok());
   AwaitRunning(*id);
   Restart();
