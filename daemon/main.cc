@@ -101,6 +101,11 @@ int main(int argc, char** argv) {
                  "Address-space limit of each cpu worker in bytes (RLIMIT_AS; 0 = none); a "
                  "task that exceeds it fails with memory-limit")
       ->default_val(0);
+  std::string stuck_grace = "10s";
+  app.add_option("--stuck-grace", stuck_grace,
+                 "An io task still running this long after it was cancelled or timed out "
+                 "gets its io worker recycled (its other tasks fail or are retried)")
+      ->default_str("10s");
   bool quiet = false;
   app.add_flag("--quiet", quiet, "Do not log start-up and shutdown");
   CLI11_PARSE(app, argc, argv);
@@ -123,6 +128,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.drain_timeout = *drain;
+  auto stuck = taskrt::internal::ParseDurationFlag(stuck_grace);
+  if (!stuck.ok()) {
+    std::fprintf(stderr, "taskrtd: --stuck-grace: %s\n", std::string(stuck.status().message()).c_str());
+    return 2;
+  }
+  t.stuck_grace_ms = absl::ToInt64Milliseconds(*stuck);
   t.retain_for_ms = absl::ToInt64Milliseconds(*retain);
   options.durability = *taskrt::daemon::ParseDurability(durability);
   try {

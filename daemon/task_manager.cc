@@ -543,6 +543,7 @@ void TaskManager::SpawnOnLoop(Pool pool, int slot) {
   w->killed = false;
   w->retiring = false;
   w->recycle = false;
+  w->kill_reason.clear();
   w->decoder = internal::FrameDecoder();
   w->outbox.clear();
   w->inflight.clear();
@@ -667,8 +668,9 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
     const int sig = (r > 0 && WIFSIGNALED(status)) ? WTERMSIG(status) : 0;
     const int code = (r > 0 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
     const std::string how =
-        sig != 0 ? absl::StrCat("was killed by ", internal::SignalName(sig))
-                 : absl::StrCat("exited with status ", code);
+        !w->kill_reason.empty() ? w->kill_reason
+        : sig != 0              ? absl::StrCat("was killed by ", internal::SignalName(sig))
+                                : absl::StrCat("exited with status ", code);
     const char* pool = w->pool == Pool::kCpu ? "cpu" : "io";
     const bool was_starting = w->state == WorkerState::kStarting;
     for (const auto& [run_id, run] : w->running) {
@@ -721,6 +723,35 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
     deferred.swap(deferred_);
   }
   RunDeferred(deferred);
+}
+
+void TaskManager::CancelRunLocked(Worker* w, uint64_t run_id) {
+  auto it = w->running.find(run_id);
+  if (it == w->running.end()) return;
+  if (it->second.cancelled_us == 0) it->second.cancelled_us = NowUnixMicros();
+  v1::internal::WorkerFrame frame;
+  frame.mutable_cancel()->set_seq(run_id);
+  SendLocked(w, frame);
+}
+
+void TaskManager::CheckStuckLocked() {
+  const int64_t now = NowUnixMicros();
+  for (auto& w : workers_) {
+    if (w->pool != Pool::kIo || w->killed || w->state != WorkerState::kReady) continue;
+    for (const auto& [run_id, run] : w->running) {
+      if (run.cancelled_us == 0 || now - run.cancelled_us < options_.stuck_grace_ms * 1000) {
+        continue;
+      }
+      // A thread that ignores cancellation holds its slot for good: replace the worker.
+      auto t = tasks_.find(run.seq);
+      w->kill_reason = absl::StrCat(
+          "was recycled because task ", t == tasks_.end() ? "?" : t->second.task.id(),
+          " kept running ", (now - run.cancelled_us) / 1000, " ms after it was cancelled");
+      std::fprintf(stderr, "taskrtd: io worker pid %d %s\n", w->pid, w->kill_reason.c_str());
+      KillWorkerLocked(w.get());
+      break;
+    }
+  }
 }
 
 void TaskManager::TerminateWorkerLocked(Worker* w) {
@@ -973,6 +1004,7 @@ void TaskManager::TickOnLoop() {
     {
       internal::MutexLock lock(&mu_);
       CheckDeadlinesLocked();
+      CheckStuckLocked();
       PromoteDueLocked();
       EvictOldLocked();
       deferred.swap(deferred_);
@@ -1011,9 +1043,7 @@ void TaskManager::CheckDeadlinesLocked() {
       KillWorkerLocked(w);
       how = absl::StrCat("its cpu worker pid ", w->pid, " was killed and will be replaced");
     } else if (w != nullptr) {
-      v1::internal::WorkerFrame frame;
-      frame.mutable_cancel()->set_seq(r.run_id);
-      SendLocked(w, frame);
+      CancelRunLocked(w, r.run_id);
       how = "it was cancelled through its context on its io worker";
     }
     r.deadline_us = 0;
@@ -1068,9 +1098,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
                              " was stopped (SIGTERM, then SIGKILL after ", options_.kill_grace_ms,
                              " ms) and will be replaced");
         } else {
-          v1::internal::WorkerFrame frame;
-          frame.mutable_cancel()->set_seq(r.run_id);
-          SendLocked(w, frame);
+          CancelRunLocked(w, r.run_id);
           how = "its context on the io worker was cancelled";
         }
         FinishLocked(seq, v1::TASK_STATE_CANCELLED,

@@ -62,6 +62,8 @@ struct TaskManagerOptions {
   int64_t worker_max_rss_kb = 0;           // ...or once its peak RSS exceeds this (0 = never)
   uint64_t cpu_memory_limit_bytes = 0;     // address-space limit of cpu workers (0 = none)
   int64_t kill_grace_ms = 2000;            // SIGTERM -> SIGKILL when cancelling a CPU task
+  int64_t stuck_grace_ms = 10000;          // an io task still running this long after its
+                                           // cancellation gets its worker recycled
   // Where accepted tasks and their state changes are recorded; null = not durable.
   // Not owned; must outlive the TaskManager.
   Journal* journal = nullptr;
@@ -135,6 +137,7 @@ class TaskManager {
   struct Run {
     uint64_t seq;  // the task
     bool async;
+    int64_t cancelled_us = 0;  // when the worker was asked to cancel it (0 = not asked)
   };
 
   struct Worker {
@@ -156,6 +159,7 @@ class TaskManager {
     bool retiring = false;  // takes no new task; replaced once idle
     bool recycle = false;   // its replacement is a recycling, not a crash
     int quick_deaths = 0;   // consecutive deaths soon after start (respawn backoff)
+    std::string kill_reason;  // why we killed it, for the tasks that die with it
   };
 
   struct TaskRecord {
@@ -214,6 +218,8 @@ class TaskManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleFlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckDeadlinesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelRunLocked(Worker* w, uint64_t run_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckStuckLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Loop-thread pieces.
   void SpawnOnLoop(Pool pool, int slot);

@@ -248,6 +248,33 @@ TEST_F(WorkerHealthTest, TaskOverTheMemoryLimitFailsWithMemoryLimit) {
   EXPECT_EQ(small->state(), v1::TASK_STATE_SUCCEEDED);
 }
 
+class StuckIoTest : public ReliabilityTest {
+ protected:
+  void Adjust(daemon::DaemonOptions& options) override { options.tasks.stuck_grace_ms = 300; }
+};
+
+TEST_F(StuckIoTest, IoWorkerWithAThreadStuckAfterCancellationIsRecycled) {
+  // test.hang ignores cancellation; forced onto an io thread it stays stuck after its
+  // timeout. A sleep on the same io worker is caught in the recycling and retried.
+  auto sleeper = client_->Submit(Spec("sys.sleep", R"({"ms": 3000})", /*attempts=*/2));
+  ASSERT_TRUE(sleeper.ok());
+  AwaitRunning(*sleeper);
+  v1::TaskSpec hang = Spec("test.hang", "");
+  hang.set_requested_class(v1::TASK_CLASS_IO);
+  hang.set_timeout_ms(200);
+  auto h = client_->Run(hang, absl::Seconds(30));
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->state(), v1::TASK_STATE_TIMED_OUT);
+  auto s = client_->Wait(*sleeper, absl::Seconds(30));
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->state(), v1::TASK_STATE_SUCCEEDED);  // its 2nd attempt, on the new worker
+  ASSERT_EQ(s->attempts_size(), 1);
+  EXPECT_NE(s->attempts(0).error().message().find("kept running"), std::string::npos)
+      << s->attempts(0).error().message();
+  EXPECT_EQ(client_->Run(Spec("sys.noop", ""), absl::Seconds(30))->state(),
+            v1::TASK_STATE_SUCCEEDED);
+}
+
 TEST(StateDirTest, CorruptJournalStopsStartWithAClearError) {
   const std::string dir = MakeTempDir();
   daemon::DaemonOptions options = TestDaemonOptions(dir);
