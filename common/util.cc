@@ -48,6 +48,17 @@ std::string DefaultSocketPath() {
   return absl::StrCat("/tmp/taskrt-", ::getuid(), "/taskrt.sock");
 }
 
+void InitCleanSpawnAttr(posix_spawnattr_t* attr, short extra_flags) {
+  posix_spawnattr_init(attr);
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(attr, &none);
+  posix_spawnattr_setsigdefault(attr, &all);
+  posix_spawnattr_setflags(attr, static_cast<short>(POSIX_SPAWN_SETSIGMASK |
+                                                    POSIX_SPAWN_SETSIGDEF | extra_flags));
+}
+
 std::string FormatMicros(int64_t us) {
   if (us < 0) us = 0;
   if (us < 10'000'000) return absl::StrFormat("%.1f ms", static_cast<double>(us) / 1e3);

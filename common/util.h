@@ -2,6 +2,8 @@
 #ifndef TASKRT_COMMON_UTIL_H_
 #define TASKRT_COMMON_UTIL_H_
 
+#include <spawn.h>
+
 #include <cstdint>
 #include <string>
 
@@ -21,6 +23,11 @@ std::string DefaultSocketPath();
 
 // A duration for people: "0.2 ms", "812.4 ms", "12.3 s", "4m 05s".
 std::string FormatMicros(int64_t us);
+
+// Initialises `attr` so that a spawned child starts with an empty signal mask and
+// default dispositions (the parent blocks or ignores some signals), plus `extra_flags`.
+// The caller destroys it.
+void InitCleanSpawnAttr(posix_spawnattr_t* attr, short extra_flags = 0);
 
 // Parses "250ms", "30s", "2m", "1h", "1.5s"; a bare number is seconds.
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text);

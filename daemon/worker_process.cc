@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/util.h"
 
 extern char** environ;
 
@@ -60,13 +61,7 @@ absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, child_fd, 3);
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t all, none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  internal::InitCleanSpawnAttr(&attr);
   pid_t pid = -1;
   const int rc = ::posix_spawn(&pid, launch.worker_path.c_str(), &actions, &attr,
                                argv.data(), environ);

@@ -200,15 +200,8 @@ void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
   posix_spawn_file_actions_adddup2(&actions, pipes.fds[2][1], 2);
   if (!spec->cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, spec->cwd.c_str());
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t all, none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  internal::InitCleanSpawnAttr(&attr, POSIX_SPAWN_SETPGROUP);
   posix_spawnattr_setpgroup(&attr, 0);  // own group: cancellation kills the whole tree
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                      POSIX_SPAWN_SETPGROUP);
 
   std::vector<std::string> env_storage;
   for (char** e = environ; *e != nullptr; ++e) {

@@ -43,6 +43,12 @@ class DaemonTest : public ::testing::Test {
   void SetUp() override {
     dir_ = MakeTempDir();
     ASSERT_FALSE(dir_.empty());
+    StartDaemon();
+  }
+
+  // Starts the daemon on dir_ (again, after a Shutdown: same socket and state dir) and
+  // connects client_ to it.
+  void StartDaemon() {
     daemon::DaemonOptions options = TestDaemonOptions(dir_);
     Configure(options);
     auto d = daemon::Daemon::Start(options);

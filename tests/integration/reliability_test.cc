@@ -28,16 +28,7 @@ class ReliabilityTest : public DaemonTest {
     client_.reset();
     daemon_->Shutdown();
     daemon_.reset();
-    daemon::DaemonOptions options = TestDaemonOptions(dir_);
-    Configure(options);
-    auto d = daemon::Daemon::Start(options);
-    ASSERT_TRUE(d.ok()) << d.status();
-    daemon_ = std::move(*d);
-    ClientOptions copts;
-    copts.socket_path = daemon_->socket_path();
-    auto c = Client::Connect(copts);
-    ASSERT_TRUE(c.ok()) << c.status();
-    client_ = std::move(*c);
+    StartDaemon();
   }
 
   void AwaitRunning(const std::string& id) {
