@@ -29,6 +29,6 @@ run() { echo; echo "\$ $*"; "$@"; }
 run "$BIN/taskrt" handlers
 run "$BIN/taskrt" submit math.primes --json '{"below": 5000000}' --wait
 run "$BIN/taskrt" exec --wait -- sh -c 'echo "hello from $(hostname) via sys.exec"'
+run "$BIN/taskrt" stats
 echo
 "$BIN/taskrt-demo"
-run "$BIN/taskrt" stats
