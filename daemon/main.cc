@@ -108,7 +108,12 @@ int main(int argc, char** argv) {
       ->default_str("10s");
   bool quiet = false;
   app.add_flag("--quiet", quiet, "Do not log start-up and shutdown");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);  // prints help, the version, or the error
+    return rc == 0 ? 0 : 2;      // usage errors exit 2, like the taskrt CLI
+  }
 
   options.verbose = !quiet;
   t.classifier.default_class =
