@@ -1,25 +1,36 @@
-// taskrt-bench: throughput, latency and scaling figures of a taskrtd.
+// taskrt-bench: throughput, latency and scaling figures of a taskrtd, each compared
+// against its performance target (kTargets below).
 //
 //   build/bin/taskrt-bench                 # starts build/bin/taskrtd on a temporary socket
 //   build/bin/taskrt-bench --quick --json  # small sizes, one JSON object per line
 //   build/bin/taskrt-bench --socket /run/user/1000/taskrt/taskrt.sock  # a running daemon
 //
-// Scenarios (select with --scenario NAME, repeatable):
-//   noop_throughput  N sys.noop tasks from one client (SubmitBatch x1000, WaitAll): tasks/s
-//   noop_latency     sequential Run(sys.noop): p50 and p99 in µs
-//   cpu_scaling      8 math.primes one after another vs all at once on the cpu pool:
-//                    efficiency = speedup / min(cores, cpu workers, 8), and the speedup
-//   sleep_1000       1000 concurrent sys.sleep 1 s: wall seconds (ideal 1.0)
-//   sleep_10000      10000 of them (not in --quick unless named)
+// Scenarios (select with --scenario NAME, repeatable; see bench/README.md):
+//   noop_throughput   N sys.noop tasks from one client (SubmitBatch x1000, WaitAll): tasks/s
+//   noop_throughput_8_clients  the same from 8 concurrent clients, each its own Client
+//   grpc_unary        Client::Get of a nonexistent id (NOT_FOUND) x2000: p50 in µs, the
+//                     reference for noop_latency_p50 (runs whenever noop_latency does)
+//   noop_latency      sequential Run(sys.noop): p50 and p99 in µs
+//   cpu_scaling       16 math.primes of ~0.25 s one after another vs all at once on the
+//                     cpu pool: efficiency = speedup / min(cores, cpu workers, 16)
+//   sleep_1000        1000 concurrent sys.sleep 1 s: wall seconds (ideal 1.0)
+//   sleep_10000       10000 of them; sleep_100000 100000 (neither in --quick unless named)
+//   mixed             4 CPU tasks of ~2 s + 200 sys.sleep 100 ms submitted together:
+//                     I/O latency p99 and makespan against the ideal
+//   exec_true         sys.exec /bin/true xN vs `seq N | xargs -P<cores> -n1 /bin/true`
+//   durable_ratio     noop throughput of this daemon vs one started with --durability=none
 //
 // Every wait is bounded (kWaitTimeout), so a broken daemon fails a scenario instead of
-// hanging the run. Exit status: 0 when every selected scenario produced its figures,
-// 1 otherwise, 2 on bad options.
+// hanging the run. Exit status: 0 when every selected scenario produced its figures
+// (whether or not they meet their targets), 1 otherwise, 2 on bad options.
 #include <pthread.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -27,6 +38,8 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <map>
+#include <latch>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,6 +57,8 @@
 #include "nlohmann/json.hpp"
 #include "taskrt/client.h"
 
+extern char** environ;
+
 namespace taskrt::bench {
 namespace {
 
@@ -52,7 +67,7 @@ using v1::TaskSpec;
 
 constexpr absl::Duration kWaitTimeout = absl::Seconds(120);
 constexpr size_t kChunk = 1000;  // tasks per SubmitBatch and per WaitAll call
-constexpr int kScalingTasks = 8;
+constexpr int kScalingTasks = 16;
 
 struct BenchOptions {
   std::string socket_path;  // empty: start our own daemon
@@ -60,7 +75,7 @@ struct BenchOptions {
   bool quick = false;
   bool json = false;
   std::vector<std::string> scenarios;  // empty: all (in --quick: all but sleep_10000)
-  int64_t primes_below = 0;            // 0: 2000000, quick 300000
+  int64_t primes_below = 0;            // 0: calibrated (~0.25 s per task, quick ~0.1 s)
 };
 
 // One line of output: a figure, or an error that kept the scenario from producing it.
@@ -71,6 +86,79 @@ struct Result {
   std::string notes;
   std::string error;
 };
+
+// ---- targets --------------------------------------------------------------------------
+
+enum class Direction { kAtLeast, kAtMost };
+
+// A performance target: the figure of `scenario` (in `unit`) should be at least / at most
+// `value`; or, when `relative_to` is set, at least / at most `value` times the figure of
+// that scenario measured earlier in the same run.
+struct Target {
+  const char* scenario;
+  double value;
+  const char* unit;
+  Direction direction;
+  const char* relative_to;  // nullptr: `value` is absolute
+};
+
+constexpr Target kTargets[] = {
+    {"noop_throughput", 100000, "tasks/s", Direction::kAtLeast, nullptr},
+    {"noop_throughput_8_clients", 100000, "tasks/s", Direction::kAtLeast, nullptr},
+    {"noop_latency_p50", 1.5, "us", Direction::kAtMost, "grpc_unary_p50"},
+    {"noop_latency_p99", 500, "us", Direction::kAtMost, nullptr},
+    {"cpu_scaling", 95, "%", Direction::kAtLeast, nullptr},
+    {"sleep_10000", 1.1, "s", Direction::kAtMost, nullptr},
+    {"sleep_100000", 2.0, "s", Direction::kAtMost, nullptr},
+    {"mixed_io_p99", 110, "ms", Direction::kAtMost, nullptr},
+    {"mixed_makespan", 1.05, "x ideal", Direction::kAtMost, nullptr},
+    {"exec_true", 0.9, "tasks/s", Direction::kAtLeast, "exec_xargs"},
+    {"durable_ratio", 0.5, "x", Direction::kAtLeast, nullptr},
+};
+
+const Target* FindTarget(const std::string& scenario) {
+  for (const Target& target : kTargets) {
+    if (scenario == target.scenario) return &target;
+  }
+  return nullptr;
+}
+
+// A result with its target resolved against the figures measured so far.
+struct Judged {
+  std::optional<double> target;
+  std::optional<double> ratio;  // >= 1 means met
+  std::optional<bool> met;
+  std::string text;             // e.g. ">= 100000", "<= 1.5 x grpc_unary_p50 = 180"
+};
+
+Judged Judge(const Result& result, const std::map<std::string, double>& figures) {
+  Judged judged;
+  const Target* target = FindTarget(result.scenario);
+  if (target == nullptr) return judged;
+  const char* op = target->direction == Direction::kAtLeast ? ">=" : "<=";
+  if (target->relative_to != nullptr) {
+    auto it = figures.find(target->relative_to);
+    if (it == figures.end()) {
+      judged.text = absl::StrFormat("%s %g x %s (not measured)", op, target->value,
+                                    target->relative_to);
+      return judged;
+    }
+    judged.target = target->value * it->second;
+    judged.text = absl::StrFormat("%s %g x %s", op, target->value, target->relative_to);
+  } else {
+    judged.target = target->value;
+    judged.text = absl::StrFormat("%s %g", op, target->value);
+  }
+  if (result.value && *judged.target > 0 && *result.value > 0) {
+    judged.ratio = target->direction == Direction::kAtLeast ? *result.value / *judged.target
+                                                            : *judged.target / *result.value;
+    judged.met = *judged.ratio >= 1.0;
+  } else if (result.value) {
+    judged.met = target->direction == Direction::kAtLeast ? *result.value >= *judged.target
+                                                          : *result.value <= *judged.target;
+  }
+  return judged;
+}
 
 // What the benchmark runs against, read from GetStats.
 struct Shape {
@@ -128,12 +216,13 @@ absl::Status AllSucceeded(const std::vector<Task>& tasks) {
 // Submits `specs` in chunks, then waits for all of them in chunks (so no single message
 // carries tens of thousands of results), all within kWaitTimeout.
 absl::StatusOr<std::vector<Task>> SubmitAndWaitAll(Client& client,
-                                                   const std::vector<TaskSpec>& specs) {
+                                                   const std::vector<TaskSpec>& specs,
+                                                   size_t submit_chunk = kChunk) {
   std::vector<std::string> ids;
   ids.reserve(specs.size());
-  for (size_t i = 0; i < specs.size(); i += kChunk) {
-    const std::vector<TaskSpec> chunk(specs.begin() + i,
-                                      specs.begin() + std::min(specs.size(), i + kChunk));
+  for (size_t i = 0; i < specs.size(); i += submit_chunk) {
+    const std::vector<TaskSpec> chunk(
+        specs.begin() + i, specs.begin() + std::min(specs.size(), i + submit_chunk));
     absl::StatusOr<std::vector<std::string>> chunk_ids = client.SubmitBatch(chunk);
     if (!chunk_ids.ok()) {
       return absl::Status(chunk_ids.status().code(),
@@ -175,13 +264,69 @@ Result Failed(const std::string& scenario, const std::string& unit,
   return Result{scenario, std::nullopt, unit, "", status.ToString()};
 }
 
+// No figure, on purpose (not an error): `why` says why.
+Result Skipped(const std::string& scenario, const std::string& unit, std::string why) {
+  return Result{scenario, std::nullopt, unit, "skipped: " + std::move(why), ""};
+}
+
 // ---- scenarios ----------------------------------------------------------------------
 
 struct Context {
   Client& client;
   const Shape& shape;
   const BenchOptions& options;
+  const ClientOptions& client_options;  // to connect more clients to the same daemon
+  bool own_daemon;                      // the bench started the daemon it measures
+  // math.primes calibration: one task below `probe_below` ran for `probe_seconds`.
+  int64_t probe_below = 0;
+  double probe_seconds = 0;
 };
+
+// The run time of a finished task: the worker's measurement, else submit to finish.
+double RunSeconds(const Task& task) {
+  const auto& d = task.decision();
+  if (d.run_time_us() > 0) return d.run_time_us() / 1e6;
+  return (d.finished_unix_us() - d.submitted_unix_us()) / 1e6;
+}
+
+absl::StatusOr<Task> RunOk(Client& client, const TaskSpec& spec) {
+  absl::StatusOr<Task> task = client.Run(spec, kWaitTimeout);
+  if (!task.ok()) return task.status();
+  absl::Status status = AllSucceeded({*task});
+  if (!status.ok()) return status;
+  return task;
+}
+
+TaskSpec PrimesTask(int64_t below) {
+  return MakeTask("math.primes", absl::StrCat(R"({"below":)", below, "}"),
+                  v1::TASK_CLASS_CPU);
+}
+
+// A math.primes size for which one task takes about `seconds`: --primes-below when given,
+// else scaled from one timed probe task (the cost of trial division grows ~N^1.5).
+absl::StatusOr<int64_t> PrimesBelowFor(Context& ctx, double seconds) {
+  if (ctx.options.primes_below > 0) return ctx.options.primes_below;
+  if (ctx.probe_below == 0) {
+    const int64_t probe = ctx.options.quick ? 300000 : 1000000;
+    absl::StatusOr<Task> task = RunOk(ctx.client, PrimesTask(probe));
+    if (!task.ok()) return task.status();
+    ctx.probe_below = probe;
+    ctx.probe_seconds = std::max(1e-4, RunSeconds(*task));
+  }
+  const double below =
+      ctx.probe_below * std::pow(seconds / ctx.probe_seconds, 1.0 / 1.5);
+  return static_cast<int64_t>(std::clamp(below, 1000.0, 4e9));
+}
+
+// N sys.noop through `client`, batched: tasks/s.
+absl::StatusOr<double> NoopRate(Client& client, int n) {
+  const std::vector<TaskSpec> specs(n, MakeTask("sys.noop", ""));
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::vector<Task>> tasks = SubmitAndWaitAll(client, specs);
+  const double wall = Since(start);
+  if (!tasks.ok()) return tasks.status();
+  return n / wall;
+}
 
 std::vector<Result> NoopThroughput(Context& ctx) {
   const int n = ctx.options.quick ? 2000 : 20000;
@@ -219,11 +364,6 @@ std::vector<Result> NoopLatency(Context& ctx) {
 }
 
 std::vector<Result> CpuScaling(Context& ctx) {
-  const int64_t below =
-      ctx.options.primes_below > 0 ? ctx.options.primes_below
-                                   : (ctx.options.quick ? 300000 : 2000000);
-  const TaskSpec spec =
-      MakeTask("math.primes", absl::StrCat(R"({"below":)", below, "}"), v1::TASK_CLASS_CPU);
   auto fail = [](const absl::Status& status) {
     return std::vector<Result>{Failed("cpu_scaling", "%", status),
                                Failed("cpu_scaling_speedup", "x", status)};
@@ -233,16 +373,17 @@ std::vector<Result> CpuScaling(Context& ctx) {
   }
   // Warm-up: one task per worker, so spawn or first-touch costs stay out of both runs.
   absl::StatusOr<std::vector<Task>> warm = SubmitAndWaitAll(
-      ctx.client, std::vector<TaskSpec>(ctx.shape.cpu_workers,
-                                        MakeTask("math.primes", R"({"below":1000})",
-                                                 v1::TASK_CLASS_CPU)));
+      ctx.client, std::vector<TaskSpec>(ctx.shape.cpu_workers, PrimesTask(1000)));
   if (!warm.ok()) return fail(warm.status());
+  const double per_task = ctx.options.quick ? 0.1 : 0.25;
+  absl::StatusOr<int64_t> below = PrimesBelowFor(ctx, per_task);
+  if (!below.ok()) return fail(below.status());
+  const TaskSpec spec = PrimesTask(*below);
 
   auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < kScalingTasks; ++i) {
-    absl::StatusOr<Task> task = ctx.client.Run(spec, kWaitTimeout);
-    absl::Status status = task.ok() ? AllSucceeded({*task}) : task.status();
-    if (!status.ok()) return fail(status);
+    absl::StatusOr<Task> task = RunOk(ctx.client, spec);
+    if (!task.ok()) return fail(task.status());
   }
   const double t_seq = Since(start);
   start = std::chrono::steady_clock::now();
@@ -256,67 +397,330 @@ std::vector<Result> CpuScaling(Context& ctx) {
   const int ideal = std::min({ctx.shape.cores, ctx.shape.cpu_workers, kScalingTasks});
   const double speedup = t_seq / t_par;
   const std::string notes = absl::StrFormat(
-      "%d x math.primes below %d: one at a time %.2f s, all at once %.2f s; ideal "
-      "min(%d cores, %d cpu workers, %d tasks) = %d",
-      kScalingTasks, below, t_seq, t_par, ctx.shape.cores, ctx.shape.cpu_workers,
-      kScalingTasks, ideal);
+      "%d x math.primes below %d (%.3f s per task measured, aimed at %.2f s): one at a "
+      "time %.2f s, all at once %.2f s; ideal min(%d cores, %d cpu workers) = %d",
+      kScalingTasks, *below, t_seq / kScalingTasks, per_task, t_seq, t_par,
+      ctx.shape.cores, ctx.shape.cpu_workers, ideal);
   return {Measured("cpu_scaling", 100 * speedup / ideal, "%", notes),
           Measured("cpu_scaling_speedup", speedup, "x", notes)};
 }
 
 std::vector<Result> Sleeps(Context& ctx, int n) {
+  constexpr size_t kSleepChunk = 10000;
   const std::string name = absl::StrCat("sleep_", n);
   const std::vector<TaskSpec> specs(n, MakeTask("sys.sleep", R"({"ms":1000})"));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Task>> tasks = SubmitAndWaitAll(ctx.client, specs);
+  absl::StatusOr<std::vector<Task>> tasks = SubmitAndWaitAll(ctx.client, specs, kSleepChunk);
   const double wall = Since(start);
   if (!tasks.ok()) return {Failed(name, "s", tasks.status())};
   return {Measured(name, wall, "s",
-                   absl::StrFormat("%d concurrent sys.sleep 1000 ms, submitted x%d; ideal "
-                                   "1.00 s", n, kChunk))};
+                   absl::StrFormat("%d concurrent sys.sleep 1000 ms, SubmitBatch x%d, WaitAll "
+                                   "x%d; ideal 1.00 s", n, std::min<size_t>(n, kSleepChunk),
+                                   kChunk))};
+}
+
+std::vector<Result> NoopThroughput8Clients(Context& ctx) {
+  constexpr int kClients = 8;
+  const int per_client = ctx.options.quick ? 500 : 5000;
+  const std::string name = "noop_throughput_8_clients";
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(ctx.client_options);
+    if (!client.ok()) return {Failed(name, "tasks/s", client.status())};
+    clients.push_back(*std::move(client));
+  }
+  const std::vector<TaskSpec> specs(per_client, MakeTask("sys.noop", ""));
+  std::vector<absl::Status> statuses(kClients);
+  std::latch ready(kClients + 1);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      ready.arrive_and_wait();
+      statuses[i] = SubmitAndWaitAll(*clients[i], specs).status();
+    });
+  }
+  ready.arrive_and_wait();
+  const auto start = std::chrono::steady_clock::now();
+  for (std::thread& thread : threads) thread.join();
+  const double wall = Since(start);
+  for (const absl::Status& status : statuses) {
+    if (!status.ok()) return {Failed(name, "tasks/s", status)};
+  }
+  return {Measured(name, kClients * per_client / wall, "tasks/s",
+                   absl::StrFormat("%d clients at once, each its own Client: %d sys.noop, "
+                                   "SubmitBatch x%d then WaitAll; %.2f s",
+                                   kClients, per_client, kChunk, wall))};
+}
+
+std::vector<Result> GrpcUnary(Context& ctx) {
+  const int m = ctx.options.quick ? 500 : 2000;
+  constexpr int kWarmup = 50;
+  const std::string id = "bench-no-such-task";
+  std::vector<double> micros;
+  micros.reserve(m);
+  for (int i = 0; i < m + kWarmup; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<Task> task = ctx.client.Get(id);
+    const double us = Since(start) * 1e6;
+    if (task.ok() || !absl::IsNotFound(task.status())) {
+      return {Failed("grpc_unary_p50", "us",
+                     task.ok() ? absl::InternalError("Get of a nonexistent id succeeded")
+                               : task.status())};
+    }
+    if (i >= kWarmup) micros.push_back(us);
+  }
+  return {Measured("grpc_unary_p50", Percentile(micros, 50), "us",
+                   absl::StrFormat("reference, no target: Client::Get of a nonexistent id "
+                                   "(NOT_FOUND), a minimal unary round trip through the "
+                                   "daemon's gRPC stack, x%d; p99 %.0f us",
+                                   m, Percentile(micros, 99)))};
+}
+
+std::vector<Result> Mixed(Context& ctx) {
+  constexpr int kCpuTasks = 4;
+  constexpr int kIoTasks = 200;
+  constexpr int kSleepMs = 100;
+  const double cpu_seconds = ctx.options.quick ? 0.5 : 2.0;
+  auto fail = [](const absl::Status& status) {
+    return std::vector<Result>{Failed("mixed_io_p99", "ms", status),
+                               Failed("mixed_makespan", "x ideal", status)};
+  };
+  if (ctx.shape.cpu_workers == 0) {
+    return fail(absl::FailedPreconditionError("the daemon reports no cpu workers"));
+  }
+  absl::StatusOr<int64_t> below = PrimesBelowFor(ctx, cpu_seconds);
+  if (!below.ok()) return fail(below.status());
+  // One CPU task alone first: the CPU work of the mix is kCpuTasks times its run time.
+  absl::StatusOr<Task> solo = RunOk(ctx.client, PrimesTask(*below));
+  if (!solo.ok()) return fail(solo.status());
+  const double solo_seconds = RunSeconds(*solo);
+
+  std::vector<TaskSpec> specs(kCpuTasks, PrimesTask(*below));
+  specs.insert(specs.end(), kIoTasks,
+               MakeTask("sys.sleep", absl::StrCat(R"({"ms":)", kSleepMs, "}")));
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::vector<Task>> tasks = SubmitAndWaitAll(ctx.client, specs);
+  const double wall = Since(start);
+  if (!tasks.ok()) return fail(tasks.status());
+  std::vector<double> io_ms;
+  for (size_t i = kCpuTasks; i < tasks->size(); ++i) {
+    const auto& d = (*tasks)[i].decision();
+    io_ms.push_back((d.finished_unix_us() - d.submitted_unix_us()) / 1e3);
+  }
+  const int lanes = std::min(ctx.shape.cores, ctx.shape.cpu_workers);
+  const double cpu_work = kCpuTasks * solo_seconds;
+  const double ideal = std::max(cpu_work / lanes, kSleepMs / 1e3);
+  const std::string notes = absl::StrFormat(
+      "%d x math.primes below %d (%.2f s alone, aimed at %.2f s) + %d sys.sleep %d ms in "
+      "one SubmitBatch; I/O finished-submitted p50 %.1f ms p99 %.1f ms; makespan %.2f s, "
+      "ideal %.2f s = max(cpu work %.2f s / min(%d cores, %d cpu workers), %.1f s)",
+      kCpuTasks, *below, solo_seconds, cpu_seconds, kIoTasks, kSleepMs,
+      Percentile(io_ms, 50), Percentile(io_ms, 99), wall, ideal, cpu_work, ctx.shape.cores,
+      ctx.shape.cpu_workers, kSleepMs / 1e3);
+  return {Measured("mixed_io_p99", Percentile(io_ms, 99), "ms", notes),
+          Measured("mixed_makespan", wall / ideal, "x ideal", notes)};
+}
+
+// Runs `command` with /bin/sh -c (posix_spawn, default signals, nothing blocked): its
+// wall seconds, or an error unless it exited 0.
+absl::StatusOr<double> TimeShell(const std::string& command) {
+  std::string sh = "/bin/sh", dash_c = "-c", cmd = command;
+  char* argv[] = {sh.data(), dash_c.data(), cmd.data(), nullptr};
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  const auto start = std::chrono::steady_clock::now();
+  pid_t pid = 0;
+  const int err = posix_spawn(&pid, "/bin/sh", nullptr, &attr, argv, environ);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) return absl::InternalError(absl::StrCat("posix_spawn /bin/sh: ", strerror(err)));
+  int status = 0;
+  while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {
+  }
+  const double wall = Since(start);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat("`", command, "` did not exit 0 (status ",
+                                            status, ")"));
+  }
+  return wall;
+}
+
+std::vector<Result> ExecTrue(Context& ctx) {
+  const int n = ctx.options.quick ? 200 : 1000;
+  const int parallel = ctx.shape.cores;
+  const std::string command =
+      absl::StrFormat("seq %d | xargs -P%d -n1 /bin/true", n, parallel);
+  absl::StatusOr<double> xargs = TimeShell(command);
+  if (!xargs.ok()) {
+    return {Failed("exec_xargs", "tasks/s", xargs.status()),
+            Failed("exec_true", "tasks/s", xargs.status())};
+  }
+  Result reference = Measured(
+      "exec_xargs", n / *xargs, "tasks/s",
+      absl::StrFormat("reference, no target: /bin/sh -c '%s'; %.2f s", command, *xargs));
+  const TaskSpec spec = MakeTask("sys.exec", R"({"argv":["/bin/true"]})");
+  absl::StatusOr<Task> warm = RunOk(ctx.client, spec);
+  if (!warm.ok()) return {reference, Failed("exec_true", "tasks/s", warm.status())};
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::vector<Task>> tasks =
+      SubmitAndWaitAll(ctx.client, std::vector<TaskSpec>(n, spec));
+  const double wall = Since(start);
+  if (!tasks.ok()) return {reference, Failed("exec_true", "tasks/s", tasks.status())};
+  int nonzero = 0;
+  for (const Task& task : *tasks) {
+    const auto out = nlohmann::json::parse(task.output(), nullptr, false);
+    if (!out.is_object() || out.value("exit_code", -1) != 0) ++nonzero;
+  }
+  if (nonzero > 0) {
+    return {reference, Failed("exec_true", "tasks/s",
+                              absl::InternalError(absl::StrCat(
+                                  nonzero, " of ", n, " /bin/true did not exit 0")))};
+  }
+  const std::string executor =
+      tasks->empty() ? "" : ExecutorName((*tasks)[0].decision().executor());
+  return {reference,
+          Measured("exec_true", n / wall, "tasks/s",
+                   absl::StrFormat("%d sys.exec /bin/true (%s), SubmitBatch x%d then WaitAll; "
+                                   "%.2f s vs xargs -P%d %.2f s",
+                                   n, executor, kChunk, wall, parallel, *xargs))};
+}
+
+std::vector<Result> DurableRatio(Context& ctx) {
+  const std::string name = "durable_ratio";
+  if (!ctx.own_daemon) {
+    return {Skipped(name, "x",
+                    "measuring a running daemon (--socket): the ratio needs a second "
+                    "daemon the bench starts itself")};
+  }
+  const int n = ctx.options.quick ? 2000 : 20000;
+  // The same options as our daemon, but memory only.
+  DaemonProcessOptions options = ctx.options.daemon;
+  std::vector<std::string> args;
+  for (size_t i = 0; i < options.args.size(); ++i) {
+    if (options.args[i] == "--durability") {
+      ++i;
+      continue;
+    }
+    if (options.args[i].rfind("--durability=", 0) == 0) continue;
+    args.push_back(options.args[i]);
+  }
+  args.push_back("--durability=none");
+  options.args = args;
+  absl::StatusOr<std::unique_ptr<DaemonProcess>> other = DaemonProcess::Start(options);
+  if (!other.ok()) return {Failed(name, "x", other.status())};
+  double durable = 0, memory = 0;
+  absl::Status status;
+  {
+    ClientOptions client_options;
+    client_options.socket_path = (*other)->socket_path();
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(client_options);
+    status = client.status();
+    // Alternate, twice each, and keep the best of each: noise on a shared machine.
+    for (int round = 0; round < 2 && status.ok(); ++round) {
+      absl::StatusOr<double> a = NoopRate(ctx.client, n);
+      absl::StatusOr<double> b = a.ok() ? NoopRate(**client, n) : a;
+      status = b.status();
+      if (status.ok()) {
+        durable = std::max(durable, *a);
+        memory = std::max(memory, *b);
+      }
+    }
+  }  // the client goes before its daemon
+  const absl::Status stopped = (*other)->Stop();
+  if (status.ok()) status = stopped;
+  if (!status.ok()) return {Failed(name, "x", status)};
+  return {Measured(name, durable / memory, "x",
+                   absl::StrFormat("noop_throughput (%d tasks, best of 2) of this daemon "
+                                   "(daemon args: %s) %.0f tasks/s vs a second one with "
+                                   "--durability=none %.0f tasks/s",
+                                   n,
+                                   ctx.options.daemon.args.empty()
+                                       ? "default, --durability full"
+                                       : absl::StrJoin(ctx.options.daemon.args, " "),
+                                   durable, memory))};
 }
 
 struct Scenario {
   std::string name;
   bool in_quick;
   std::function<std::vector<Result>(Context&)> run;
+  // A scenario whose figure this one's target is relative to: it runs (before this one)
+  // whenever this one does.
+  std::string needs;
 };
 
+// In the order they run.
 std::vector<Scenario> AllScenarios() {
   return {
-      {"noop_throughput", true, NoopThroughput},
-      {"noop_latency", true, NoopLatency},
-      {"cpu_scaling", true, CpuScaling},
-      {"sleep_1000", true, [](Context& ctx) { return Sleeps(ctx, 1000); }},
-      {"sleep_10000", false, [](Context& ctx) { return Sleeps(ctx, 10000); }},
+      {"noop_throughput", true, NoopThroughput, ""},
+      {"noop_throughput_8_clients", true, NoopThroughput8Clients, ""},
+      {"grpc_unary", true, GrpcUnary, ""},
+      {"noop_latency", true, NoopLatency, "grpc_unary"},
+      {"cpu_scaling", true, CpuScaling, ""},
+      {"sleep_1000", true, [](Context& ctx) { return Sleeps(ctx, 1000); }, ""},
+      {"sleep_10000", false, [](Context& ctx) { return Sleeps(ctx, 10000); }, ""},
+      {"sleep_100000", false, [](Context& ctx) { return Sleeps(ctx, 100000); }, ""},
+      {"mixed", true, Mixed, ""},
+      {"exec_true", true, ExecTrue, ""},
+      {"durable_ratio", true, DurableRatio, ""},
   };
 }
 
 // ---- output -------------------------------------------------------------------------
 
 std::string FormatValue(double value, const std::string& unit) {
-  if (unit == "x" || unit == "s") return absl::StrFormat("%.2f", value);
-  if (unit == "%") return absl::StrFormat("%.1f", value);
+  if (unit == "x" || unit == "s" || unit == "x ideal") return absl::StrFormat("%.2f", value);
+  if (unit == "%" || unit == "ms") return absl::StrFormat("%.1f", value);
   return absl::StrFormat("%.0f", value);
 }
 
-void Print(const Result& result, bool json) {
+constexpr const char* kTableFormat = "%-26s %12s %-8s %-28s %7s %-4s %s";
+
+void PrintHeader() {
+  std::cout << absl::StrFormat(kTableFormat, "scenario", "figure", "unit", "target",
+                               "ratio", "met", "notes")
+            << "\n"
+            << std::string(120, '-') << "\n";
+}
+
+// Prints one result, judged against its target with the figures measured so far.
+void Print(const Result& result, const std::map<std::string, double>& figures, bool json) {
+  const Judged judged = Judge(result, figures);
   if (json) {
     nlohmann::ordered_json line = {{"scenario", result.scenario},
-                           {"value", nullptr},
-                           {"unit", result.unit},
-                           {"notes", result.notes},
-                           {"target", nullptr},
-                           {"met", nullptr}};
+                                   {"value", nullptr},
+                                   {"unit", result.unit},
+                                   {"target", nullptr},
+                                   {"met", nullptr},
+                                   {"notes", result.notes}};
     if (result.value) line["value"] = *result.value;
+    if (judged.target) line["target"] = *judged.target;
+    if (judged.met) line["met"] = *judged.met;
+    if (!judged.text.empty()) line["target_text"] = judged.text;
     if (!result.error.empty()) line["error"] = result.error;
     std::cout << line.dump() << std::endl;
     return;
   }
   const std::string figure = result.value ? FormatValue(*result.value, result.unit) : "-";
+  std::string target = "-";
+  if (!judged.text.empty()) {
+    target = judged.text;
+    if (FindTarget(result.scenario)->relative_to != nullptr && judged.target) {
+      target += " = " + FormatValue(*judged.target, result.unit);
+    }
+  }
+  const std::string ratio = judged.ratio ? absl::StrFormat("%.2f", *judged.ratio) : "-";
+  const std::string met = judged.met ? (*judged.met ? "yes" : "NO") : "-";
   const std::string notes = result.error.empty() ? result.notes : "ERROR " + result.error;
-  std::cout << absl::StrFormat("%-20s %12s %-8s %s", result.scenario, figure, result.unit,
-                               notes)
+  std::cout << absl::StrFormat(kTableFormat, result.scenario, figure, result.unit, target,
+                               ratio, met, notes)
             << std::endl;
 }
 
@@ -370,21 +774,26 @@ int RunBench(const BenchOptions& options) {
         shape->cpu_workers, shape->io_workers,
         shape->io_workers > 0 ? shape->io_threads / shape->io_workers : 0, shape->cores,
         LoadAverage(), options.quick ? "; quick" : "");
-    if (!options.json) {
-      std::cout << absl::StrFormat("%-20s %12s %-8s %s\n", "scenario", "figure", "unit",
-                                   "notes")
-                << std::string(80, '-') << "\n";
-    }
-    Context ctx{**client, *shape, options};
-    for (const Scenario& scenario : AllScenarios()) {
-      const bool named = std::find(options.scenarios.begin(), options.scenarios.end(),
-                                   scenario.name) != options.scenarios.end();
-      if (options.scenarios.empty() ? (options.quick && !scenario.in_quick) : !named) {
-        continue;
+    if (!options.json) PrintHeader();
+    Context ctx{**client, *shape, options, client_options, daemon != nullptr};
+    const std::vector<Scenario> all = AllScenarios();
+    auto selected = [&](const Scenario& scenario) {
+      if (options.scenarios.empty()) return !options.quick || scenario.in_quick;
+      return std::find(options.scenarios.begin(), options.scenarios.end(), scenario.name) !=
+             options.scenarios.end();
+    };
+    std::map<std::string, double> figures;  // by result name, for relative targets
+    for (const Scenario& scenario : all) {
+      bool run = selected(scenario);
+      // Also run a scenario that a selected one is measured against.
+      for (const Scenario& other : all) {
+        if (other.needs == scenario.name && selected(other)) run = true;
       }
+      if (!run) continue;
       for (const Result& result : scenario.run(ctx)) {
         if (!result.error.empty()) exit_code = 1;
-        Print(result, options.json);
+        Print(result, figures, options.json);
+        if (result.value) figures[result.scenario] = *result.value;
       }
     }
   }  // the client goes before the daemon it talks to
@@ -423,14 +832,14 @@ int main(int argc, char** argv) {
   app.add_option("--daemon-arg", daemon_args,
                  "any other argument for the daemon we start (repeatable; --daemon-arg=--flag)")
       ->allow_extra_args(false);
-  app.add_flag("--quick", options.quick, "small sizes; skips sleep_10000 unless named");
+  app.add_flag("--quick", options.quick, "small sizes; skips sleep_10000 and sleep_100000 unless named");
   app.add_flag("--json", options.json,
                "one JSON object per line: scenario, value, unit, notes, target, met");
   app.add_option("--scenario", options.scenarios, "run only these (repeatable)")
       ->check(CLI::IsMember(names))
       ->allow_extra_args(false);
   app.add_option("--primes-below", options.primes_below,
-                 "math.primes size for cpu_scaling (default 2000000, quick 300000)")
+                 "math.primes size for cpu_scaling and mixed (default: calibrated so one task takes ~0.25 s, quick ~0.1 s; mixed ~2 s, quick ~0.5 s)")
       ->check(CLI::Range(int64_t{1000}, int64_t{1000000000}));
   try {
     app.parse(argc, argv);

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -24,11 +25,14 @@ extern char** environ;
 namespace taskrt::bench {
 namespace {
 
-// The one running DaemonProcess, so StopRunningDaemon can reach it from another thread.
-// Stop holds `running_mu` throughout, so the daemon is reaped and its directory removed
-// exactly once.
+// The running DaemonProcesses (the benchmark may start a second one to compare), so
+// StopRunningDaemon can reach them from another thread. Stop holds `running_mu`
+// throughout, so each daemon is reaped and its directory removed exactly once.
 std::mutex running_mu;
-DaemonProcess* running = nullptr;
+std::vector<DaemonProcess*>& Running() {
+  static auto* running = new std::vector<DaemonProcess*>();
+  return *running;
+}
 
 std::string DefaultBinary() {
   std::error_code ec;
@@ -76,7 +80,8 @@ std::string DescribeExit(int status) {
 
 void StopRunningDaemon() {
   std::lock_guard<std::mutex> lock(running_mu);
-  if (running != nullptr) running->StopLocked().IgnoreError();
+  // StopLocked removes each from the list.
+  while (!Running().empty()) Running().back()->StopLocked().IgnoreError();
 }
 
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
@@ -128,7 +133,7 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     err = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), environ);
     if (err == 0) {
       daemon->pid_ = pid;
-      running = daemon.get();
+      Running().push_back(daemon.get());
     }
   }
   posix_spawnattr_destroy(&attr);
@@ -183,7 +188,8 @@ absl::Status DaemonProcess::Stop() {
 }
 
 absl::Status DaemonProcess::StopLocked() {
-  if (running == this) running = nullptr;
+  std::vector<DaemonProcess*>& running = Running();
+  running.erase(std::remove(running.begin(), running.end(), this), running.end());
   absl::Status result;
   if (pid_ > 0) {
     int status = 0;

@@ -64,8 +64,8 @@ class DaemonProcess {
   const absl::Duration stop_timeout_;
 };
 
-// For an interrupted benchmark: stops the running DaemonProcess, if any, as Stop does
-// and removes its directory. Callable from any thread (e.g. one waiting for SIGINT); the
+// For an interrupted benchmark: stops every running DaemonProcess, if any, as Stop does
+// and removes their directories. Callable from any thread (e.g. one waiting for SIGINT); the
 // caller is expected to exit right after, without touching the DaemonProcess again.
 void StopRunningDaemon();
 
