@@ -24,9 +24,9 @@
 // hanging the run. Exit status: 0 when every selected scenario produced its figures
 // (whether or not they meet their targets), 1 otherwise, 2 on bad options.
 #include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,8 +38,8 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
-#include <map>
 #include <latch>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -128,7 +128,7 @@ struct Judged {
   std::optional<double> target;
   std::optional<double> ratio;  // >= 1 means met
   std::optional<bool> met;
-  std::string text;             // e.g. ">= 100000", "<= 1.5 x grpc_unary_p50 = 180"
+  std::string text;  // e.g. ">= 100000", "<= 1.5 x grpc_unary_p50 = 180"
 };
 
 Judged Judge(const Result& result, const std::map<std::string, double>& figures) {
@@ -139,8 +139,8 @@ Judged Judge(const Result& result, const std::map<std::string, double>& figures)
   if (target->relative_to != nullptr) {
     auto it = figures.find(target->relative_to);
     if (it == figures.end()) {
-      judged.text = absl::StrFormat("%s %g x %s (not measured)", op, target->value,
-                                    target->relative_to);
+      judged.text =
+          absl::StrFormat("%s %g x %s (not measured)", op, target->value, target->relative_to);
       return judged;
     }
     judged.target = target->value * it->second;
@@ -208,9 +208,9 @@ absl::Status AllSucceeded(const std::vector<Task>& tasks) {
     if (failed++ == 0) first = &task;
   }
   if (failed == 0) return absl::OkStatus();
-  return absl::InternalError(absl::StrFormat(
-      "%d of %d tasks did not succeed; first: %s %s: %s", failed, tasks.size(), first->id(),
-      StateName(first->state()), first->error().message()));
+  return absl::InternalError(absl::StrFormat("%d of %d tasks did not succeed; first: %s %s: %s",
+                                             failed, tasks.size(), first->id(),
+                                             StateName(first->state()), first->error().message()));
 }
 
 // Submits `specs` in chunks, then waits for all of them in chunks (so no single message
@@ -221,8 +221,8 @@ absl::StatusOr<std::vector<Task>> SubmitAndWaitAll(Client& client,
   std::vector<std::string> ids;
   ids.reserve(specs.size());
   for (size_t i = 0; i < specs.size(); i += submit_chunk) {
-    const std::vector<TaskSpec> chunk(
-        specs.begin() + i, specs.begin() + std::min(specs.size(), i + submit_chunk));
+    const std::vector<TaskSpec> chunk(specs.begin() + i,
+                                      specs.begin() + std::min(specs.size(), i + submit_chunk));
     absl::StatusOr<std::vector<std::string>> chunk_ids = client.SubmitBatch(chunk);
     if (!chunk_ids.ok()) {
       return absl::Status(chunk_ids.status().code(),
@@ -259,8 +259,7 @@ Result Measured(const std::string& scenario, double value, const std::string& un
   return Result{scenario, value, unit, std::move(notes), ""};
 }
 
-Result Failed(const std::string& scenario, const std::string& unit,
-              const absl::Status& status) {
+Result Failed(const std::string& scenario, const std::string& unit, const absl::Status& status) {
   return Result{scenario, std::nullopt, unit, "", status.ToString()};
 }
 
@@ -298,8 +297,7 @@ absl::StatusOr<Task> RunOk(Client& client, const TaskSpec& spec) {
 }
 
 TaskSpec PrimesTask(int64_t below) {
-  return MakeTask("math.primes", absl::StrCat(R"({"below":)", below, "}"),
-                  v1::TASK_CLASS_CPU);
+  return MakeTask("math.primes", absl::StrCat(R"({"below":)", below, "}"), v1::TASK_CLASS_CPU);
 }
 
 // A math.primes size for which one task takes about `seconds`: --primes-below when given,
@@ -313,8 +311,7 @@ absl::StatusOr<int64_t> PrimesBelowFor(Context& ctx, double seconds) {
     ctx.probe_below = probe;
     ctx.probe_seconds = std::max(1e-4, RunSeconds(*task));
   }
-  const double below =
-      ctx.probe_below * std::pow(seconds / ctx.probe_seconds, 1.0 / 1.5);
+  const double below = ctx.probe_below * std::pow(seconds / ctx.probe_seconds, 1.0 / 1.5);
   return static_cast<int64_t>(std::clamp(below, 1000.0, 4e9));
 }
 
@@ -337,7 +334,8 @@ std::vector<Result> NoopThroughput(Context& ctx) {
   if (!tasks.ok()) return {Failed("noop_throughput", "tasks/s", tasks.status())};
   return {Measured("noop_throughput", n / wall, "tasks/s",
                    absl::StrFormat("%d sys.noop, one client, SubmitBatch x%d then WaitAll; "
-                                   "%.2f s", n, kChunk, wall))};
+                                   "%.2f s",
+                                   n, kChunk, wall))};
 }
 
 std::vector<Result> NoopLatency(Context& ctx) {
@@ -357,8 +355,7 @@ std::vector<Result> NoopLatency(Context& ctx) {
     if (i >= kWarmup) micros.push_back(us);
   }
   const std::string notes =
-      absl::StrFormat("sequential Run(sys.noop) x%d (submit + wait), after %d warm-up", m,
-                      kWarmup);
+      absl::StrFormat("sequential Run(sys.noop) x%d (submit + wait), after %d warm-up", m, kWarmup);
   return {Measured("noop_latency_p50", Percentile(micros, 50), "us", notes),
           Measured("noop_latency_p99", Percentile(micros, 99), "us", notes)};
 }
@@ -372,8 +369,8 @@ std::vector<Result> CpuScaling(Context& ctx) {
     return fail(absl::FailedPreconditionError("the daemon reports no cpu workers"));
   }
   // Warm-up: one task per worker, so spawn or first-touch costs stay out of both runs.
-  absl::StatusOr<std::vector<Task>> warm = SubmitAndWaitAll(
-      ctx.client, std::vector<TaskSpec>(ctx.shape.cpu_workers, PrimesTask(1000)));
+  absl::StatusOr<std::vector<Task>> warm =
+      SubmitAndWaitAll(ctx.client, std::vector<TaskSpec>(ctx.shape.cpu_workers, PrimesTask(1000)));
   if (!warm.ok()) return fail(warm.status());
   const double per_task = ctx.options.quick ? 0.1 : 0.25;
   absl::StatusOr<int64_t> below = PrimesBelowFor(ctx, per_task);
@@ -399,8 +396,8 @@ std::vector<Result> CpuScaling(Context& ctx) {
   const std::string notes = absl::StrFormat(
       "%d x math.primes below %d (%.3f s per task measured, aimed at %.2f s): one at a "
       "time %.2f s, all at once %.2f s; ideal min(%d cores, %d cpu workers) = %d",
-      kScalingTasks, *below, t_seq / kScalingTasks, per_task, t_seq, t_par,
-      ctx.shape.cores, ctx.shape.cpu_workers, ideal);
+      kScalingTasks, *below, t_seq / kScalingTasks, per_task, t_seq, t_par, ctx.shape.cores,
+      ctx.shape.cpu_workers, ideal);
   return {Measured("cpu_scaling", 100 * speedup / ideal, "%", notes),
           Measured("cpu_scaling_speedup", speedup, "x", notes)};
 }
@@ -415,8 +412,8 @@ std::vector<Result> Sleeps(Context& ctx, int n) {
   if (!tasks.ok()) return {Failed(name, "s", tasks.status())};
   return {Measured(name, wall, "s",
                    absl::StrFormat("%d concurrent sys.sleep 1000 ms, SubmitBatch x%d, WaitAll "
-                                   "x%d; ideal 1.00 s", n, std::min<size_t>(n, kSleepChunk),
-                                   kChunk))};
+                                   "x%d; ideal 1.00 s",
+                                   n, std::min<size_t>(n, kSleepChunk), kChunk))};
 }
 
 std::vector<Result> NoopThroughput8Clients(Context& ctx) {
@@ -463,9 +460,9 @@ std::vector<Result> GrpcUnary(Context& ctx) {
     absl::StatusOr<Task> task = ctx.client.Get(id);
     const double us = Since(start) * 1e6;
     if (task.ok() || !absl::IsNotFound(task.status())) {
-      return {Failed("grpc_unary_p50", "us",
-                     task.ok() ? absl::InternalError("Get of a nonexistent id succeeded")
-                               : task.status())};
+      return {Failed(
+          "grpc_unary_p50", "us",
+          task.ok() ? absl::InternalError("Get of a nonexistent id succeeded") : task.status())};
     }
     if (i >= kWarmup) micros.push_back(us);
   }
@@ -514,9 +511,9 @@ std::vector<Result> Mixed(Context& ctx) {
       "%d x math.primes below %d (%.2f s alone, aimed at %.2f s) + %d sys.sleep %d ms in "
       "one SubmitBatch; I/O finished-submitted p50 %.1f ms p99 %.1f ms; makespan %.2f s, "
       "ideal %.2f s = max(cpu work %.2f s / min(%d cores, %d cpu workers), %.1f s)",
-      kCpuTasks, *below, solo_seconds, cpu_seconds, kIoTasks, kSleepMs,
-      Percentile(io_ms, 50), Percentile(io_ms, 99), wall, ideal, cpu_work, ctx.shape.cores,
-      ctx.shape.cpu_workers, kSleepMs / 1e3);
+      kCpuTasks, *below, solo_seconds, cpu_seconds, kIoTasks, kSleepMs, Percentile(io_ms, 50),
+      Percentile(io_ms, 99), wall, ideal, cpu_work, ctx.shape.cores, ctx.shape.cpu_workers,
+      kSleepMs / 1e3);
   return {Measured("mixed_io_p99", Percentile(io_ms, 99), "ms", notes),
           Measured("mixed_makespan", wall / ideal, "x ideal", notes)};
 }
@@ -546,8 +543,8 @@ absl::StatusOr<double> TimeShell(const std::string& command) {
   }
   const double wall = Since(start);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(absl::StrCat("`", command, "` did not exit 0 (status ",
-                                            status, ")"));
+    return absl::InternalError(
+        absl::StrCat("`", command, "` did not exit 0 (status ", status, ")"));
   }
   return wall;
 }
@@ -555,16 +552,15 @@ absl::StatusOr<double> TimeShell(const std::string& command) {
 std::vector<Result> ExecTrue(Context& ctx) {
   const int n = ctx.options.quick ? 200 : 1000;
   const int parallel = ctx.shape.cores;
-  const std::string command =
-      absl::StrFormat("seq %d | xargs -P%d -n1 /bin/true", n, parallel);
+  const std::string command = absl::StrFormat("seq %d | xargs -P%d -n1 /bin/true", n, parallel);
   absl::StatusOr<double> xargs = TimeShell(command);
   if (!xargs.ok()) {
     return {Failed("exec_xargs", "tasks/s", xargs.status()),
             Failed("exec_true", "tasks/s", xargs.status())};
   }
-  Result reference = Measured(
-      "exec_xargs", n / *xargs, "tasks/s",
-      absl::StrFormat("reference, no target: /bin/sh -c '%s'; %.2f s", command, *xargs));
+  Result reference =
+      Measured("exec_xargs", n / *xargs, "tasks/s",
+               absl::StrFormat("reference, no target: /bin/sh -c '%s'; %.2f s", command, *xargs));
   const TaskSpec spec = MakeTask("sys.exec", R"({"argv":["/bin/true"]})");
   absl::StatusOr<Task> warm = RunOk(ctx.client, spec);
   if (!warm.ok()) return {reference, Failed("exec_true", "tasks/s", warm.status())};
@@ -579,9 +575,10 @@ std::vector<Result> ExecTrue(Context& ctx) {
     if (!out.is_object() || out.value("exit_code", -1) != 0) ++nonzero;
   }
   if (nonzero > 0) {
-    return {reference, Failed("exec_true", "tasks/s",
-                              absl::InternalError(absl::StrCat(
-                                  nonzero, " of ", n, " /bin/true did not exit 0")))};
+    return {
+        reference,
+        Failed("exec_true", "tasks/s",
+               absl::InternalError(absl::StrCat(nonzero, " of ", n, " /bin/true did not exit 0")))};
   }
   const std::string executor =
       tasks->empty() ? "" : ExecutorName((*tasks)[0].decision().executor());
@@ -636,15 +633,15 @@ std::vector<Result> DurableRatio(Context& ctx) {
   const absl::Status stopped = (*other)->Stop();
   if (status.ok()) status = stopped;
   if (!status.ok()) return {Failed(name, "x", status)};
-  return {Measured(name, durable / memory, "x",
-                   absl::StrFormat("noop_throughput (%d tasks, best of 2) of this daemon "
-                                   "(daemon args: %s) %.0f tasks/s vs a second one with "
-                                   "--durability=none %.0f tasks/s",
-                                   n,
-                                   ctx.options.daemon.args.empty()
-                                       ? "default, --durability full"
-                                       : absl::StrJoin(ctx.options.daemon.args, " "),
-                                   durable, memory))};
+  return {Measured(
+      name, durable / memory, "x",
+      absl::StrFormat("noop_throughput (%d tasks, best of 2) of this daemon "
+                      "(daemon args: %s) %.0f tasks/s vs a second one with "
+                      "--durability=none %.0f tasks/s",
+                      n,
+                      ctx.options.daemon.args.empty() ? "default, --durability full"
+                                                      : absl::StrJoin(ctx.options.daemon.args, " "),
+                      durable, memory))};
 }
 
 struct Scenario {
@@ -684,8 +681,8 @@ std::string FormatValue(double value, const std::string& unit) {
 constexpr const char* kTableFormat = "%-26s %12s %-8s %-28s %7s %-4s %s";
 
 void PrintHeader() {
-  std::cout << absl::StrFormat(kTableFormat, "scenario", "figure", "unit", "target",
-                               "ratio", "met", "notes")
+  std::cout << absl::StrFormat(kTableFormat, "scenario", "figure", "unit", "target", "ratio", "met",
+                               "notes")
             << "\n"
             << std::string(120, '-') << "\n";
 }
@@ -694,12 +691,9 @@ void PrintHeader() {
 void Print(const Result& result, const std::map<std::string, double>& figures, bool json) {
   const Judged judged = Judge(result, figures);
   if (json) {
-    nlohmann::ordered_json line = {{"scenario", result.scenario},
-                                   {"value", nullptr},
-                                   {"unit", result.unit},
-                                   {"target", nullptr},
-                                   {"met", nullptr},
-                                   {"notes", result.notes}};
+    nlohmann::ordered_json line = {
+        {"scenario", result.scenario}, {"value", nullptr}, {"unit", result.unit},
+        {"target", nullptr},           {"met", nullptr},   {"notes", result.notes}};
     if (result.value) line["value"] = *result.value;
     if (judged.target) line["target"] = *judged.target;
     if (judged.met) line["met"] = *judged.met;
@@ -719,8 +713,8 @@ void Print(const Result& result, const std::map<std::string, double>& figures, b
   const std::string ratio = judged.ratio ? absl::StrFormat("%.2f", *judged.ratio) : "-";
   const std::string met = judged.met ? (*judged.met ? "yes" : "NO") : "-";
   const std::string notes = result.error.empty() ? result.notes : "ERROR " + result.error;
-  std::cout << absl::StrFormat(kTableFormat, result.scenario, figure, result.unit, target,
-                               ratio, met, notes)
+  std::cout << absl::StrFormat(kTableFormat, result.scenario, figure, result.unit, target, ratio,
+                               met, notes)
             << std::endl;
 }
 
@@ -770,10 +764,9 @@ int RunBench(const BenchOptions& options) {
     (options.json ? std::cerr : std::cout) << absl::StrFormat(
         "taskrt-bench: %s daemon pid %d at %s; cpu pool %d, io pool %d x %d threads; "
         "%d cores, load %.2f%s\n",
-        daemon ? "own" : "running", shape->daemon_pid, (*client)->target(),
-        shape->cpu_workers, shape->io_workers,
-        shape->io_workers > 0 ? shape->io_threads / shape->io_workers : 0, shape->cores,
-        LoadAverage(), options.quick ? "; quick" : "");
+        daemon ? "own" : "running", shape->daemon_pid, (*client)->target(), shape->cpu_workers,
+        shape->io_workers, shape->io_workers > 0 ? shape->io_threads / shape->io_workers : 0,
+        shape->cores, LoadAverage(), options.quick ? "; quick" : "");
     if (!options.json) PrintHeader();
     Context ctx{**client, *shape, options, client_options, daemon != nullptr};
     const std::vector<Scenario> all = AllScenarios();
@@ -832,14 +825,16 @@ int main(int argc, char** argv) {
   app.add_option("--daemon-arg", daemon_args,
                  "any other argument for the daemon we start (repeatable; --daemon-arg=--flag)")
       ->allow_extra_args(false);
-  app.add_flag("--quick", options.quick, "small sizes; skips sleep_10000 and sleep_100000 unless named");
+  app.add_flag("--quick", options.quick,
+               "small sizes; skips sleep_10000 and sleep_100000 unless named");
   app.add_flag("--json", options.json,
                "one JSON object per line: scenario, value, unit, notes, target, met");
   app.add_option("--scenario", options.scenarios, "run only these (repeatable)")
       ->check(CLI::IsMember(names))
       ->allow_extra_args(false);
   app.add_option("--primes-below", options.primes_below,
-                 "math.primes size for cpu_scaling and mixed (default: calibrated so one task takes ~0.25 s, quick ~0.1 s; mixed ~2 s, quick ~0.5 s)")
+                 "math.primes size for cpu_scaling and mixed (default: calibrated so one task "
+                 "takes ~0.25 s, quick ~0.1 s; mixed ~2 s, quick ~0.5 s)")
       ->check(CLI::Range(int64_t{1000}, int64_t{1000000000}));
   try {
     app.parse(argc, argv);
@@ -847,9 +842,8 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;  // --help is a success, any other a usage error
   }
 
-  if (!options.socket_path.empty() &&
-      (cpu_workers || io_workers || io_threads || !daemon_args.empty() ||
-       !options.daemon.binary.empty())) {
+  if (!options.socket_path.empty() && (cpu_workers || io_workers || io_threads ||
+                                       !daemon_args.empty() || !options.daemon.binary.empty())) {
     std::cerr << "taskrt-bench: --socket measures a running daemon; daemon options "
                  "(--daemon, --cpu-workers, --io-workers, --io-threads, --daemon-arg) "
                  "apply only to a daemon the benchmark starts\n";
@@ -867,8 +861,7 @@ int main(int argc, char** argv) {
     options.daemon.args.insert(options.daemon.args.end(),
                                {"--io-threads", std::to_string(*io_threads)});
   }
-  options.daemon.args.insert(options.daemon.args.end(), daemon_args.begin(),
-                             daemon_args.end());
+  options.daemon.args.insert(options.daemon.args.end(), daemon_args.begin(), daemon_args.end());
 
   signal(SIGPIPE, SIG_IGN);
   taskrt::bench::HandleSignalsOnThread();

@@ -99,8 +99,7 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     return absl::InternalError(ErrnoText("mkdtemp " + dir_template, errno));
   }
   // From here on the destructor of `daemon` stops the process and removes the directory.
-  std::unique_ptr<DaemonProcess> daemon(
-      new DaemonProcess(0, dir_template, options.stop_timeout));
+  std::unique_ptr<DaemonProcess> daemon(new DaemonProcess(0, dir_template, options.stop_timeout));
 
   std::vector<std::string> args = {binary, "--socket", daemon->socket_path_};
   args.insert(args.end(), options.args.begin(), options.args.end());
@@ -167,10 +166,10 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      "the daemon did not answer on ", daemon->socket_path_, " within ",
-      absl::FormatDuration(options.ready_timeout), " (last: ", last.ToString(), "):\n",
-      daemon->LogTail()));
+  return absl::DeadlineExceededError(
+      absl::StrCat("the daemon did not answer on ", daemon->socket_path_, " within ",
+                   absl::FormatDuration(options.ready_timeout), " (last: ", last.ToString(), "):\n",
+                   daemon->LogTail()));
 }
 
 DaemonProcess::DaemonProcess(pid_t pid, std::string dir, absl::Duration stop_timeout)
@@ -197,13 +196,13 @@ absl::Status DaemonProcess::StopLocked() {
     if (!ReapWithin(pid_, stop_timeout_, &status)) {
       kill(pid_, SIGKILL);
       ReapWithin(pid_, absl::Seconds(5), &status);
-      result = absl::DeadlineExceededError(
-          absl::StrCat("the daemon ignored SIGTERM for ",
-                       absl::FormatDuration(stop_timeout_), " and was killed"));
+      result = absl::DeadlineExceededError(absl::StrCat("the daemon ignored SIGTERM for ",
+                                                        absl::FormatDuration(stop_timeout_),
+                                                        " and was killed"));
     } else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) &&
                !(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM)) {
-      result = absl::InternalError(absl::StrCat("the daemon ", DescribeExit(status),
-                                                " on SIGTERM:\n", LogTail()));
+      result = absl::InternalError(
+          absl::StrCat("the daemon ", DescribeExit(status), " on SIGTERM:\n", LogTail()));
     }
     pid_ = 0;
   }

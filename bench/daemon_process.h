@@ -35,8 +35,7 @@ class DaemonProcess {
   // Creates a temporary directory, spawns the daemon with `--socket <dir>/taskrt.sock`
   // (its stdout and stderr go to <dir>/taskrtd.log) and waits until a client connects.
   // On failure nothing is left behind; the message includes the end of the daemon's log.
-  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
-      const DaemonProcessOptions& options);
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(const DaemonProcessOptions& options);
   // Stops the daemon if Stop was not called.
   ~DaemonProcess();
   DaemonProcess(const DaemonProcess&) = delete;

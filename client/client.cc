@@ -136,9 +136,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
     return absl::UnavailableError(NotRunningMessage(target, options.connect_timeout));
   }
   auto stub = v1::TaskService::NewStub(channel);
-  return std::unique_ptr<Client>(new Client(
-      std::unique_ptr<Impl>(new Impl{std::move(target), options.reconnect_timeout,
-                                     std::move(channel), std::move(stub)})));
+  return std::unique_ptr<Client>(new Client(std::unique_ptr<Impl>(new Impl{
+      std::move(target), options.reconnect_timeout, std::move(channel), std::move(stub)})));
 }
 
 const std::string& Client::target() const { return impl_->target; }
@@ -184,7 +183,7 @@ absl::StatusOr<v1::Task> Client::Get(const std::string& id) {
 }
 
 absl::StatusOr<v1::WaitResponse> Client::WaitResuming(const std::vector<std::string>& ids,
-                                                     absl::Duration timeout) {
+                                                      absl::Duration timeout) {
   v1::WaitRequest request;
   for (const std::string& id : ids) request.add_task_ids(id);
   const absl::Time start = absl::Now();
@@ -203,8 +202,7 @@ absl::StatusOr<v1::WaitResponse> Client::WaitResuming(const std::vector<std::str
     if (!absl::IsUnavailable(status)) return status;
     const absl::Time now = absl::Now();
     if (unreachable_since == absl::InfiniteFuture()) unreachable_since = now;
-    if (now - unreachable_since >= impl_->reconnect_timeout ||
-        (finite && now - start >= timeout)) {
+    if (now - unreachable_since >= impl_->reconnect_timeout || (finite && now - start >= timeout)) {
       return status;
     }
     absl::SleepFor(backoff);

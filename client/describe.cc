@@ -273,13 +273,14 @@ std::string ExplainDecision(const v1::Task& task) {
     absl::StrAppend(&out, "hint: ", task.decision().hint(), "\n");
   }
   if (task.decision().recovered()) {
-    absl::StrAppend(&out, "recovered: the daemon restarted while this task was queued or "
-                          "running, and took it up again from its journal\n");
+    absl::StrAppend(&out,
+                    "recovered: the daemon restarted while this task was queued or "
+                    "running, and took it up again from its journal\n");
   }
   for (const v1::Attempt& a : task.attempts()) {
     absl::StrAppend(&out, "earlier attempt ", a.attempt(), ": ",
-                    ExecutorName(a.decision().executor()), " pid ", a.decision().worker_pid(),
-                    ", ", ErrorLine(a.error()), "\n");
+                    ExecutorName(a.decision().executor()), " pid ", a.decision().worker_pid(), ", ",
+                    ErrorLine(a.error()), "\n");
   }
   if (task.has_error() &&
       (task.error().kind() != v1::FAILURE_KIND_UNSPECIFIED || !task.error().message().empty())) {

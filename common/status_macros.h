@@ -9,10 +9,10 @@
 #define TASKRT_CONCAT_(a, b) TASKRT_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                              \
-  do {                                                     \
-    ::absl::Status taskrt_status_ = (expr);                \
-    if (!taskrt_status_.ok()) return taskrt_status_;       \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    ::absl::Status taskrt_status_ = (expr);          \
+    if (!taskrt_status_.ok()) return taskrt_status_; \
   } while (0)
 
 // `lhs = value of expr`, or returns its status when it is not OK.

@@ -16,25 +16,44 @@ int64_t NowUnixMicros() { return absl::ToUnixMicros(absl::Now()); }
 
 std::string SignalName(int signal) {
   switch (signal) {
-    case SIGHUP: return "SIGHUP";
-    case SIGINT: return "SIGINT";
-    case SIGQUIT: return "SIGQUIT";
-    case SIGILL: return "SIGILL";
-    case SIGTRAP: return "SIGTRAP";
-    case SIGABRT: return "SIGABRT";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGKILL: return "SIGKILL";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGSEGV: return "SIGSEGV";
-    case SIGUSR2: return "SIGUSR2";
-    case SIGPIPE: return "SIGPIPE";
-    case SIGALRM: return "SIGALRM";
-    case SIGTERM: return "SIGTERM";
-    case SIGXCPU: return "SIGXCPU";
-    case SIGXFSZ: return "SIGXFSZ";
-    case SIGSYS: return "SIGSYS";
-    default: return absl::StrCat("signal ", signal);
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGINT:
+      return "SIGINT";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGILL:
+      return "SIGILL";
+    case SIGTRAP:
+      return "SIGTRAP";
+    case SIGABRT:
+      return "SIGABRT";
+    case SIGBUS:
+      return "SIGBUS";
+    case SIGFPE:
+      return "SIGFPE";
+    case SIGKILL:
+      return "SIGKILL";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGSEGV:
+      return "SIGSEGV";
+    case SIGUSR2:
+      return "SIGUSR2";
+    case SIGPIPE:
+      return "SIGPIPE";
+    case SIGALRM:
+      return "SIGALRM";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGXCPU:
+      return "SIGXCPU";
+    case SIGXFSZ:
+      return "SIGXFSZ";
+    case SIGSYS:
+      return "SIGSYS";
+    default:
+      return absl::StrCat("signal ", signal);
   }
 }
 
@@ -55,8 +74,8 @@ void InitCleanSpawnAttr(posix_spawnattr_t* attr, short extra_flags) {
   sigemptyset(&none);
   posix_spawnattr_setsigmask(attr, &none);
   posix_spawnattr_setsigdefault(attr, &all);
-  posix_spawnattr_setflags(attr, static_cast<short>(POSIX_SPAWN_SETSIGMASK |
-                                                    POSIX_SPAWN_SETSIGDEF | extra_flags));
+  posix_spawnattr_setflags(
+      attr, static_cast<short>(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | extra_flags));
 }
 
 std::string FormatMicros(int64_t us) {
@@ -82,8 +101,8 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
     }
   }
   if (!absl::ParseDuration(text, &d)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid duration '", text, "': use e.g. 500ms, 30s, 2m, 1h, 7d"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid duration '", text, "': use e.g. 500ms, 30s, 2m, 1h, 7d"));
   }
   if (d < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("duration must not be negative");

@@ -16,9 +16,8 @@ v1::TaskClass LearnedClass(const LearnedStats& stats, const ClassifierOptions& o
   return stats.cpu_ratio >= options.cpu_threshold ? v1::TASK_CLASS_CPU : v1::TASK_CLASS_IO;
 }
 
-ClassDecision Classify(const std::string& handler, v1::TaskClass requested,
-                       v1::TaskClass hint, const LearnedStats* learned,
-                       const ClassifierOptions& options) {
+ClassDecision Classify(const std::string& handler, v1::TaskClass requested, v1::TaskClass hint,
+                       const LearnedStats* learned, const ClassifierOptions& options) {
   ClassDecision d;
   if (requested == v1::TASK_CLASS_CPU || requested == v1::TASK_CLASS_IO) {
     d.resolved = requested;
@@ -37,18 +36,18 @@ ClassDecision Classify(const std::string& handler, v1::TaskClass requested,
     if (c != v1::TASK_CLASS_AUTO) {
       d.resolved = c;
       d.reason = v1::REASON_LEARNED;
-      d.evidence = absl::StrFormat("cpu/wall %.2f over %d runs of %s (threshold %.2f)",
-                                   learned->cpu_ratio, learned->samples, handler,
-                                   options.cpu_threshold);
+      d.evidence =
+          absl::StrFormat("cpu/wall %.2f over %d runs of %s (threshold %.2f)", learned->cpu_ratio,
+                          learned->samples, handler, options.cpu_threshold);
       return d;
     }
   }
   d.resolved = options.default_class;
   d.reason = v1::REASON_DEFAULT;
   const uint64_t have = learned == nullptr ? 0 : learned->samples;
-  d.evidence = absl::StrFormat(
-      "no declaration, no hint, %d of %d runs needed to learn %s: default class %s", have,
-      options.min_samples, handler, Upper(options.default_class));
+  d.evidence =
+      absl::StrFormat("no declaration, no hint, %d of %d runs needed to learn %s: default class %s",
+                      have, options.min_samples, handler, Upper(options.default_class));
   return d;
 }
 
@@ -56,8 +55,7 @@ void Learn(LearnedStats& stats, int64_t cpu_time_us, int64_t wall_time_us,
            const ClassifierOptions& options) {
   if (wall_time_us < options.min_wall_us || wall_time_us <= 0) return;
   const double ratio =
-      std::clamp(static_cast<double>(cpu_time_us) / static_cast<double>(wall_time_us), 0.0,
-                 1.0);
+      std::clamp(static_cast<double>(cpu_time_us) / static_cast<double>(wall_time_us), 0.0, 1.0);
   stats.cpu_ratio = stats.samples == 0
                         ? ratio
                         : options.smoothing * ratio + (1 - options.smoothing) * stats.cpu_ratio;
@@ -71,8 +69,8 @@ std::string MismatchHint(const v1::Decision& decision, const ClassifierOptions& 
   }
   // Sleeps and commands are measured by the wall; tiny runs say nothing.
   if (decision.run_time_us() < 10 * options.min_wall_us) return "";
-  const double ratio = static_cast<double>(decision.cpu_time_us()) /
-                       static_cast<double>(decision.run_time_us());
+  const double ratio =
+      static_cast<double>(decision.cpu_time_us()) / static_cast<double>(decision.run_time_us());
   const char* who = decision.reason() == v1::REASON_CLIENT_DECLARED ? "declared" : "hinted";
   if (decision.resolved_class() == v1::TASK_CLASS_IO && ratio >= 0.8) {
     return absl::StrFormat(

@@ -40,9 +40,8 @@ struct ClassDecision {
 };
 
 // `hint` is the handler's registered hint (AUTO = none); `learned` may be null.
-ClassDecision Classify(const std::string& handler, v1::TaskClass requested,
-                       v1::TaskClass hint, const LearnedStats* learned,
-                       const ClassifierOptions& options);
+ClassDecision Classify(const std::string& handler, v1::TaskClass requested, v1::TaskClass hint,
+                       const LearnedStats* learned, const ClassifierOptions& options);
 
 // Folds one finished run into `stats`. Ignores runs shorter than min_wall_us.
 void Learn(LearnedStats& stats, int64_t cpu_time_us, int64_t wall_time_us,

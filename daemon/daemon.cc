@@ -2,6 +2,10 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -11,11 +15,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/health_check_service_interface.h>
-#include <grpcpp/server.h>
-#include <grpcpp/server_builder.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -70,7 +69,8 @@ absl::Status CheckLoopback(const std::string& address) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--listen ", address, ": only loopback addresses (127.0.0.0/8, ::1, localhost) are "
+      "--listen ", address,
+      ": only loopback addresses (127.0.0.0/8, ::1, localhost) are "
       "served: TCP has no TLS or authentication yet; use the unix socket for anything else"));
 }
 
@@ -140,8 +140,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   const auto slash = path.rfind('/');
   if (slash != std::string::npos) RETURN_IF_ERROR(MakePrivateDirs(path.substr(0, slash)));
 
-  auto lock = TakeLock(path + ".lock", absl::StrCat(
-      "serving ", path, ": stop it first, or start this one with a different --socket"));
+  auto lock = TakeLock(
+      path + ".lock", absl::StrCat("serving ", path,
+                                   ": stop it first, or start this one with a different --socket"));
   if (!lock.ok()) return lock.status();
   d->lock_fd_ = *lock;
   ::unlink(path.c_str());  // a stale socket of a daemon that died: we hold the lock
@@ -156,13 +157,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
                                                     " (choose another with --state-dir)"));
     }
     if (::access(dir.c_str(), W_OK) != 0) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "state directory ", dir, " is not writable (", std::strerror(errno),
-          "): fix its permissions or choose another with --state-dir"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("state directory ", dir, " is not writable (", std::strerror(errno),
+                       "): fix its permissions or choose another with --state-dir"));
     }
-    auto state_lock = TakeLock(dir + "/journal.lock",
-                               absl::StrCat("using the state directory ", dir,
-                                            ": give each daemon its own --state-dir"));
+    auto state_lock = TakeLock(
+        dir + "/journal.lock",
+        absl::StrCat("using the state directory ", dir, ": give each daemon its own --state-dir"));
     if (!state_lock.ok()) return state_lock.status();
     d->state_lock_fd_ = *state_lock;
     ASSIGN_OR_RETURN(d->journal_, Journal::Open(dir + "/journal.db", d->options_.durability));
@@ -179,8 +180,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   builder.AddListeningPort(absl::StrCat("unix:", path), grpc::InsecureServerCredentials());
   std::vector<int> ports(d->options_.listen.size(), 0);
   for (size_t i = 0; i < d->options_.listen.size(); ++i) {
-    builder.AddListeningPort(d->options_.listen[i], grpc::InsecureServerCredentials(),
-                             &ports[i]);
+    builder.AddListeningPort(d->options_.listen[i], grpc::InsecureServerCredentials(), &ports[i]);
   }
   builder.SetMaxReceiveMessageSize(256 << 20);
   builder.SetMaxSendMessageSize(256 << 20);
@@ -190,9 +190,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   d->server_ = builder.BuildAndStart();
   ::umask(old_mask);
   if (d->server_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on unix:", path,
-        d->options_.listen.empty() ? "" : " or a --listen address (in use?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on unix:", path,
+                     d->options_.listen.empty() ? "" : " or a --listen address (in use?)"));
   }
   for (size_t i = 0; i < ports.size(); ++i) {
     if (ports[i] == 0) {
@@ -210,14 +210,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
                  ::getpid(), path.c_str(), t.cpu_workers, t.io_workers, t.io_threads);
     const auto& r = d->recovery_;
     if (d->journal_ != nullptr) {
-      std::fprintf(stderr,
-                   "taskrtd[%d]: journal %s/journal.db: recovered %llu finished, %llu queued, "
-                   "%llu re-run (were running), %llu failed (were running, no attempt left)\n",
-                   ::getpid(), d->options_.state_dir.c_str(),
-                   static_cast<unsigned long long>(r.finished),
-                   static_cast<unsigned long long>(r.requeued),
-                   static_cast<unsigned long long>(r.rerun),
-                   static_cast<unsigned long long>(r.failed));
+      std::fprintf(
+          stderr,
+          "taskrtd[%d]: journal %s/journal.db: recovered %llu finished, %llu queued, "
+          "%llu re-run (were running), %llu failed (were running, no attempt left)\n",
+          ::getpid(), d->options_.state_dir.c_str(), static_cast<unsigned long long>(r.finished),
+          static_cast<unsigned long long>(r.requeued), static_cast<unsigned long long>(r.rerun),
+          static_cast<unsigned long long>(r.failed));
     } else {
       std::fprintf(stderr, "taskrtd[%d]: --durability=none: tasks are kept in memory only\n",
                    ::getpid());

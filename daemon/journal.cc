@@ -31,10 +31,9 @@ absl::Status SqliteError(sqlite3* db, const std::string& what) {
 }
 
 std::string RecoveryAdvice(const std::string& path) {
-  return absl::StrCat(
-      "; the journal was left untouched. To start anyway, move ", path,
-      "* aside (its tasks are then not recovered) or restore it from a backup; "
-      "docs/RELIABILITY.md explains how to salvage rows from it");
+  return absl::StrCat("; the journal was left untouched. To start anyway, move ", path,
+                      "* aside (its tasks are then not recovered) or restore it from a backup; "
+                      "docs/RELIABILITY.md explains how to salvage rows from it");
 }
 
 }  // namespace
@@ -50,10 +49,9 @@ absl::StatusOr<Durability> ParseDurability(const std::string& text) {
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
                                                        Durability durability) {
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                     SQLITE_OPEN_FULLMUTEX,
-                                 nullptr);
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     absl::Status s = SqliteError(db, absl::StrCat("cannot open journal ", path));
     sqlite3_close(db);
@@ -94,9 +92,9 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
     }
     sqlite3_finalize(version);
     if (have > kSchemaVersion) {
-      s = absl::FailedPreconditionError(absl::StrCat(
-          "it was written by a newer taskrt (schema ", have, ", this one reads ",
-          kSchemaVersion, ")"));
+      s = absl::FailedPreconditionError(absl::StrCat("it was written by a newer taskrt (schema ",
+                                                     have, ", this one reads ", kSchemaVersion,
+                                                     ")"));
     }
   }
   if (s.ok()) {
@@ -148,8 +146,8 @@ absl::Status Journal::Exec(const char* sql) {
 
 absl::StatusOr<std::vector<StoredTask>> Journal::LoadAll() {
   sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db_, "SELECT seq, body FROM tasks ORDER BY seq", -1, &stmt,
-                         nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_, "SELECT seq, body FROM tasks ORDER BY seq", -1, &stmt, nullptr) !=
+      SQLITE_OK) {
     return SqliteError(db_, "cannot read the journal");
   }
   std::vector<StoredTask> out;
@@ -173,7 +171,11 @@ absl::StatusOr<std::vector<StoredTask>> Journal::LoadAll() {
 }
 
 uint64_t Journal::Put(uint64_t seq, const v1::Task& task) {
-  Write w{seq, false, task.id(), task.spec().idempotency_key(), IsFinal(task.state()),
+  Write w{seq,
+          false,
+          task.id(),
+          task.spec().idempotency_key(),
+          IsFinal(task.state()),
           task.SerializeAsString()};
   internal::MutexLock lock(&mu_);
   pending_.push_back(std::move(w));
@@ -242,12 +244,10 @@ void Journal::WriterLoop() {
           if (w.key.empty()) {
             sqlite3_bind_null(stmt, 3);
           } else {
-            sqlite3_bind_text(stmt, 3, w.key.data(), static_cast<int>(w.key.size()),
-                              SQLITE_STATIC);
+            sqlite3_bind_text(stmt, 3, w.key.data(), static_cast<int>(w.key.size()), SQLITE_STATIC);
           }
           sqlite3_bind_int(stmt, 4, w.final ? 1 : 0);
-          sqlite3_bind_blob(stmt, 5, w.body.data(), static_cast<int>(w.body.size()),
-                            SQLITE_STATIC);
+          sqlite3_bind_blob(stmt, 5, w.body.data(), static_cast<int>(w.body.size()), SQLITE_STATIC);
         }
         if (sqlite3_step(stmt) != SQLITE_DONE) status = SqliteError(db_, "journal write");
       }

@@ -40,8 +40,7 @@ int main(int argc, char** argv) {
   app.add_option("--io-workers", t.io_workers, "Processes in the io pool")
       ->default_val(1)
       ->check(CLI::Range(1, 256));
-  app.add_option("--io-threads", t.io_threads,
-                 "Threads per io worker for synchronous I/O handlers")
+  app.add_option("--io-threads", t.io_threads, "Threads per io worker for synchronous I/O handlers")
       ->default_val(4)
       ->check(CLI::Range(1, 4096));
   app.add_option("--io-max-inflight", t.io_max_inflight,
@@ -135,7 +134,8 @@ int main(int argc, char** argv) {
   options.drain_timeout = *drain;
   auto stuck = taskrt::internal::ParseDurationFlag(stuck_grace);
   if (!stuck.ok()) {
-    std::fprintf(stderr, "taskrtd: --stuck-grace: %s\n", std::string(stuck.status().message()).c_str());
+    std::fprintf(stderr, "taskrtd: --stuck-grace: %s\n",
+                 std::string(stuck.status().message()).c_str());
     return 2;
   }
   t.stuck_grace_ms = absl::ToInt64Milliseconds(*stuck);

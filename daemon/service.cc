@@ -23,8 +23,7 @@ void CopyTasks(std::vector<v1::Task>& tasks, Field* out) {
 // manager's own timeout — whichever comes first.
 class WaitReactor final : public grpc::ServerUnaryReactor {
  public:
-  WaitReactor(TaskManager& manager, const v1::WaitRequest* request,
-              v1::WaitResponse* response)
+  WaitReactor(TaskManager& manager, const v1::WaitRequest* request, v1::WaitResponse* response)
       : manager_(manager), state_(std::make_shared<State>(this, response)) {
     handle_ = manager_.Wait(request->task_ids(), request->timeout_ms(),
                             [state = state_](absl::StatusOr<std::vector<v1::Task>> r) {
@@ -69,8 +68,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
 
   WatchReactor(TaskManager& manager, const v1::WatchRequest* request) : manager_(manager) {
     StartSendInitialMetadata();
-    handle_ = manager_.Watch(request->task_ids(),
-                             [this](const v1::TaskEvent& e) { Push(e); });
+    handle_ = manager_.Watch(request->task_ids(), [this](const v1::TaskEvent& e) { Push(e); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -185,8 +183,8 @@ grpc::ServerUnaryReactor* TaskServiceImpl::List(grpc::CallbackServerContext* ctx
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::TaskEvent>* TaskServiceImpl::Watch(
-    grpc::CallbackServerContext* ctx, const v1::WatchRequest* request) {
+grpc::ServerWriteReactor<v1::TaskEvent>* TaskServiceImpl::Watch(grpc::CallbackServerContext* ctx,
+                                                                const v1::WatchRequest* request) {
   return new WatchReactor(manager_, request);
 }
 
@@ -199,9 +197,9 @@ grpc::ServerUnaryReactor* TaskServiceImpl::GetStats(grpc::CallbackServerContext*
   return reactor;
 }
 
-grpc::ServerUnaryReactor* TaskServiceImpl::ListHandlers(
-    grpc::CallbackServerContext* ctx, const v1::ListHandlersRequest* request,
-    v1::ListHandlersResponse* response) {
+grpc::ServerUnaryReactor* TaskServiceImpl::ListHandlers(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListHandlersRequest* request,
+                                                        v1::ListHandlersResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   for (auto& h : manager_.Handlers()) *response->add_handlers() = std::move(h);
   reactor->Finish(grpc::Status::OK);

@@ -18,17 +18,14 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,
                                    v1::SubmitResponse* response) override;
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
-                                const v1::GetRequest* request,
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
-  grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx,
-                                 const v1::WaitRequest* request,
+  grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx, const v1::WaitRequest* request,
                                  v1::WaitResponse* response) override;
   grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* ctx,
                                    const v1::CancelRequest* request,
                                    v1::CancelResponse* response) override;
-  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
-                                 const v1::ListRequest* request,
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const v1::ListRequest* request,
                                  v1::ListResponse* response) override;
   grpc::ServerWriteReactor<v1::TaskEvent>* Watch(grpc::CallbackServerContext* ctx,
                                                  const v1::WatchRequest* request) override;

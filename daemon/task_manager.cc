@@ -105,9 +105,9 @@ absl::Status TaskManager::Start() {
   };
   if (!mu_.AwaitWithTimeout(absl::Condition(&all_ready),
                             absl::Milliseconds(options_.startup_timeout_ms))) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "workers did not start within ", options_.startup_timeout_ms,
-        " ms: check that ", options_.worker_path, " runs (it logs to this stderr)"));
+    return absl::DeadlineExceededError(
+        absl::StrCat("workers did not start within ", options_.startup_timeout_ms,
+                     " ms: check that ", options_.worker_path, " runs (it logs to this stderr)"));
   }
   if (!startup_error_.ok()) return startup_error_;
   RecoverLocked(std::move(stored));  // needs the handlers the workers registered
@@ -139,11 +139,10 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
     if (state == v1::TASK_STATE_RUNNING) {
       const int attempt = d->attempt();
       const int allowed = std::max<int>(1, static_cast<int>(r.task.spec().max_attempts()));
-      v1::TaskError e = MakeError(
-          v1::FAILURE_KIND_DAEMON_RESTART,
-          absl::StrCat("the daemon stopped while attempt ", attempt, " of ", allowed,
-                       " was running"),
-          /*retryable=*/true);
+      v1::TaskError e = MakeError(v1::FAILURE_KIND_DAEMON_RESTART,
+                                  absl::StrCat("the daemon stopped while attempt ", attempt, " of ",
+                                               allowed, " was running"),
+                                  /*retryable=*/true);
       if (attempt >= allowed) {
         e.set_message(absl::StrCat(e.message(), "; no attempt was left to re-run it"));
         d->set_finished_unix_us(now);
@@ -197,14 +196,14 @@ void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
         if (it == by_id_.end()) continue;
         TaskRecord& r = tasks_.at(it->second);
         if (r.task.state() != v1::TASK_STATE_QUEUED || !QueueFor(r).Remove(it->second)) continue;
-        if (!r.task.spec().idempotency_key().empty()) by_key_.erase(r.task.spec().idempotency_key());
+        if (!r.task.spec().idempotency_key().empty())
+          by_key_.erase(r.task.spec().idempotency_key());
         --unfinished_;
         tasks_.erase(it->second);
         by_id_.erase(it);
       }
       status = absl::UnavailableError(absl::StrCat(
-          "the journal could not record the tasks, so they were not accepted: ",
-          status.message()));
+          "the journal could not record the tasks, so they were not accepted: ", status.message()));
     }
     done(status);
   });
@@ -279,9 +278,9 @@ absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
   if (handlers_.count(spec.handler()) == 0) {
     std::vector<std::string> known;
     for (const auto& [name, info] : handlers_) known.push_back(name);
-    return absl::InvalidArgumentError(absl::StrCat("handler '", spec.handler(),
-                                                   "' is not registered (known: ",
-                                                   absl::StrJoin(known, ", "), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("handler '", spec.handler(),
+                     "' is not registered (known: ", absl::StrJoin(known, ", "), ")"));
   }
   if (spec.input().size() > options_.max_input_bytes) {
     return absl::InvalidArgumentError(
@@ -289,8 +288,8 @@ absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
                      options_.max_input_bytes, " bytes (taskrtd --max-input-bytes)"));
   }
   if (!v1::TaskClass_IsValid(spec.requested_class())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "requested_class ", spec.requested_class(), " is not one of AUTO, CPU, IO"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("requested_class ", spec.requested_class(), " is not one of AUTO, CPU, IO"));
   }
   if (spec.timeout_ms() > options_.max_timeout_ms) {
     return absl::InvalidArgumentError(absl::StrCat("timeout of ", spec.timeout_ms(),
@@ -327,9 +326,8 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
   for (int i = 0; i < specs.size(); ++i) {
     if (absl::Status s = ValidateLocked(specs[i]); !s.ok()) {
       if (specs.size() == 1) return s;
-      return absl::InvalidArgumentError(
-          absl::StrCat("task ", i + 1, " of ", specs.size(), ": ", s.message(),
-                       "; nothing was submitted"));
+      return absl::InvalidArgumentError(absl::StrCat("task ", i + 1, " of ", specs.size(), ": ",
+                                                     s.message(), "; nothing was submitted"));
     }
   }
   size_t fresh = 0;
@@ -337,10 +335,11 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     if (spec.idempotency_key().empty() || by_key_.count(spec.idempotency_key()) == 0) ++fresh;
   }
   if (unfinished_ + fresh > options_.max_queued) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the queue is full: ", unfinished_, " tasks are not finished and the limit is ",
-        options_.max_queued, " (taskrtd --max-queued); nothing was submitted: retry after "
-        "some finish (e.g. in 1s, with backoff)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the queue is full: ", unfinished_,
+                     " tasks are not finished and the limit is ", options_.max_queued,
+                     " (taskrtd --max-queued); nothing was submitted: retry after "
+                     "some finish (e.g. in 1s, with backoff)"));
   }
   const int64_t now = NowUnixMicros();
   for (const auto& spec : specs) {
@@ -396,9 +395,9 @@ TaskQueue& TaskManager::QueueFor(const TaskRecord& r) {
 absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
   auto it = by_id_.find(id);
   if (it == by_id_.end()) {
-    return absl::NotFoundError(absl::StrCat(
-        "task '", id, "' not found (the daemon keeps the last ", options_.max_retained,
-        " finished tasks; see `taskrt list`)"));
+    return absl::NotFoundError(absl::StrCat("task '", id, "' not found (the daemon keeps the last ",
+                                            options_.max_retained,
+                                            " finished tasks; see `taskrt list`)"));
   }
   return it->second;
 }
@@ -641,8 +640,7 @@ void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
     // The worker's own deadline fired before the daemon's tick: still a timeout.
     FailOrRetryLocked(seq, v1::TASK_STATE_TIMED_OUT,
                       MakeError(v1::FAILURE_KIND_TIMEOUT,
-                                absl::StrCat("ran past its timeout of ",
-                                             r.task.spec().timeout_ms(),
+                                absl::StrCat("ran past its timeout of ", r.task.spec().timeout_ms(),
                                              " ms; it was cancelled through its context"),
                                 /*retryable=*/true));
   } else if (done.failure() == v1::FAILURE_KIND_CANCELLED) {
@@ -667,10 +665,9 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
     }
     const int sig = (r > 0 && WIFSIGNALED(status)) ? WTERMSIG(status) : 0;
     const int code = (r > 0 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    const std::string how =
-        !w->kill_reason.empty() ? w->kill_reason
-        : sig != 0              ? absl::StrCat("was killed by ", internal::SignalName(sig))
-                                : absl::StrCat("exited with status ", code);
+    const std::string how = !w->kill_reason.empty() ? w->kill_reason
+                            : sig != 0 ? absl::StrCat("was killed by ", internal::SignalName(sig))
+                                       : absl::StrCat("exited with status ", code);
     const char* pool = w->pool == Pool::kCpu ? "cpu" : "io";
     const bool was_starting = w->state == WorkerState::kStarting;
     for (const auto& [run_id, run] : w->running) {
@@ -679,10 +676,10 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
       if (it == tasks_.end() || it->second.run_id != run_id) continue;
       it->second.worker = nullptr;
       if (IsFinalState(it->second.task.state())) continue;
-      v1::TaskError e = MakeError(
-          v1::FAILURE_KIND_WORKER_CRASHED,
-          absl::StrCat("worker pid ", w->pid, " (", pool, " pool, slot ", w->slot, ") ", how,
-                       " while running this task; the worker was replaced"));
+      v1::TaskError e =
+          MakeError(v1::FAILURE_KIND_WORKER_CRASHED,
+                    absl::StrCat("worker pid ", w->pid, " (", pool, " pool, slot ", w->slot, ") ",
+                                 how, " while running this task; the worker was replaced"));
       e.set_signal(sig);
       e.set_signal_name(sig ? internal::SignalName(sig) : "");
       e.set_exit_code(sig ? 0 : code);
@@ -697,11 +694,12 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
     const int64_t delay_ms =
         w->quick_deaths == 0 ? 0 : std::min<int64_t>(30'000, 250ll << std::min(w->quick_deaths, 7));
     if (!w->killed) {
-      std::fprintf(stderr, "taskrtd: %s worker pid %d %s; respawning%s\n", pool, w->pid,
-                   how.c_str(),
-                   delay_ms == 0 ? ""
-                                 : absl::StrCat(" in ", delay_ms, " ms (", w->quick_deaths,
-                                                " quick deaths in a row)").c_str());
+      std::fprintf(
+          stderr, "taskrtd: %s worker pid %d %s; respawning%s\n", pool, w->pid, how.c_str(),
+          delay_ms == 0
+              ? ""
+              : absl::StrCat(" in ", delay_ms, " ms (", w->quick_deaths, " quick deaths in a row)")
+                    .c_str());
     }
     if (w->recycle) {
       ++recycled_[static_cast<int>(w->pool)];
@@ -744,9 +742,9 @@ void TaskManager::CheckStuckLocked() {
       }
       // A thread that ignores cancellation holds its slot for good: replace the worker.
       auto t = tasks_.find(run.seq);
-      w->kill_reason = absl::StrCat(
-          "was recycled because task ", t == tasks_.end() ? "?" : t->second.task.id(),
-          " kept running ", (now - run.cancelled_us) / 1000, " ms after it was cancelled");
+      w->kill_reason = absl::StrCat("was recycled because task ",
+                                    t == tasks_.end() ? "?" : t->second.task.id(), " kept running ",
+                                    (now - run.cancelled_us) / 1000, " ms after it was cancelled");
       std::fprintf(stderr, "taskrtd: io worker pid %d %s\n", w->pid, w->kill_reason.c_str());
       KillWorkerLocked(w.get());
       break;
@@ -773,17 +771,18 @@ void TaskManager::TerminateWorkerLocked(Worker* w) {
 void TaskManager::MaybeRecycleLocked(Worker* w, const v1::internal::TaskDone& done) {
   if (!w->retiring) {
     // sys.exec reports its child's peak RSS, not the worker's: judge sync runs only.
-    const bool rss = options_.worker_max_rss_kb > 0 &&
-                     done.executor() != v1::EXECUTOR_ASYNC &&
+    const bool rss = options_.worker_max_rss_kb > 0 && done.executor() != v1::EXECUTOR_ASYNC &&
                      done.peak_rss_kb() > options_.worker_max_rss_kb;
     const bool tasks = options_.worker_max_tasks > 0 && w->tasks_run >= options_.worker_max_tasks;
     if (!rss && !tasks) return;
     w->retiring = true;
-    std::fprintf(stderr, "taskrtd: recycling %s worker pid %d: %s\n",
-                 w->pool == Pool::kCpu ? "cpu" : "io", w->pid,
-                 rss ? absl::StrCat("peak RSS ", done.peak_rss_kb(), " KiB is above --worker-max-rss ",
-                                    options_.worker_max_rss_kb, " KiB").c_str()
-                     : absl::StrCat("it ran ", w->tasks_run, " tasks (--worker-max-tasks)").c_str());
+    std::fprintf(
+        stderr, "taskrtd: recycling %s worker pid %d: %s\n", w->pool == Pool::kCpu ? "cpu" : "io",
+        w->pid,
+        rss ? absl::StrCat("peak RSS ", done.peak_rss_kb(), " KiB is above --worker-max-rss ",
+                           options_.worker_max_rss_kb, " KiB")
+                  .c_str()
+            : absl::StrCat("it ran ", w->tasks_run, " tasks (--worker-max-tasks)").c_str());
   }
   if (w->running.empty()) {
     w->recycle = true;
@@ -807,8 +806,8 @@ void TaskManager::FailOrRetryLocked(uint64_t seq, v1::TaskState state, v1::TaskE
   const int allowed = std::max<int>(1, static_cast<int>(r.task.spec().max_attempts()));
   if (!error.retryable() || d->attempt() >= allowed || stopping_) {
     if (error.retryable() && allowed > 1) {
-      error.set_message(absl::StrCat(error.message(), " (attempt ", d->attempt(), " of ",
-                                     allowed, ", none left)"));
+      error.set_message(absl::StrCat(error.message(), " (attempt ", d->attempt(), " of ", allowed,
+                                     ", none left)"));
     }
     return FinishLocked(seq, state, std::move(error));
   }
@@ -1027,10 +1026,10 @@ void TaskManager::CheckDeadlinesLocked() {
         if (!IsFinalState(t.state()) && pending.size() < 5) pending.push_back(t.id());
       }
       CompleteWaiterLocked(
-          ~key, absl::DeadlineExceededError(absl::StrCat(
-                    w.remaining, " of ", w.seqs.size(),
-                    " tasks are not final yet (e.g. ", absl::StrJoin(pending, ", "),
-                    "); they keep running: wait again or cancel them")));
+          ~key,
+          absl::DeadlineExceededError(absl::StrCat(
+              w.remaining, " of ", w.seqs.size(), " tasks are not final yet (e.g. ",
+              absl::StrJoin(pending, ", "), "); they keep running: wait again or cancel them")));
       continue;
     }
     auto it = tasks_.find(key);
@@ -1101,9 +1100,9 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
           CancelRunLocked(w, r.run_id);
           how = "its context on the io worker was cancelled";
         }
-        FinishLocked(seq, v1::TASK_STATE_CANCELLED,
-                     MakeError(v1::FAILURE_KIND_CANCELLED,
-                               absl::StrCat("cancelled while running; ", how)));
+        FinishLocked(
+            seq, v1::TASK_STATE_CANCELLED,
+            MakeError(v1::FAILURE_KIND_CANCELLED, absl::StrCat("cancelled while running; ", how)));
       }
       out.push_back(r.task);
     }
@@ -1121,9 +1120,8 @@ std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
   for (auto it = tasks_.rbegin(); it != tasks_.rend() && out.size() < limit; ++it) {
     const v1::Task& t = it->second.task;
     if (!request.handler().empty() && t.spec().handler() != request.handler()) continue;
-    if (!request.states().empty() &&
-        std::find(request.states().begin(), request.states().end(), t.state()) ==
-            request.states().end()) {
+    if (!request.states().empty() && std::find(request.states().begin(), request.states().end(),
+                                               t.state()) == request.states().end()) {
       continue;
     }
     out.push_back(t);
@@ -1169,9 +1167,9 @@ v1::Stats TaskManager::GetStats() {
       wi->set_slot(w->slot);
       wi->set_pid(w->pid);
       wi->set_state(w->state == WorkerState::kStarting ? "starting"
-                    : w->state == WorkerState::kDead  ? "restarting"
-                    : w->running.empty()              ? "idle"
-                                                      : "busy");
+                    : w->state == WorkerState::kDead   ? "restarting"
+                    : w->running.empty()               ? "idle"
+                                                       : "busy");
       wi->set_tasks_run(w->tasks_run);
       wi->set_running(w->running.size());
       wi->set_threads(pool == Pool::kCpu ? 1 : options_.io_threads);

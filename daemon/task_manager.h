@@ -28,11 +28,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 #include "asio/io_context.hpp"
 #include "asio/local/stream_protocol.hpp"
 #include "asio/steady_timer.hpp"
 #include "common/frame.h"
+#include "common/mutex.h"
 #include "daemon/classifier.h"
 #include "daemon/journal.h"
 #include "daemon/task_queue.h"
@@ -42,28 +42,28 @@
 namespace taskrt::daemon {
 
 struct TaskManagerOptions {
-  int cpu_workers = 2;        // processes in the cpu pool (one task each)
-  int io_workers = 1;         // processes in the io pool
-  int io_threads = 4;         // thread-pool size of each io worker
+  int cpu_workers = 2;          // processes in the cpu pool (one task each)
+  int io_workers = 1;           // processes in the io pool
+  int io_threads = 4;           // thread-pool size of each io worker
   int io_max_inflight = 20000;  // async tasks in flight per io worker
-  std::string worker_path;    // taskrt-worker binary
+  std::string worker_path;      // taskrt-worker binary
   std::vector<std::string> plugins;
   ClassifierOptions classifier;
   size_t max_input_bytes = 16u << 20;
-  size_t max_batch = 100000;               // tasks per Submit
-  uint64_t default_timeout_ms = 0;         // 0 = none
+  size_t max_batch = 100000;        // tasks per Submit
+  uint64_t default_timeout_ms = 0;  // 0 = none
   uint64_t max_timeout_ms = 7 * 24 * 3600 * 1000ull;
-  size_t max_retained = 100000;            // final tasks kept for Get/Wait/List
+  size_t max_retained = 100000;                    // final tasks kept for Get/Wait/List
   int64_t retain_for_ms = 7 * 24 * 3600 * 1000ll;  // ...and for at most this long
-  size_t max_queued = 1000000;             // unfinished tasks; beyond: RESOURCE_EXHAUSTED
-  uint32_t max_attempts_limit = 100;       // largest TaskSpec.max_attempts accepted
-  int64_t startup_timeout_ms = 15000;      // for the first workers to say hello
-  uint64_t worker_max_tasks = 0;           // recycle a worker after this many tasks (0 = never)
-  int64_t worker_max_rss_kb = 0;           // ...or once its peak RSS exceeds this (0 = never)
-  uint64_t cpu_memory_limit_bytes = 0;     // address-space limit of cpu workers (0 = none)
-  int64_t kill_grace_ms = 2000;            // SIGTERM -> SIGKILL when cancelling a CPU task
-  int64_t stuck_grace_ms = 10000;          // an io task still running this long after its
-                                           // cancellation gets its worker recycled
+  size_t max_queued = 1000000;                     // unfinished tasks; beyond: RESOURCE_EXHAUSTED
+  uint32_t max_attempts_limit = 100;               // largest TaskSpec.max_attempts accepted
+  int64_t startup_timeout_ms = 15000;              // for the first workers to say hello
+  uint64_t worker_max_tasks = 0;        // recycle a worker after this many tasks (0 = never)
+  int64_t worker_max_rss_kb = 0;        // ...or once its peak RSS exceeds this (0 = never)
+  uint64_t cpu_memory_limit_bytes = 0;  // address-space limit of cpu workers (0 = none)
+  int64_t kill_grace_ms = 2000;         // SIGTERM -> SIGKILL when cancelling a CPU task
+  int64_t stuck_grace_ms = 10000;       // an io task still running this long after its
+                                        // cancellation gets its worker recycled
   // Where accepted tasks and their state changes are recorded; null = not durable.
   // Not owned; must outlive the TaskManager.
   Journal* journal = nullptr;
@@ -116,8 +116,8 @@ class TaskManager {
   // Calls `done` once: with the tasks when all are final, DEADLINE_EXCEEDED after
   // timeout_ms (0 = no limit), NOT_FOUND for an unknown id (immediately), UNAVAILABLE
   // at shutdown. Returns a handle for CancelWait.
-  uint64_t Wait(const google::protobuf::RepeatedPtrField<std::string>& ids,
-                uint64_t timeout_ms, WaitCallback done);
+  uint64_t Wait(const google::protobuf::RepeatedPtrField<std::string>& ids, uint64_t timeout_ms,
+                WaitCallback done);
   // Forgets a wait whose caller went away; its callback will not be called.
   void CancelWait(uint64_t handle);
   absl::StatusOr<std::vector<v1::Task>> Cancel(
@@ -155,19 +155,19 @@ class TaskManager {
     int sync_running = 0, async_running = 0;
     uint64_t tasks_run = 0;
     int64_t started_us = 0;
-    bool killed = false;    // we killed it on purpose (timeout, cancel, recycling)
-    bool retiring = false;  // takes no new task; replaced once idle
-    bool recycle = false;   // its replacement is a recycling, not a crash
-    int quick_deaths = 0;   // consecutive deaths soon after start (respawn backoff)
+    bool killed = false;      // we killed it on purpose (timeout, cancel, recycling)
+    bool retiring = false;    // takes no new task; replaced once idle
+    bool recycle = false;     // its replacement is a recycling, not a crash
+    int quick_deaths = 0;     // consecutive deaths soon after start (respawn backoff)
     std::string kill_reason;  // why we killed it, for the tasks that die with it
   };
 
   struct TaskRecord {
     v1::Task task;
-    bool async = false;         // the handler runs on the async loop
+    bool async = false;  // the handler runs on the async loop
     Pool pool = Pool::kCpu;
-    Worker* worker = nullptr;   // set while RUNNING
-    uint64_t run_id = 0;        // the current dispatch; results of older ones are stale
+    Worker* worker = nullptr;  // set while RUNNING
+    uint64_t run_id = 0;       // the current dispatch; results of older ones are stale
     int64_t deadline_us = 0;
     std::vector<uint64_t> waiters;
   };
@@ -203,8 +203,7 @@ class TaskManager {
   void RecoverLocked(std::vector<StoredTask> stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictOldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EmitLocked(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CompleteWaiterLocked(uint64_t handle, absl::Status error)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompleteWaiterLocked(uint64_t handle, absl::Status error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlotLocked(TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void KillWorkerLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // SIGTERM now, SIGKILL after kill_grace_ms if the same worker is still there.

@@ -28,9 +28,9 @@ std::string DefaultWorkerPath() {
 
 absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch) {
   if (::access(launch.worker_path.c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("worker binary ", launch.worker_path, " is not executable (",
-                     std::strerror(errno), "): pass --worker-path"));
+    return absl::FailedPreconditionError(absl::StrCat("worker binary ", launch.worker_path,
+                                                      " is not executable (", std::strerror(errno),
+                                                      "): pass --worker-path"));
   }
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
@@ -42,8 +42,8 @@ absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch) {
     child_fd = ::fcntl(fds[1], F_DUPFD_CLOEXEC, 4);
     ::close(fds[1]);
   }
-  std::vector<std::string> args = {launch.worker_path, "--pool", launch.pool,
-                                   "--threads", absl::StrCat(launch.threads), "--fd", "3"};
+  std::vector<std::string> args = {launch.worker_path,           "--pool", launch.pool, "--threads",
+                                   absl::StrCat(launch.threads), "--fd",   "3"};
   if (launch.memory_limit_bytes > 0) {
     args.push_back("--memory-limit");
     args.push_back(absl::StrCat(launch.memory_limit_bytes));
@@ -63,8 +63,8 @@ absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch) {
   posix_spawnattr_t attr;
   internal::InitCleanSpawnAttr(&attr);
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, launch.worker_path.c_str(), &actions, &attr,
-                               argv.data(), environ);
+  const int rc =
+      ::posix_spawn(&pid, launch.worker_path.c_str(), &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(child_fd);

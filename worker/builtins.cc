@@ -23,25 +23,24 @@ absl::StatusOr<json> ParseObject(const char* handler, std::string_view input) {
   if (input.empty()) return json::object();
   json value = json::parse(input, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded() || !value.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(handler, ": input must be a JSON object, e.g. ",
-                     std::string_view(handler) == "math.primes" ? R"({"below": 1000000})"
-                                              : R"({"path": "/etc/hostname"})"));
+    return absl::InvalidArgumentError(absl::StrCat(handler, ": input must be a JSON object, e.g. ",
+                                                   std::string_view(handler) == "math.primes"
+                                                       ? R"({"below": 1000000})"
+                                                       : R"({"path": "/etc/hostname"})"));
   }
   return value;
 }
 
 // Reads a non-negative integer field; `fallback` when absent.
-absl::StatusOr<uint64_t> UintField(const char* handler, const json& obj,
-                                   const char* key, std::optional<uint64_t> fallback) {
+absl::StatusOr<uint64_t> UintField(const char* handler, const json& obj, const char* key,
+                                   std::optional<uint64_t> fallback) {
   auto it = obj.find(key);
   if (it == obj.end()) {
     if (fallback) return *fallback;
-    return absl::InvalidArgumentError(
-        absl::StrCat(handler, ": field \"", key, "\" is required"));
+    return absl::InvalidArgumentError(absl::StrCat(handler, ": field \"", key, "\" is required"));
   }
-  if (!it->is_number_integer() || (it->is_number_integer() && it->get<int64_t>() < 0 &&
-                                   !it->is_number_unsigned())) {
+  if (!it->is_number_integer() ||
+      (it->is_number_integer() && it->get<int64_t>() < 0 && !it->is_number_unsigned())) {
     return absl::InvalidArgumentError(
         absl::StrCat(handler, ": field \"", key, "\" must be a non-negative integer"));
   }
@@ -56,8 +55,7 @@ absl::StatusOr<std::string> Primes(TaskContext& ctx, std::string_view input) {
   auto below = UintField("math.primes", *obj, "below", std::nullopt);
   if (!below.ok()) return below.status();
   if (*below > kMax) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("math.primes: below must be at most ", kMax));
+    return absl::InvalidArgumentError(absl::StrCat("math.primes: below must be at most ", kMax));
   }
   uint64_t count = *below > 2 ? 1 : 0;  // 2
   for (uint64_t n = 3; n < *below; n += 2) {
@@ -77,8 +75,7 @@ absl::StatusOr<std::string> Primes(TaskContext& ctx, std::string_view input) {
 }
 
 absl::StatusOr<std::string> Sha256(TaskContext& ctx, std::string_view input) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(),
-                                                            &EVP_MD_CTX_free);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   if (!md || EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) != 1) {
     return absl::InternalError("hash.sha256: cannot initialise SHA-256");
   }
@@ -122,7 +119,8 @@ absl::StatusOr<std::string> Sha256(TaskContext& ctx, std::string_view input) {
   EVP_DigestFinal_ex(md.get(), digest, &len);
   std::string hex;
   hex.reserve(len * 2);
-  for (unsigned int i = 0; i < len; ++i) absl::StrAppend(&hex, absl::Hex(digest[i], absl::kZeroPad2));
+  for (unsigned int i = 0; i < len; ++i)
+    absl::StrAppend(&hex, absl::Hex(digest[i], absl::kZeroPad2));
   return json{{"sha256", hex}, {"bytes", total}}.dump();
 }
 
@@ -148,8 +146,8 @@ absl::StatusOr<std::string> ReadFile(TaskContext& ctx, std::string_view input) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     out.append(buf.data(), static_cast<size_t>(in.gcount()));
     if (out.size() > *max_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "io.read_file: ", path, " is larger than max_bytes (", *max_bytes, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("io.read_file: ", path, " is larger than max_bytes (", *max_bytes, ")"));
     }
     if (ctx.cancelled()) return absl::CancelledError("io.read_file: cancelled");
   }
@@ -183,17 +181,13 @@ void RegisterBuiltins(Registry& registry) {
   registry.RegisterAsync("sys.noop", ClassHint::kIo,
                          "does nothing; measures the runtime's own overhead", Noop);
   registry.RegisterAsync("sys.sleep", ClassHint::kIo,
-                         "waits {\"ms\": N} on the async loop without holding a thread",
-                         Sleep);
+                         "waits {\"ms\": N} on the async loop without holding a thread", Sleep);
   registry.Register({"math.primes", ClassHint::kCpu,
-                     "counts primes below {\"below\": N} by trial division (CPU-bound)",
-                     Primes});
+                     "counts primes below {\"below\": N} by trial division (CPU-bound)", Primes});
   registry.Register({"hash.sha256", ClassHint::kCpu,
-                     "SHA-256 of {\"path\": P}, {\"data\": S} or of the raw input bytes",
-                     Sha256});
+                     "SHA-256 of {\"path\": P}, {\"data\": S} or of the raw input bytes", Sha256});
   registry.Register({"io.read_file", ClassHint::kIo,
-                     "returns the bytes of {\"path\": P} (max_bytes, default 64 MiB)",
-                     ReadFile});
+                     "returns the bytes of {\"path\": P} (max_bytes, default 64 MiB)", ReadFile});
   RegisterExecHandler(registry);
 }
 

@@ -56,7 +56,8 @@ absl::StatusOr<ExecSpec> ParseSpec(std::string_view input) {
     return absl::InvalidArgumentError("sys.exec: \"argv\" must be a non-empty array of strings");
   }
   for (const auto& a : *argv) {
-    if (!a.is_string()) return absl::InvalidArgumentError("sys.exec: \"argv\" items must be strings");
+    if (!a.is_string())
+      return absl::InvalidArgumentError("sys.exec: \"argv\" items must be strings");
     spec.argv.push_back(a.get<std::string>());
   }
   if (auto env = obj.find("env"); env != obj.end()) {
@@ -159,9 +160,8 @@ struct Child : std::enable_shared_from_this<Child> {
     result["stderr"] = stderr_data;
     result["stdout_truncated"] = stdout_truncated;
     result["stderr_truncated"] = stderr_truncated;
-    const int64_t cpu_us =
-        (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1'000'000LL +
-        usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+    const int64_t cpu_us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1'000'000LL +
+                           usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
     result["cpu_time_us"] = cpu_us;
     result["peak_rss_kb"] = usage.ru_maxrss;
     AsyncResult r;
@@ -189,8 +189,8 @@ void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
   Pipes pipes;
   for (auto& p : pipes.fds) {
     if (::pipe2(p, O_CLOEXEC) != 0) {
-      return call->Finish({absl::ResourceExhaustedError(
-          absl::StrCat("sys.exec: pipe: ", std::strerror(errno)))});
+      return call->Finish(
+          {absl::ResourceExhaustedError(absl::StrCat("sys.exec: pipe: ", std::strerror(errno)))});
     }
   }
   posix_spawn_file_actions_t actions;
@@ -230,8 +230,8 @@ void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
   if (pidfd < 0) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
-    return call->Finish({absl::InternalError(
-        absl::StrCat("sys.exec: pidfd_open: ", std::strerror(errno)))});
+    return call->Finish(
+        {absl::InternalError(absl::StrCat("sys.exec: pidfd_open: ", std::strerror(errno)))});
   }
 
   auto child = std::make_shared<Child>(loop, call);

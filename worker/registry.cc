@@ -9,9 +9,12 @@ namespace {
 
 v1::TaskClass HintToClass(ClassHint hint) {
   switch (hint) {
-    case ClassHint::kCpu: return v1::TASK_CLASS_CPU;
-    case ClassHint::kIo: return v1::TASK_CLASS_IO;
-    case ClassHint::kNone: break;
+    case ClassHint::kCpu:
+      return v1::TASK_CLASS_CPU;
+    case ClassHint::kIo:
+      return v1::TASK_CLASS_IO;
+    case ClassHint::kNone:
+      break;
   }
   return v1::TASK_CLASS_AUTO;
 }
@@ -61,22 +64,22 @@ absl::Status Registry::LoadPlugin(const std::string& path) {
   // RTLD_NODELETE: handlers keep pointing into the object for the life of the process.
   void* lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   if (lib == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot load plugin ", path, ": ", ::dlerror()));
+    return absl::InvalidArgumentError(absl::StrCat("cannot load plugin ", path, ": ", ::dlerror()));
   }
   using AbiFn = int (*)();
   using RegisterFn = void (*)(HandlerRegistry*);
   auto abi = reinterpret_cast<AbiFn>(::dlsym(lib, "taskrt_plugin_abi_version"));
   auto reg = reinterpret_cast<RegisterFn>(::dlsym(lib, "taskrt_register_handlers"));
   if (abi == nullptr || reg == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "plugin ", path, " has no taskrt entry points: define them with TASKRT_PLUGIN "
-        "from taskrt/handler.h"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("plugin ", path,
+                     " has no taskrt entry points: define them with TASKRT_PLUGIN "
+                     "from taskrt/handler.h"));
   }
   if (abi() != TASKRT_PLUGIN_ABI_VERSION) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("plugin ", path, " was built for plugin ABI ", abi(),
-                     ", this worker speaks ", TASKRT_PLUGIN_ABI_VERSION, ": rebuild it"));
+    return absl::InvalidArgumentError(absl::StrCat("plugin ", path, " was built for plugin ABI ",
+                                                   abi(), ", this worker speaks ",
+                                                   TASKRT_PLUGIN_ABI_VERSION, ": rebuild it"));
   }
   source_ = path;
   registration_error_ = absl::OkStatus();

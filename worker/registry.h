@@ -73,8 +73,7 @@ class AsyncCall {
   bool finished_ = false;
 };
 
-using AsyncHandlerFn =
-    std::function<void(asio::io_context& loop, std::shared_ptr<AsyncCall> call)>;
+using AsyncHandlerFn = std::function<void(asio::io_context& loop, std::shared_ptr<AsyncCall> call)>;
 
 struct HandlerEntry {
   v1::HandlerInfo info;
@@ -86,8 +85,8 @@ class Registry : public HandlerRegistry {
  public:
   // From plugins (and synchronous built-ins).
   void Register(HandlerDef def) override;
-  void RegisterAsync(const std::string& name, ClassHint hint,
-                     const std::string& description, AsyncHandlerFn fn);
+  void RegisterAsync(const std::string& name, ClassHint hint, const std::string& description,
+                     AsyncHandlerFn fn);
 
   // Loads a plugin shared object and runs its registration. Errors name the path and
   // the cause (missing file, missing entry point, ABI mismatch, duplicate handler).

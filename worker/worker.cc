@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <memory>
+#include <new>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
@@ -99,8 +99,7 @@ class Worker {
   };
 
   void ReadMore() {
-    socket_.async_read_some(asio::buffer(read_buf_), [this](const std::error_code& ec,
-                                                             size_t n) {
+    socket_.async_read_some(asio::buffer(read_buf_), [this](const std::error_code& ec, size_t n) {
       if (ec) {
         // The daemon closed our socket (or died): nothing left to serve.
         std::fflush(stderr);
@@ -141,8 +140,8 @@ class Worker {
       v1::internal::TaskDone done;
       done.set_seq(seq);
       done.set_failure(v1::FAILURE_KIND_INVALID_INPUT);
-      done.set_error(absl::StrCat("handler '", run.handler(),
-                                  "' is not registered in this worker"));
+      done.set_error(
+          absl::StrCat("handler '", run.handler(), "' is not registered in this worker"));
       done.set_started_unix_us(started);
       done.set_finished_unix_us(started);
       return Send(std::move(done));
@@ -159,8 +158,7 @@ class Worker {
       });
     }
     const v1::Executor executor =
-        is_cpu_ ? v1::EXECUTOR_PROCESS
-                : (entry->async ? v1::EXECUTOR_ASYNC : v1::EXECUTOR_THREAD);
+        is_cpu_ ? v1::EXECUTOR_PROCESS : (entry->async ? v1::EXECUTOR_ASYNC : v1::EXECUTOR_THREAD);
     if (entry->async) {
       auto call = std::make_shared<AsyncCall>(
           run.task_id(), std::move(*run.mutable_input()), run.deadline_unix_us(),
@@ -174,9 +172,7 @@ class Worker {
             done.set_peak_rss_kb(result.peak_rss_kb > 0 ? result.peak_rss_kb : PeakRssKb());
             Fill(std::move(result.output), &done);
             // Defer: Finish may run inside the handler's own call stack.
-            asio::post(loop_, [this, done = std::move(done)]() mutable {
-              Send(std::move(done));
-            });
+            asio::post(loop_, [this, done = std::move(done)]() mutable { Send(std::move(done)); });
           });
       slot.async = call;
       try {
@@ -238,13 +234,12 @@ class Worker {
     if (writing_ || outbox_.empty()) return;
     writing_ = true;
     inflight_.swap(outbox_);
-    asio::async_write(socket_, asio::buffer(inflight_),
-                      [this](const std::error_code& ec, size_t) {
-                        writing_ = false;
-                        inflight_.clear();
-                        if (ec) std::_Exit(0);  // daemon gone
-                        Flush();
-                      });
+    asio::async_write(socket_, asio::buffer(inflight_), [this](const std::error_code& ec, size_t) {
+      writing_ = false;
+      inflight_.clear();
+      if (ec) std::_Exit(0);  // daemon gone
+      Flush();
+    });
   }
 
   const WorkerOptions options_;

@@ -34,8 +34,7 @@ absl::Status Report(const std::string& title, const absl::StatusOr<taskrt::v1::T
   if (task->state() != taskrt::v1::TASK_STATE_SUCCEEDED) {
     return absl::InternalError(title + " did not succeed: " + task->error().message());
   }
-  std::cout << "output: " << task->output() << "\n"
-            << taskrt::ExplainDecision(*task) << "\n";
+  std::cout << "output: " << task->output() << "\n" << taskrt::ExplainDecision(*task) << "\n";
   return absl::OkStatus();
 }
 
@@ -47,9 +46,9 @@ absl::Status RunExamples(const taskrt::ClientOptions& options) {
 
   // 1. Blocking. Class AUTO: math.primes is registered as CPU-bound, so the daemon
   //    should pick a cpu-pool process and say "handler-hint" as its reason.
-  absl::Status status = Report(
-      "math.primes (AUTO, Run)",
-      (*client)->Run(taskrt::MakeTask("math.primes", R"({"below":200000})"), kWaitTimeout));
+  absl::Status status =
+      Report("math.primes (AUTO, Run)",
+             (*client)->Run(taskrt::MakeTask("math.primes", R"({"below":200000})"), kWaitTimeout));
   if (!status.ok()) return status;
 
   // 2. Callback. Submit returns the id at once; WaitAsync's callback runs later on a

@@ -52,12 +52,12 @@ constexpr absl::Duration kWaitTimeout = absl::Seconds(120);
 constexpr size_t kSubmitChunk = 1000;
 
 struct DemoOptions {
-  std::string socket_path;      // empty: DefaultSocketPath()
+  std::string socket_path;  // empty: DefaultSocketPath()
   int64_t primes_below = 3000000;
-  int cpu_tasks = 0;            // K; 0: 2 x cpu workers, at least 4
-  int sleeps = 200;             // experiment b
-  int mixed_sleeps = 50;        // experiment c
-  int mixed_reads = 50;         // experiment c: io.read_file runs on an io thread
+  int cpu_tasks = 0;      // K; 0: 2 x cpu workers, at least 4
+  int sleeps = 200;       // experiment b
+  int mixed_sleeps = 50;  // experiment c
+  int mixed_reads = 50;   // experiment c: io.read_file runs on an io thread
   int sleep_ms = 100;
   double forced_cpu_budget_s = 8;  // cap for b's forced-cpu run
 };
@@ -92,16 +92,16 @@ absl::StatusOr<Shape> ReadShape(taskrt::Client& client) {
   }
   shape.cores = std::max(1u, std::thread::hardware_concurrency());
   if (shape.cpu_workers == 0 || shape.io_workers == 0) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "the daemon reports %d cpu and %d io workers; the demo needs both pools "
-        "(start taskrtd with --cpu-workers and --io-workers of at least 1)",
-        shape.cpu_workers, shape.io_workers));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("the daemon reports %d cpu and %d io workers; the demo needs both pools "
+                        "(start taskrtd with --cpu-workers and --io-workers of at least 1)",
+                        shape.cpu_workers, shape.io_workers));
   }
   return shape;
 }
 
-std::vector<TaskSpec> Repeat(const std::string& handler, const std::string& input,
-                             TaskClass cls, int n) {
+std::vector<TaskSpec> Repeat(const std::string& handler, const std::string& input, TaskClass cls,
+                             int n) {
   return std::vector<TaskSpec>(n, taskrt::MakeTask(handler, input, cls));
 }
 
@@ -123,14 +123,12 @@ absl::StatusOr<Batch> RunBatch(taskrt::Client& client, const std::vector<TaskSpe
   absl::StatusOr<std::vector<Task>> tasks = client.WaitAll(ids, kWaitTimeout);
   if (!tasks.ok()) return tasks.status();
   Batch batch;
-  batch.wall_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  batch.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   for (const Task& task : *tasks) {
     if (task.state() != taskrt::v1::TASK_STATE_SUCCEEDED) {
       return absl::InternalError(absl::StrFormat(
           "task %s (%s) ended %s: %s\n%s", task.id(), task.spec().handler(),
-          taskrt::StateName(task.state()), task.error().message(),
-          taskrt::ExplainDecision(task)));
+          taskrt::StateName(task.state()), task.error().message(), taskrt::ExplainDecision(task)));
     }
   }
   batch.tasks = *std::move(tasks);
@@ -180,8 +178,7 @@ double MeanCpuShare(const std::vector<Task>& tasks) {
 std::vector<double> LatenciesMs(const std::vector<Task>& tasks) {
   std::vector<double> out;
   for (const Task& task : tasks) {
-    out.push_back((task.decision().finished_unix_us() - task.decision().submitted_unix_us()) /
-                  1e3);
+    out.push_back((task.decision().finished_unix_us() - task.decision().submitted_unix_us()) / 1e3);
   }
   return out;
 }
@@ -259,8 +256,8 @@ struct Findings {
   std::vector<Task> samples;  // explained at the end
 };
 
-absl::Status CpuBound(taskrt::Client& client, const Shape& shape, const DemoOptions& opt,
-                      int k, Findings& findings) {
+absl::Status CpuBound(taskrt::Client& client, const Shape& shape, const DemoOptions& opt, int k,
+                      Findings& findings) {
   const std::string input = PrimesInput(opt.primes_below);
   Progress(absl::StrFormat("a. 1 math.primes alone, then %d routed, then %d on io threads", k, k));
   absl::StatusOr<Batch> single =
@@ -282,8 +279,8 @@ absl::Status CpuBound(taskrt::Client& client, const Shape& shape, const DemoOpti
   findings.samples.push_back(threads->tasks.front());
 
   std::cout << absl::StrFormat(
-      "\na. CPU-bound: %d x math.primes below %d (sequential estimate: %d x %.2f s = %.2f s)\n",
-      k, opt.primes_below, k, single->wall_s, sequential);
+      "\na. CPU-bound: %d x math.primes below %d (sequential estimate: %d x %.2f s = %.2f s)\n", k,
+      opt.primes_below, k, single->wall_s, sequential);
   Table table({"run", "tasks", "wall", "speedup", "cpu/run per task", "ran on"});
   table.Add({"one task alone (baseline)", "1", Seconds(single->wall_s), "-",
              absl::StrFormat("%.2f", MeanCpuShare(single->tasks)), RanOn(single->tasks)});
@@ -297,8 +294,8 @@ absl::Status CpuBound(taskrt::Client& client, const Shape& shape, const DemoOpti
   std::cout << absl::StrFormat(
       "  parallel ceiling: min(%u cores, %d cpu workers) = %d processes; the io pool has "
       "%d threads\n",
-      shape.cores, shape.cpu_workers,
-      std::min(static_cast<int>(shape.cores), shape.cpu_workers), shape.io_threads);
+      shape.cores, shape.cpu_workers, std::min(static_cast<int>(shape.cores), shape.cpu_workers),
+      shape.io_threads);
   return absl::OkStatus();
 }
 
@@ -310,8 +307,8 @@ absl::Status IoBound(taskrt::Client& client, const Shape& shape, const DemoOptio
   const int per_worker =
       std::max(1, static_cast<int>(opt.forced_cpu_budget_s * 1000 / std::max(1, opt.sleep_ms)));
   const int forced_n = std::min(opt.sleeps, per_worker * shape.cpu_workers);
-  Progress(absl::StrFormat("b. %d sleeps routed, then %d forced onto the cpu pool",
-                           opt.sleeps, forced_n));
+  Progress(absl::StrFormat("b. %d sleeps routed, then %d forced onto the cpu pool", opt.sleeps,
+                           forced_n));
   absl::StatusOr<Batch> routed =
       RunBatch(client, Repeat("sys.sleep", input, taskrt::v1::TASK_CLASS_AUTO, opt.sleeps));
   if (!routed.ok()) return routed.status();
@@ -325,11 +322,11 @@ absl::Status IoBound(taskrt::Client& client, const Shape& shape, const DemoOptio
 
   std::cout << absl::StrFormat("\nb. I/O-bound: sys.sleep %d ms each\n", opt.sleep_ms);
   Table table({"run", "tasks", "wall", "tasks/s", "overlap (sum run / wall)", "ran on"});
-  table.Add({"AUTO -> routed to io async loop", absl::StrCat(opt.sleeps),
-             Seconds(routed->wall_s), absl::StrFormat("%.0f", opt.sleeps / routed->wall_s),
+  table.Add({"AUTO -> routed to io async loop", absl::StrCat(opt.sleeps), Seconds(routed->wall_s),
+             absl::StrFormat("%.0f", opt.sleeps / routed->wall_s),
              absl::StrFormat("%.1fx", findings.io_async_overlap), RanOn(routed->tasks)});
-  table.Add({"CPU -> forced onto cpu processes", absl::StrCat(forced_n),
-             Seconds(forced->wall_s), absl::StrFormat("%.0f", forced_n / forced->wall_s),
+  table.Add({"CPU -> forced onto cpu processes", absl::StrCat(forced_n), Seconds(forced->wall_s),
+             absl::StrFormat("%.0f", forced_n / forced->wall_s),
              absl::StrFormat("%.1fx", findings.io_process_overlap), RanOn(forced->tasks)});
   table.Print(std::cout);
   if (forced_n < opt.sleeps) {
@@ -348,8 +345,7 @@ absl::Status IoBound(taskrt::Client& client, const Shape& shape, const DemoOptio
 class TempFile {
  public:
   static absl::StatusOr<std::unique_ptr<TempFile>> Create(size_t bytes) {
-    std::string path =
-        (std::filesystem::temp_directory_path() / "taskrt-demo-XXXXXX").string();
+    std::string path = (std::filesystem::temp_directory_path() / "taskrt-demo-XXXXXX").string();
     const int fd = mkstemp(path.data());
     if (fd < 0) return absl::InternalError("mkstemp " + path + ": " + std::strerror(errno));
     const std::string data(bytes, 'x');
@@ -374,8 +370,7 @@ struct Group {
   size_t end;
 };
 
-absl::Status Mixed(taskrt::Client& client, const DemoOptions& opt, int k,
-                   Findings& findings) {
+absl::Status Mixed(taskrt::Client& client, const DemoOptions& opt, int k, Findings& findings) {
   constexpr size_t kFileBytes = 64 << 10;
   absl::StatusOr<std::unique_ptr<TempFile>> file = TempFile::Create(kFileBytes);
   if (!file.ok()) return file.status();
@@ -406,13 +401,13 @@ absl::Status Mixed(taskrt::Client& client, const DemoOptions& opt, int k,
       {absl::StrFormat("%d x math.primes", k), 0, static_cast<size_t>(k)},
       {absl::StrFormat("%d x sys.sleep %d ms", opt.mixed_sleeps, opt.sleep_ms),
        static_cast<size_t>(k), sleeps_end},
-      {absl::StrFormat("%d x io.read_file %d KiB", opt.mixed_reads, kFileBytes >> 10),
-       sleeps_end, sleeps_end + opt.mixed_reads}};
+      {absl::StrFormat("%d x io.read_file %d KiB", opt.mixed_reads, kFileBytes >> 10), sleeps_end,
+       sleeps_end + opt.mixed_reads}};
 
   std::cout << "\nc. Mixed: all of these submitted together; latency = finished - submitted\n";
   Table table({"run", "tasks", "makespan", "latency p50", "p99", "ran on"});
-  for (const auto& [title, batch] :
-       {std::pair{"routed (AUTO)", &*routed}, std::pair{"all forced onto io pool (IO)", &*forced}}) {
+  for (const auto& [title, batch] : {std::pair{"routed (AUTO)", &*routed},
+                                     std::pair{"all forced onto io pool (IO)", &*forced}}) {
     for (size_t g = 0; g < groups.size(); ++g) {
       const std::vector<Task> tasks = Slice(batch->tasks, groups[g].begin, groups[g].end);
       const std::vector<double> ms = LatenciesMs(tasks);
@@ -472,23 +467,21 @@ void Explain(const Shape& shape, const DemoOptions& opt, const Findings& f) {
       "- I/O is %s behind computation: file reads (they need an io thread) finished p99 "
       "%.0f ms after\n  submission with routing and %.0f ms when the CPU tasks held the io "
       "threads%s.\n  Sleeps hold no thread on the async loop: p99 %.0f ms vs %.0f ms.\n",
-      queued ? "not queued" : "barely slowed", f.mixed_routed_read_p99,
-      f.mixed_forced_read_p99, queued ? " (they waited for a thread)" : "",
-      f.mixed_routed_sleep_p99, f.mixed_forced_sleep_p99);
-  std::cout
-      << "- Isolation: a CPU task in its own process can be killed at its timeout even if "
-         "it never checks for\n  cancellation, and a crash or leak takes out one worker "
-         "(replaced; the task is reported with its signal),\n  never the daemon or the "
-         "tasks next to it on other threads.\n"
-      << "So taskrt routes computing to processes and waiting to threads and the async "
-         "loop, and every result says\nwhere it ran and why (`taskrt explain ID`).\n";
+      queued ? "not queued" : "barely slowed", f.mixed_routed_read_p99, f.mixed_forced_read_p99,
+      queued ? " (they waited for a thread)" : "", f.mixed_routed_sleep_p99,
+      f.mixed_forced_sleep_p99);
+  std::cout << "- Isolation: a CPU task in its own process can be killed at its timeout even if "
+               "it never checks for\n  cancellation, and a crash or leak takes out one worker "
+               "(replaced; the task is reported with its signal),\n  never the daemon or the "
+               "tasks next to it on other threads.\n"
+            << "So taskrt routes computing to processes and waiting to threads and the async "
+               "loop, and every result says\nwhere it ran and why (`taskrt explain ID`).\n";
 }
 
 absl::Status RunDemo(const DemoOptions& opt) {
   taskrt::ClientOptions client_options;
   client_options.socket_path = opt.socket_path;
-  absl::StatusOr<std::unique_ptr<taskrt::Client>> client =
-      taskrt::Client::Connect(client_options);
+  absl::StatusOr<std::unique_ptr<taskrt::Client>> client = taskrt::Client::Connect(client_options);
   if (!client.ok()) return client.status();
   absl::StatusOr<Shape> shape = ReadShape(**client);
   if (!shape.ok()) return shape.status();
@@ -510,11 +503,11 @@ absl::Status RunDemo(const DemoOptions& opt) {
   // Warm-up (not reported): touch every worker once so that start-up costs stay out of
   // the measurements.
   absl::StatusOr<Batch> warm = RunBatch(
-      **client, Repeat("math.primes", PrimesInput(1000), taskrt::v1::TASK_CLASS_CPU,
-                       2 * shape->cpu_workers));
+      **client,
+      Repeat("math.primes", PrimesInput(1000), taskrt::v1::TASK_CLASS_CPU, 2 * shape->cpu_workers));
   if (!warm.ok()) return warm.status();
-  warm = RunBatch(**client, Repeat("math.primes", PrimesInput(1000),
-                                   taskrt::v1::TASK_CLASS_IO, shape->io_threads + 1));
+  warm = RunBatch(**client, Repeat("math.primes", PrimesInput(1000), taskrt::v1::TASK_CLASS_IO,
+                                   shape->io_threads + 1));
   if (!warm.ok()) return warm.status();
 
   Findings findings;
@@ -537,8 +530,9 @@ absl::Status RunDemo(const DemoOptions& opt) {
 
 int main(int argc, char** argv) {
   DemoOptions opt;
-  CLI::App app{"taskrt-demo: processes for computing, threads and async for waiting, "
-               "measured against a running taskrtd"};
+  CLI::App app{
+      "taskrt-demo: processes for computing, threads and async for waiting, "
+      "measured against a running taskrtd"};
   app.add_option("--socket", opt.socket_path,
                  "unix socket of the daemon (default: " + taskrt::DefaultSocketPath() + ")");
   app.add_option("--primes-below", opt.primes_below,

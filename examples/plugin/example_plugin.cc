@@ -33,8 +33,7 @@ absl::StatusOr<std::string> WordCount(taskrt::TaskContext& ctx, std::string_view
   bool in_word = false;
   for (size_t i = 0; i < in.size(); ++i) {
     if (i % kPollEvery == 0 && ctx.cancelled()) {
-      return absl::CancelledError("example.word_count: cancelled at byte " +
-                                  std::to_string(i));
+      return absl::CancelledError("example.word_count: cancelled at byte " + std::to_string(i));
     }
     const char c = in[i];
     if (c == '\n') ++lines;
@@ -70,9 +69,8 @@ absl::StatusOr<std::string> Reverse(taskrt::TaskContext&, std::string_view in) {
       valid = (static_cast<unsigned char>(in[i + k]) >> 6) == 0x2;
     }
     if (!valid) {
-      return absl::InvalidArgumentError(
-          "example.reverse: input is not valid UTF-8 at byte " + std::to_string(i) +
-          "; send text");
+      return absl::InvalidArgumentError("example.reverse: input is not valid UTF-8 at byte " +
+                                        std::to_string(i) + "; send text");
     }
     end -= n;
     out.replace(end, n, in.substr(i, n));

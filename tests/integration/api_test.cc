@@ -5,7 +5,6 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-
 #include "tests/integration/daemon_fixture.h"
 
 namespace taskrt::testing {
@@ -13,9 +12,7 @@ namespace {
 
 class ApiTest : public DaemonTest {
  protected:
-  void Configure(daemon::DaemonOptions& options) override {
-    options.tasks.max_input_bytes = 1024;
-  }
+  void Configure(daemon::DaemonOptions& options) override { options.tasks.max_input_bytes = 1024; }
   size_t TaskCount() {
     v1::ListRequest req;
     req.set_limit(100000);
@@ -67,8 +64,7 @@ TEST_F(ApiTest, BatchIsAllOrNothing) {
 
 TEST_F(ApiTest, UnknownIdsAreNotFound) {
   EXPECT_EQ(client_->Get("nope-1").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(client_->Wait("nope-1", absl::Seconds(1)).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->Wait("nope-1", absl::Seconds(1)).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(client_->Cancel({"nope-1"}).status().code(), absl::StatusCode::kNotFound);
 }
 

@@ -30,20 +30,25 @@ class DaemonProcess {
   ~DaemonProcess() { Kill(); }
 
   void Start() {
-    std::vector<std::string> args = {TASKRT_DAEMON_PATH, "--socket", socket(),
-                                     "--plugin", TASKRT_TEST_PLUGIN_PATH,
-                                     "--cpu-workers", "2", "--io-threads", "4",
-                                     "--durability", "full"};
+    std::vector<std::string> args = {TASKRT_DAEMON_PATH,
+                                     "--socket",
+                                     socket(),
+                                     "--plugin",
+                                     TASKRT_TEST_PLUGIN_PATH,
+                                     "--cpu-workers",
+                                     "2",
+                                     "--io-threads",
+                                     "4",
+                                     "--durability",
+                                     "full"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     const std::string log = dir_ + "/daemon.log";
-    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                     0600);
-    ASSERT_EQ(::posix_spawn(&pid_, TASKRT_DAEMON_PATH, &actions, nullptr, argv.data(), environ),
-              0);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    ASSERT_EQ(::posix_spawn(&pid_, TASKRT_DAEMON_PATH, &actions, nullptr, argv.data(), environ), 0);
     posix_spawn_file_actions_destroy(&actions);
     ClientOptions options;
     options.socket_path = socket();
@@ -96,8 +101,8 @@ class CrashRecoveryTest : public ::testing::Test {
   std::vector<v1::TaskSpec> Specs(int n, uint32_t attempts) {
     std::vector<v1::TaskSpec> specs;
     for (int i = 0; i < n; ++i) {
-      v1::TaskSpec s = MakeTask("test.record", record_,
-                                i % 2 == 0 ? v1::TASK_CLASS_CPU : v1::TASK_CLASS_IO);
+      v1::TaskSpec s =
+          MakeTask("test.record", record_, i % 2 == 0 ? v1::TASK_CLASS_CPU : v1::TASK_CLASS_IO);
       s.set_max_attempts(attempts);
       s.set_retry_backoff_ms(10);
       specs.push_back(std::move(s));
@@ -126,9 +131,8 @@ TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
   waiter_options.socket_path = daemon.socket();
   auto waiter = Client::Connect(waiter_options);
   ASSERT_TRUE(waiter.ok());
-  auto waited = std::async(std::launch::async, [&] {
-    return (*waiter)->WaitAll(ids, absl::Seconds(120));
-  });
+  auto waited =
+      std::async(std::launch::async, [&] { return (*waiter)->WaitAll(ids, absl::Seconds(120)); });
   // Let part of the work run, then kill the daemon in the middle of it.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   const size_t before_kill = CountExecutions(record_).size();
@@ -163,12 +167,13 @@ TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
   EXPECT_EQ(over_limit, 0);
   EXPECT_EQ(lost, 0);
   EXPECT_EQ(by_state[v1::TASK_STATE_SUCCEEDED] + by_state[v1::TASK_STATE_FAILED], kTasks);
-  EXPECT_GT(before_kill, 0u);     // the kill really happened mid-run...
-  EXPECT_GT(recovered, 0);        // ...with work left to recover
-  std::printf("daemon kill -9: submitted %d, executed before the kill %zu, recovered %d, "
-              "succeeded %d, failed %d, lost 0, executed twice %d, over the attempt limit %d\n",
-              kTasks, before_kill, recovered, by_state[v1::TASK_STATE_SUCCEEDED],
-              by_state[v1::TASK_STATE_FAILED], duplicates, over_limit);
+  EXPECT_GT(before_kill, 0u);  // the kill really happened mid-run...
+  EXPECT_GT(recovered, 0);     // ...with work left to recover
+  std::printf(
+      "daemon kill -9: submitted %d, executed before the kill %zu, recovered %d, "
+      "succeeded %d, failed %d, lost 0, executed twice %d, over the attempt limit %d\n",
+      kTasks, before_kill, recovered, by_state[v1::TASK_STATE_SUCCEEDED],
+      by_state[v1::TASK_STATE_FAILED], duplicates, over_limit);
 }
 
 TEST_F(CrashRecoveryTest, KillNineOfRandomWorkersUnderLoad) {
@@ -207,8 +212,10 @@ TEST_F(CrashRecoveryTest, KillNineOfRandomWorkersUnderLoad) {
   }
   EXPECT_EQ(succeeded + crashed, kTasks);
   EXPECT_GT(killed, 0);
-  std::printf("worker kill -9: submitted %d, workers killed %d, succeeded %d, failed with the "
-              "signal %d\n", kTasks, killed, succeeded, crashed);
+  std::printf(
+      "worker kill -9: submitted %d, workers killed %d, succeeded %d, failed with the "
+      "signal %d\n",
+      kTasks, killed, succeeded, crashed);
 }
 
 #ifdef __SANITIZE_THREAD__

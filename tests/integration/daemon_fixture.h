@@ -3,14 +3,13 @@
 #ifndef TASKRT_TESTS_INTEGRATION_DAEMON_FIXTURE_H_
 #define TASKRT_TESTS_INTEGRATION_DAEMON_FIXTURE_H_
 
+#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <memory>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "daemon/daemon.h"
 #include "taskrt/client.h"

@@ -63,8 +63,8 @@ TEST_F(GrpcServicesTest, HealthCheckSaysServing) {
   grpc::ByteBuffer request = ToBuffer("");  // HealthCheckRequest{service: ""}
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                 &response, [&done](grpc::Status s) { done.set_value(s); });
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&done](grpc::Status s) { done.set_value(s); });
   grpc::Status status = done.get_future().get();
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(FromBuffer(response), std::string("\x08\x01", 2));  // status: SERVING
@@ -76,7 +76,8 @@ TEST_F(GrpcServicesTest, ReflectionListsTaskService) {
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   // ServerReflectionRequest{list_services: ""} is field 7, length-delimited, empty.
   OneShotReactor reactor(std::string("\x3a\x00", 2));
-  stub.PrepareBidiStreamingCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+  stub.PrepareBidiStreamingCall(&ctx,
+                                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
                                 grpc::StubOptions(), &reactor);
   reactor.Start();
   grpc::Status status = reactor.Await();

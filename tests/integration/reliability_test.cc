@@ -41,8 +41,7 @@ class ReliabilityTest : public DaemonTest {
     FAIL() << id << " never started";
   }
 
-  v1::TaskSpec Spec(const std::string& handler, const std::string& input,
-                    uint32_t attempts = 1) {
+  v1::TaskSpec Spec(const std::string& handler, const std::string& input, uint32_t attempts = 1) {
     v1::TaskSpec spec = MakeTask(handler, input);
     spec.set_max_attempts(attempts);
     spec.set_retry_backoff_ms(10);
@@ -53,7 +52,7 @@ class ReliabilityTest : public DaemonTest {
 TEST_F(ReliabilityTest, RestartKeepsFinishedRequeuesQueuedAndRerunsRunning) {
   auto done = client_->Run(Spec("math.primes", R"({"below": 1000})"), absl::Seconds(30));
   ASSERT_TRUE(done.ok());
-  auto once = client_->Submit(Spec("test.burn", "60000"));             // 1 attempt
+  auto once = client_->Submit(Spec("test.burn", "60000"));  // 1 attempt
   ASSERT_TRUE(once.ok());
   AwaitRunning(*once);
   auto queued = client_->Submit(Spec("math.primes", R"({"below": 2000})"));

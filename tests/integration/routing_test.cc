@@ -104,11 +104,11 @@ TEST_F(RoutingTest, SleepForcedOntoCpuPoolRunsInProcesses) {
 }
 
 TEST_F(RoutingTest, ExecCapturesOutputExitStatusAndUsage) {
-  const std::string input = json{{"argv", {"/bin/sh", "-c", "cat; echo err >&2; echo $FOO; pwd; exit 3"}},
-                                 {"env", {{"FOO", "bar"}}},
-                                 {"cwd", "/tmp"},
-                                 {"stdin", "from-stdin\n"}}
-                                .dump();
+  const std::string input = json{
+      {"argv", {"/bin/sh", "-c", "cat; echo err >&2; echo $FOO; pwd; exit 3"}},
+      {"env", {{"FOO", "bar"}}},
+      {"cwd", "/tmp"},
+      {"stdin", "from-stdin\n"}}.dump();
   v1::Task t = Run("sys.exec", input);
   ASSERT_EQ(t.state(), v1::TASK_STATE_SUCCEEDED) << t.error().message();
   EXPECT_EQ(t.decision().executor(), v1::EXECUTOR_ASYNC);

@@ -1,9 +1,8 @@
 // Test-only plugin: handlers that crash, abort, hang, throw, spin and nap, for the
 // isolation, timeout and classifier tests. Never shipped.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -59,20 +58,20 @@ TASKRT_PLUGIN(registry) {
                      }});
   // Appends "<task id>\n" to the file named by the input, then sleeps 2 ms: the
   // reliability tests count executions per task from that file.
-  registry.Register({"test.record", taskrt::ClassHint::kCpu,
-                     "records its execution in the file named by its input",
-                     [](taskrt::TaskContext& ctx, std::string_view in) -> absl::StatusOr<std::string> {
-                       const std::string line = ctx.task_id() + "\n";
-                       const int fd = ::open(std::string(in).c_str(),
-                                             O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-                       if (fd < 0) return absl::InvalidArgumentError("cannot open record file");
-                       const bool ok = ::write(fd, line.data(), line.size()) ==
-                                       static_cast<ssize_t>(line.size());
-                       ::close(fd);
-                       if (!ok) return absl::InternalError("short write to record file");
-                       std::this_thread::sleep_for(std::chrono::milliseconds(2));
-                       return std::string("recorded");
-                     }});
+  registry.Register(
+      {"test.record", taskrt::ClassHint::kCpu,
+       "records its execution in the file named by its input",
+       [](taskrt::TaskContext& ctx, std::string_view in) -> absl::StatusOr<std::string> {
+         const std::string line = ctx.task_id() + "\n";
+         const int fd =
+             ::open(std::string(in).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+         if (fd < 0) return absl::InvalidArgumentError("cannot open record file");
+         const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+         ::close(fd);
+         if (!ok) return absl::InternalError("short write to record file");
+         std::this_thread::sleep_for(std::chrono::milliseconds(2));
+         return std::string("recorded");
+       }});
   // Fails with a retryable error until it has been called N times for the counter file
   // in its input ("PATH N"), then succeeds.
   registry.Register({"test.flaky", taskrt::ClassHint::kIo,
@@ -99,18 +98,18 @@ TASKRT_PLUGIN(registry) {
                        return std::to_string(block.size() >> 20);
                      }});
   // No hint: the classifier must learn these two.
-  registry.Register({"test.burn", taskrt::ClassHint::kNone,
-                     "busy-loops for N ms (input \"N\"), honouring cancellation",
-                     [](taskrt::TaskContext& ctx, std::string_view in) -> absl::StatusOr<std::string> {
-                       const auto end = std::chrono::steady_clock::now() +
-                                        std::chrono::milliseconds(Millis(in));
-                       volatile uint64_t x = 0;
-                       while (std::chrono::steady_clock::now() < end) {
-                         for (int i = 0; i < 10000; ++i) x = x + i;
-                         if (ctx.cancelled()) return absl::CancelledError("burn cancelled");
-                       }
-                       return std::string("burnt");
-                     }});
+  registry.Register(
+      {"test.burn", taskrt::ClassHint::kNone,
+       "busy-loops for N ms (input \"N\"), honouring cancellation",
+       [](taskrt::TaskContext& ctx, std::string_view in) -> absl::StatusOr<std::string> {
+         const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(Millis(in));
+         volatile uint64_t x = 0;
+         while (std::chrono::steady_clock::now() < end) {
+           for (int i = 0; i < 10000; ++i) x = x + i;
+           if (ctx.cancelled()) return absl::CancelledError("burn cancelled");
+         }
+         return std::string("burnt");
+       }});
   registry.Register({"test.nap", taskrt::ClassHint::kNone,
                      "sleeps N ms on its thread (input \"N\")",
                      [](taskrt::TaskContext&, std::string_view in) -> absl::StatusOr<std::string> {

@@ -1,9 +1,8 @@
 #include "common/frame.h"
 
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 namespace taskrt::internal {
 namespace {

@@ -1,13 +1,12 @@
 #include "daemon/journal.h"
 
+#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <future>
-
-#include <gtest/gtest.h>
 
 namespace taskrt::daemon {
 namespace {

@@ -53,8 +53,7 @@ class Client {
  public:
   // Connects and checks that the daemon answers. UNAVAILABLE, with how to start the
   // daemon, when nothing listens on the socket.
-  static absl::StatusOr<std::unique_ptr<Client>> Connect(
-      const ClientOptions& options = {});
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options = {});
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -65,8 +64,7 @@ class Client {
   // Submits one task; returns its id.
   absl::StatusOr<std::string> Submit(const v1::TaskSpec& spec);
   // Submits many tasks in one round trip, atomically (all accepted or none).
-  absl::StatusOr<std::vector<std::string>> SubmitBatch(
-      const std::vector<v1::TaskSpec>& specs);
+  absl::StatusOr<std::vector<std::string>> SubmitBatch(const std::vector<v1::TaskSpec>& specs);
 
   // The current view of a task (no waiting).
   absl::StatusOr<v1::Task> Get(const std::string& id);
@@ -77,17 +75,15 @@ class Client {
   absl::StatusOr<v1::Task> Wait(const std::string& id,
                                 absl::Duration timeout = absl::InfiniteDuration());
   // Blocks until all are final; results in the order of `ids`.
-  absl::StatusOr<std::vector<v1::Task>> WaitAll(
-      const std::vector<std::string>& ids,
-      absl::Duration timeout = absl::InfiniteDuration());
+  absl::StatusOr<std::vector<v1::Task>> WaitAll(const std::vector<std::string>& ids,
+                                                absl::Duration timeout = absl::InfiniteDuration());
   // Submit then Wait.
   absl::StatusOr<v1::Task> Run(const v1::TaskSpec& spec,
                                absl::Duration timeout = absl::InfiniteDuration());
 
   // Asynchronous wait: `done` runs once, on a gRPC thread, when the task is final or
   // the wait failed.
-  void WaitAsync(const std::string& id,
-                 std::function<void(absl::StatusOr<v1::Task>)> done,
+  void WaitAsync(const std::string& id, std::function<void(absl::StatusOr<v1::Task>)> done,
                  absl::Duration timeout = absl::InfiniteDuration());
   // Asynchronous wait as a future.
   std::future<absl::StatusOr<v1::Task>> WaitFuture(

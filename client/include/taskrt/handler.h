@@ -58,11 +58,10 @@ class TaskContext {
   virtual void Log(std::string_view line) = 0;
 };
 
-using HandlerFn =
-    std::function<absl::StatusOr<std::string>(TaskContext&, std::string_view input)>;
+using HandlerFn = std::function<absl::StatusOr<std::string>(TaskContext&, std::string_view input)>;
 
 struct HandlerDef {
-  std::string name;         // "area.verb", unique across built-ins and plugins
+  std::string name;  // "area.verb", unique across built-ins and plugins
   ClassHint hint = ClassHint::kNone;
   std::string description;  // one line, shown by `taskrt handlers`
   HandlerFn fn;
@@ -83,12 +82,12 @@ class HandlerRegistry {
 
 // Defines the plugin's entry points. Use once per plugin:
 //   TASKRT_PLUGIN(registry) { registry.Register(...); }
-#define TASKRT_PLUGIN(registry_name)                                          \
-  static void TaskrtRegisterHandlers_(::taskrt::HandlerRegistry&);            \
+#define TASKRT_PLUGIN(registry_name)                                               \
+  static void TaskrtRegisterHandlers_(::taskrt::HandlerRegistry&);                 \
   extern "C" int taskrt_plugin_abi_version() { return TASKRT_PLUGIN_ABI_VERSION; } \
-  extern "C" void taskrt_register_handlers(::taskrt::HandlerRegistry* r) {    \
-    TaskrtRegisterHandlers_(*r);                                              \
-  }                                                                           \
+  extern "C" void taskrt_register_handlers(::taskrt::HandlerRegistry* r) {         \
+    TaskrtRegisterHandlers_(*r);                                                   \
+  }                                                                                \
   static void TaskrtRegisterHandlers_(::taskrt::HandlerRegistry& registry_name)
 
 #endif  // TASKRT_HANDLER_H_
