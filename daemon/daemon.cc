@@ -276,6 +276,8 @@ int RunDaemon(DaemonOptions options) {
   sigaddset(&stop_signals, SIGHUP);
   ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // A file-size limit must surface as a journal write error, not kill the daemon.
+  ::signal(SIGXFSZ, SIG_IGN);
 
   const absl::Duration options_drain_timeout = options.drain_timeout;
   auto daemon = Daemon::Start(std::move(options));

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <cstdio>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,10 @@ absl::Status SqliteError(sqlite3* db, const std::string& what) {
     return absl::ResourceExhaustedError(absl::StrCat(message, " (the disk is full)"));
   }
   if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) return absl::DataLossError(message);
+  if (code == SQLITE_IOERR) {
+    return absl::UnavailableError(
+        absl::StrCat(message, " (is the disk full, or a file-size limit reached?)"));
+  }
   if (code == SQLITE_READONLY || code == SQLITE_CANTOPEN || code == SQLITE_PERM) {
     return absl::PermissionDeniedError(message);
   }
@@ -137,7 +142,9 @@ Journal::~Journal() {
 absl::Status Journal::Exec(const char* sql) {
   char* error = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    absl::Status s = SqliteError(db_, sql);
+    // Name the statement by its first words; the full SQL is noise for an operator.
+    const std::string_view text(sql);
+    absl::Status s = SqliteError(db_, std::string(text.substr(0, text.find(" (", 0))));
     sqlite3_free(error);
     return s;
   }

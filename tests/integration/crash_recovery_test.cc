@@ -218,6 +218,43 @@ TEST_F(CrashRecoveryTest, KillNineOfRandomWorkersUnderLoad) {
       kTasks, killed, succeeded, crashed);
 }
 
+// A journal that cannot be written at start-up (here: a 16 KiB file-size limit, as a
+// full disk would) stops the daemon with a clear error instead of a crash.
+TEST(JournalSpaceTest, UnwritableJournalAtStartIsAClearError) {
+  if (::access("/usr/bin/prlimit", X_OK) != 0) GTEST_SKIP() << "prlimit (util-linux) missing";
+  const std::string dir = MakeTempDir();
+  const std::string log = dir + "/daemon.log";
+  std::vector<std::string> args = {"/usr/bin/prlimit", "--fsize=16384", TASKRT_DAEMON_PATH,
+                                   "--socket", dir + "/t.sock"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT, 0600);
+  pid_t pid = -1;
+  ASSERT_EQ(::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 300 && done == 0; ++i) {  // bounded: 30 s
+    done = ::waitpid(pid, &status, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (done == 0) {  // it started after all: stop it, and fail
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    FAIL() << "taskrtd started despite an unwritable journal";
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "taskrtd died of a signal instead of reporting the error";
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("journal"), std::string::npos) << text;
+  EXPECT_NE(text.find("disk full"), std::string::npos) << text;
+  std::filesystem::remove_all(dir);
+}
+
 #ifdef __SANITIZE_THREAD__
 constexpr int kConcurrentClients = 10;  // 50 gRPC channels under TSan take minutes
 #else
