@@ -200,9 +200,9 @@ TEST_F(ReliabilityTest, DrainLetsRunningFinishAndKeepsQueued) {
   EXPECT_TRUE(q->decision().recovered());
 }
 
-// AddressSanitizer reserves terabytes of address space, which an RLIMIT_AS limit
-// forbids: no memory limit in ASan builds.
-#ifdef __SANITIZE_ADDRESS__
+// AddressSanitizer and ThreadSanitizer reserve terabytes of address space, which an
+// RLIMIT_AS limit forbids: no memory limit in sanitizer builds.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr uint64_t kTestMemoryLimit = 0;
 #else
 constexpr uint64_t kTestMemoryLimit = 1ull << 30;
@@ -237,7 +237,7 @@ TEST_F(WorkerHealthTest, WorkerIsRecycledAfterMaxTasks) {
 }
 
 TEST_F(WorkerHealthTest, TaskOverTheMemoryLimitFailsWithMemoryLimit) {
-  if (kTestMemoryLimit == 0) GTEST_SKIP() << "RLIMIT_AS cannot be combined with ASan";
+  if (kTestMemoryLimit == 0) GTEST_SKIP() << "RLIMIT_AS cannot be combined with a sanitizer";
   auto big = client_->Run(Spec("test.alloc", "2048"), absl::Seconds(60));
   ASSERT_TRUE(big.ok());
   EXPECT_EQ(big->state(), v1::TASK_STATE_FAILED);
