@@ -54,6 +54,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "bench/daemon_process.h"
+#include "common/util.h"
 #include "nlohmann/json.hpp"
 #include "taskrt/client.h"
 
@@ -524,15 +525,7 @@ absl::StatusOr<double> TimeShell(const std::string& command) {
   std::string sh = "/bin/sh", dash_c = "-c", cmd = command;
   char* argv[] = {sh.data(), dash_c.data(), cmd.data(), nullptr};
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  internal::InitCleanSpawnAttr(&attr);
   const auto start = std::chrono::steady_clock::now();
   pid_t pid = 0;
   const int err = posix_spawn(&pid, "/bin/sh", nullptr, &attr, argv, environ);

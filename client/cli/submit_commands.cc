@@ -2,6 +2,7 @@
 // (one task, or one atomic batch), and optionally wait and report.
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,6 +120,21 @@ void PrintSubmitted(const GlobalOptions& global, const std::vector<std::string>&
   for (const std::string& id : ids) std::cout << id << "\n";
 }
 
+// Submits one task. Without `wait` prints its id and returns nullopt; with it, returns
+// the final task.
+absl::StatusOr<std::optional<v1::Task>> SubmitOne(Client& client, const GlobalOptions& global,
+                                                  const v1::TaskSpec& spec, bool wait) {
+  absl::StatusOr<std::string> id = client.Submit(spec);
+  if (!id.ok()) return id.status();
+  if (!wait) {
+    PrintSubmitted(global, {*id});
+    return std::nullopt;
+  }
+  absl::StatusOr<v1::Task> task = client.Wait(*id);
+  if (!task.ok()) return task.status();
+  return std::optional<v1::Task>(*std::move(task));
+}
+
 // A submitted batch after waiting for all of it.
 struct FinishedBatch {
   std::vector<v1::Task> tasks;  // in submission order
@@ -222,16 +238,12 @@ int RunSubmit(const SubmitOptions& opts, const CliContext& ctx) {
   if (!client.ok()) return Fail(client.status());
 
   if (opts.json_lines.empty()) {
-    absl::StatusOr<std::string> id = (*client)->Submit(specs.front());
-    if (!id.ok()) return Fail(id.status());
-    if (!opts.spec.wait) {
-      PrintSubmitted(ctx.global, {*id});
-      return kExitOk;
-    }
-    absl::StatusOr<v1::Task> task = (*client)->Wait(*id);
+    absl::StatusOr<std::optional<v1::Task>> task =
+        SubmitOne(**client, ctx.global, specs.front(), opts.spec.wait);
     if (!task.ok()) return Fail(task.status());
-    PrintSubmitResult(ctx.global, *task);
-    return ExitCodeForTasks({*task});
+    if (!task->has_value()) return kExitOk;
+    PrintSubmitResult(ctx.global, **task);
+    return ExitCodeForTasks({**task});
   }
   absl::StatusOr<FinishedBatch> batch = SubmitBatch(**client, ctx.global, specs, opts.spec.wait);
   if (!batch.ok()) return Fail(batch.status());
@@ -406,19 +418,15 @@ int RunExec(const ExecOptions& opts, const CliContext& ctx) {
   if (!client.ok()) return Fail(client.status());
 
   if (opts.jobs_file.empty()) {
-    absl::StatusOr<std::string> id = (*client)->Submit(specs.front());
-    if (!id.ok()) return Fail(id.status());
-    if (!opts.spec.wait) {
-      PrintSubmitted(ctx.global, {*id});
-      return kExitOk;
-    }
-    absl::StatusOr<v1::Task> task = (*client)->Wait(*id);
+    absl::StatusOr<std::optional<v1::Task>> task =
+        SubmitOne(**client, ctx.global, specs.front(), opts.spec.wait);
     if (!task.ok()) return Fail(task.status());
+    if (!task->has_value()) return kExitOk;
     if (ctx.global.json()) {
-      PrintJson(*task);
-      return ShellStatusOf(*task);
+      PrintJson(**task);
+      return ShellStatusOf(**task);
     }
-    return ReportExec(*task, absl::StrCat("`", absl::StrJoin(opts.command, " "), "`"));
+    return ReportExec(**task, absl::StrCat("`", absl::StrJoin(opts.command, " "), "`"));
   }
 
   absl::StatusOr<FinishedBatch> batch = SubmitBatch(**client, ctx.global, specs, opts.spec.wait);
