@@ -56,7 +56,7 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
   sqlite3* db = nullptr;
   const int rc =
       sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     absl::Status s = SqliteError(db, absl::StrCat("cannot open journal ", path));
     sqlite3_close(db);
@@ -177,22 +177,39 @@ absl::StatusOr<std::vector<StoredTask>> Journal::LoadAll() {
   return out;
 }
 
-uint64_t Journal::Put(uint64_t seq, const v1::Task& task) {
-  Write w{seq,
-          false,
-          task.id(),
-          task.spec().idempotency_key(),
-          IsFinal(task.state()),
-          task.SerializeAsString()};
-  internal::MutexLock lock(&mu_);
-  pending_.push_back(std::move(w));
-  return ++queued_ticket_;
+Journal::Write Journal::MakeWrite(const Change& change) {
+  if (change.task == nullptr) return Write{change.seq, true, "", "", false, ""};
+  const v1::Task& task = *change.task;
+  return Write{change.seq,
+               false,
+               task.id(),
+               task.spec().idempotency_key(),
+               IsFinal(task.state()),
+               task.SerializeAsString()};
 }
 
-uint64_t Journal::Erase(uint64_t seq) {
+uint64_t Journal::Put(uint64_t seq, const v1::Task& task) { return Apply({{seq, &task}}); }
+
+uint64_t Journal::Erase(uint64_t seq) { return Apply({{seq, nullptr}}); }
+
+uint64_t Journal::Apply(const std::vector<Change>& changes) {
+  std::vector<Write> writes;
+  writes.reserve(changes.size());
+  for (const Change& c : changes) writes.push_back(MakeWrite(c));
   internal::MutexLock lock(&mu_);
-  pending_.push_back(Write{seq, true, "", "", false, ""});
-  return ++queued_ticket_;
+  for (Write& w : writes) {
+    // A row written again before the writer took the first write is written once,
+    // with its latest content.
+    auto [it, fresh] = pending_index_.try_emplace(w.seq, pending_.size());
+    if (fresh) {
+      pending_.push_back(std::move(w));
+    } else {
+      pending_[it->second] = std::move(w);
+      ++coalesced_;
+    }
+  }
+  queued_ticket_ += writes.size();
+  return queued_ticket_;
 }
 
 uint64_t Journal::last_ticket() {
@@ -203,6 +220,11 @@ uint64_t Journal::last_ticket() {
 uint64_t Journal::commits() {
   internal::MutexLock lock(&mu_);
   return commits_;
+}
+
+uint64_t Journal::coalesced() {
+  internal::MutexLock lock(&mu_);
+  return coalesced_;
 }
 
 void Journal::AfterCommit(uint64_t ticket, std::function<void(absl::Status)> fn) {
@@ -236,6 +258,7 @@ void Journal::WriterLoop() {
       mu_.Await(absl::Condition(&has_work));
       if (pending_.empty() && stopping_ && waiters_.empty()) return;
       batch.swap(pending_);
+      pending_index_.clear();
       upto = queued_ticket_;
     }
     absl::Status status;

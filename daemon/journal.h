@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
 #include "taskrt/v1/task.pb.h"
@@ -59,6 +60,15 @@ class Journal {
   // Every stored task in sequence order (for recovery at start-up).
   absl::StatusOr<std::vector<StoredTask>> LoadAll();
 
+  // One row change: store `task` (insert or replace), or erase the row when null.
+  struct Change {
+    uint64_t seq;
+    const v1::Task* task;
+  };
+  // Queues `changes` in order, serializing the tasks before returning; returns the
+  // ticket of the last one. A row changed again before the writer took its previous
+  // change is written once, with its latest content.
+  uint64_t Apply(const std::vector<Change>& changes);
   // Queues an insert-or-replace of `task`; returns its ticket.
   uint64_t Put(uint64_t seq, const v1::Task& task);
   // Queues the removal of a task (retention); returns its ticket.
@@ -73,8 +83,10 @@ class Journal {
   // Commits what is queued and stops the writer. Idempotent.
   void Close();
 
-  // Figures for stats and the benchmark.
+  // Figures for stats and the benchmark: transactions committed, and row changes
+  // folded into a later change of the same row before they reached the database.
   uint64_t commits();
+  uint64_t coalesced();
 
  private:
   Journal(sqlite3* db, Durability durability);
@@ -94,6 +106,10 @@ class Journal {
     std::function<void(absl::Status)> fn;
   };
 
+  static Write MakeWrite(const Change& change);
+
+  // Used by the writer thread only (and by Open/LoadAll before any write is queued),
+  // so the connection is opened without SQLite's own mutex.
   sqlite3* const db_;
   const Durability durability_;
   sqlite3_stmt* put_ = nullptr;
@@ -102,6 +118,8 @@ class Journal {
 
   internal::Mutex mu_;
   std::vector<Write> pending_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, size_t> pending_index_ ABSL_GUARDED_BY(mu_);  // seq -> pending_
+  uint64_t coalesced_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t committed_ticket_ ABSL_GUARDED_BY(mu_) = 0;

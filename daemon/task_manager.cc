@@ -74,7 +74,7 @@ TaskManager::~TaskManager() { Stop(); }
 
 absl::Status TaskManager::Start() {
   {
-    internal::MutexLock lock(&mu_);
+    OpLock lock(this);
     const int total = options_.cpu_workers + options_.io_workers;
     for (int i = 0; i < total; ++i) {
       auto w = std::make_unique<Worker>(io_);
@@ -96,7 +96,7 @@ absl::Status TaskManager::Start() {
   TickOnLoop();
   loop_thread_ = std::thread([this] { io_.run(); });
 
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   auto all_ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!startup_error_.ok()) return true;
     for (auto& w : workers_)
@@ -174,13 +174,49 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
 }
 
 TaskManager::Recovery TaskManager::recovery() {
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   return recovery_;
 }
 
 void TaskManager::PersistLocked(uint64_t seq) {
   if (options_.journal == nullptr) return;
-  options_.journal->Put(seq, tasks_.at(seq).task);
+  TaskRecord& r = tasks_.at(seq);
+  if (r.dirty) return;
+  r.dirty = true;
+  dirty_.push_back(seq);
+}
+
+void TaskManager::EndOpLocked() {
+  if (options_.journal == nullptr) return;
+  if (!dirty_.empty() || !erased_.empty()) {
+    std::vector<Journal::Change> changes;
+    changes.reserve(dirty_.size() + erased_.size());
+    for (uint64_t seq : dirty_) {
+      auto it = tasks_.find(seq);
+      if (it == tasks_.end()) continue;  // retired within the operation: erased below
+      it->second.dirty = false;
+      changes.push_back({seq, &it->second.task});
+    }
+    for (uint64_t seq : erased_) changes.push_back({seq, nullptr});
+    dirty_.clear();
+    erased_.clear();
+    options_.journal->Apply(changes);
+  }
+  if (!staged_) return;
+  staged_ = false;
+  std::vector<StagedFrames> staged;
+  for (auto& w : workers_) {
+    if (!w->staged.empty()) staged.push_back({w.get(), w->pid, std::move(w->staged)});
+    w->staged.clear();
+  }
+  // Frames go out only after the journal holds the state changes they follow from
+  // (a RUNNING record with its attempt count before the task reaches a worker).
+  options_.journal->AfterCommit(options_.journal->last_ticket(),
+                                [this, staged = std::move(staged)](absl::Status) mutable {
+                                  asio::post(io_, [this, staged = std::move(staged)]() mutable {
+                                    SendOnLoop(std::move(staged));
+                                  });
+                                });
 }
 
 void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
@@ -190,7 +226,7 @@ void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
                                          done = std::move(done)](absl::Status status) {
     if (!status.ok()) {
       // Not durable, so not accepted: withdraw what has not started.
-      internal::MutexLock lock(&mu_);
+      OpLock lock(this);
       for (const auto& id : ids) {
         auto it = by_id_.find(id);
         if (it == by_id_.end()) continue;
@@ -210,7 +246,7 @@ void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
 }
 
 size_t TaskManager::Drain(absl::Duration timeout) {
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   draining_ = true;
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (const auto& w : workers_)
@@ -225,7 +261,7 @@ size_t TaskManager::Drain(absl::Duration timeout) {
 
 void TaskManager::Stop() {
   {
-    internal::MutexLock lock(&mu_);
+    OpLock lock(this);
     if (stopping_) return;
     stopping_ = true;
     for (auto& [handle, waiter] : waiters_) {
@@ -239,7 +275,7 @@ void TaskManager::Stop() {
   if (loop_thread_.joinable()) loop_thread_.join();
   std::vector<std::function<void()>> deferred;
   {
-    internal::MutexLock lock(&mu_);
+    OpLock lock(this);
     for (auto& w : workers_) {
       if (w->pid > 0 && w->state != WorkerState::kDead) {
         ::kill(w->pid, SIGKILL);
@@ -318,7 +354,7 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
   SubmitResult result;
   std::vector<std::string>& ids = result.ids;
   ids.reserve(specs.size());
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   if (stopping_ || draining_) {
     return absl::UnavailableError(
         "taskrtd is shutting down and accepts no new tasks; retry when it is back");
@@ -382,8 +418,9 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     PersistLocked(seq);
     EmitLocked(r);
   }
-  if (options_.journal != nullptr) result.ticket = options_.journal->last_ticket();
   DispatchLocked();
+  EndOpLocked();  // the ticket must cover this batch's rows
+  if (options_.journal != nullptr) result.ticket = options_.journal->last_ticket();
   return result;
 }
 
@@ -473,56 +510,56 @@ void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
   run->set_deadline_unix_us(r.deadline_us);
   run->set_attempt(d->attempt());
   // The RUNNING record (with its attempt count) reaches the journal before the frame
-  // reaches the worker: flushes wait for the journal (ScheduleFlushLocked).
+  // reaches the worker: staged frames wait for the journal (EndOpLocked).
   PersistLocked(seq);
   SendLocked(w, frame);
   EmitLocked(r);
 }
 
 void TaskManager::SendLocked(Worker* w, const v1::internal::WorkerFrame& frame) {
-  internal::AppendFrame(frame, &w->outbox);
-  ScheduleFlushLocked();
-}
-
-void TaskManager::ScheduleFlushLocked() {
-  if (flush_posted_) return;
-  flush_posted_ = true;
   if (options_.journal == nullptr) {
-    asio::post(io_, [this] { FlushOnLoop(); });
+    const bool idle = w->outbox.empty() && !w->writing;
+    internal::AppendFrame(frame, &w->outbox);
+    if (idle) asio::post(io_, [this, w, pid = w->pid] {
+      OpLock lock(this);
+      if (w->pid == pid) StartWriteLocked(w);
+    });
     return;
   }
-  // Frames go out only after the journal holds the state changes they follow from.
-  options_.journal->AfterCommit(options_.journal->last_ticket(), [this](absl::Status) {
-    asio::post(io_, [this] { FlushOnLoop(); });
-  });
+  internal::AppendFrame(frame, &w->staged);
+  staged_ = true;
 }
 
-void TaskManager::FlushOnLoop() {
-  internal::MutexLock lock(&mu_);
-  flush_posted_ = false;
-  for (auto& wp : workers_) {
-    Worker* w = wp.get();
-    if (w->writing || w->outbox.empty() || w->state == WorkerState::kDead) continue;
-    w->writing = true;
-    w->inflight.swap(w->outbox);
-    const int pid = w->pid;
-    asio::async_write(w->socket, asio::buffer(w->inflight),
-                      [this, w, pid](const std::error_code& ec, size_t) {
-                        internal::MutexLock lock2(&mu_);
-                        if (w->pid != pid) return;  // a replaced worker
-                        w->writing = false;
-                        w->inflight.clear();
-                        // A broken socket is handled by the reader, which sees EOF.
-                        if (!ec && !w->outbox.empty()) ScheduleFlushLocked();
-                      });
+void TaskManager::SendOnLoop(std::vector<StagedFrames> staged) {
+  OpLock lock(this);
+  for (StagedFrames& s : staged) {
+    if (s.worker->pid != s.pid) continue;  // replaced meanwhile: its tasks were requeued
+    s.worker->outbox.append(s.bytes);
+    StartWriteLocked(s.worker);
   }
+}
+
+void TaskManager::StartWriteLocked(Worker* w) {
+  if (w->writing || w->outbox.empty() || w->state == WorkerState::kDead) return;
+  w->writing = true;
+  w->inflight.swap(w->outbox);
+  const int pid = w->pid;
+  asio::async_write(w->socket, asio::buffer(w->inflight),
+                    [this, w, pid](const std::error_code& ec, size_t) {
+                      OpLock lock(this);
+                      if (w->pid != pid) return;  // a replaced worker
+                      w->writing = false;
+                      w->inflight.clear();
+                      // A broken socket is handled by the reader, which sees EOF.
+                      if (!ec) StartWriteLocked(w);
+                    });
 }
 
 // ---------------------------------------------------------------------------------
 // Worker lifecycle (loop thread).
 
 void TaskManager::SpawnOnLoop(Pool pool, int slot) {
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   if (stopping_) return;
   Worker* w = workers_[pool == Pool::kCpu ? slot : options_.cpu_workers + slot].get();
   WorkerLaunch launch;
@@ -564,7 +601,7 @@ void TaskManager::ReadOnLoop(Worker* w) {
         if (ec) return OnWorkerGone(w, pid);
         std::vector<std::function<void()>> deferred;
         {
-          internal::MutexLock lock(&mu_);
+          OpLock lock(this);
           if (w->pid != pid) return;
           w->decoder.Append(std::string_view(w->buf.data(), n));
           v1::internal::WorkerFrame frame;
@@ -655,7 +692,7 @@ void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
 void TaskManager::OnWorkerGone(Worker* w, int pid) {
   std::vector<std::function<void()>> deferred;
   {
-    internal::MutexLock lock(&mu_);
+    OpLock lock(this);
     if (w->pid != pid || w->state == WorkerState::kDead || stopping_) return;
     int status = 0;
     pid_t r = ::waitpid(w->pid, &status, WNOHANG);
@@ -762,7 +799,7 @@ void TaskManager::TerminateWorkerLocked(Worker* w) {
         io_, std::chrono::milliseconds(options_.kill_grace_ms));
     timer->async_wait([this, w, pid, timer](const std::error_code& ec) {
       if (ec) return;
-      internal::MutexLock lock(&mu_);
+      OpLock lock(this);
       if (w->pid == pid) ::kill(pid, SIGKILL);  // still the same, unreaped worker
     });
   });
@@ -895,7 +932,7 @@ void TaskManager::RetireLocked(uint64_t seq) {
     auto k = by_key_.find(key);
     if (k != by_key_.end() && k->second == seq) by_key_.erase(k);
   }
-  if (options_.journal != nullptr) options_.journal->Erase(seq);
+  if (options_.journal != nullptr) erased_.push_back(seq);
   tasks_.erase(it);
 }
 
@@ -943,7 +980,7 @@ uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>
   std::vector<std::function<void()>> deferred;
   uint64_t handle = 0;
   {
-    internal::MutexLock lock(&mu_);
+    OpLock lock(this);
     handle = next_handle_++;
     if (stopping_) {
       deferred_.push_back([done] { done(absl::UnavailableError("taskrtd is shutting down")); });
@@ -982,7 +1019,7 @@ uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>
 void TaskManager::CancelWait(uint64_t handle) {
   std::vector<std::function<void()>> deferred;
   {
-    internal::MutexLock lock(&mu_);
+    OpLock lock(this);
     auto it = waiters_.find(handle);
     if (it == waiters_.end()) return;
     it->second.done = [](absl::StatusOr<std::vector<v1::Task>>) {};
@@ -1001,7 +1038,7 @@ void TaskManager::TickOnLoop() {
     if (ec) return;
     std::vector<std::function<void()>> deferred;
     {
-      internal::MutexLock lock(&mu_);
+      OpLock lock(this);
       CheckDeadlinesLocked();
       CheckStuckLocked();
       PromoteDueLocked();
@@ -1059,7 +1096,7 @@ void TaskManager::CheckDeadlinesLocked() {
 absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
     const google::protobuf::RepeatedPtrField<std::string>& ids) {
   if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   std::vector<v1::Task> out;
   for (const auto& id : ids) {
     auto seq = FindLocked(id);
@@ -1075,7 +1112,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
   std::vector<std::function<void()>> deferred;
   std::vector<v1::Task> out;
   {
-    internal::MutexLock lock(&mu_);
+    OpLock lock(this);
     std::vector<uint64_t> seqs;
     for (const auto& id : ids) {  // all ids must exist before anything changes
       auto seq = FindLocked(id);
@@ -1116,7 +1153,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
 std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
   const size_t limit = request.limit() == 0 ? 100 : std::min<size_t>(request.limit(), 100000);
   std::vector<v1::Task> out;
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   for (auto it = tasks_.rbegin(); it != tasks_.rend() && out.size() < limit; ++it) {
     const v1::Task& t = it->second.task;
     if (!request.handler().empty() && t.spec().handler() != request.handler()) continue;
@@ -1131,7 +1168,7 @@ std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
 
 uint64_t TaskManager::Watch(const google::protobuf::RepeatedPtrField<std::string>& ids,
                             EventSink sink) {
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   const uint64_t handle = next_handle_++;
   Subscriber& sub = subscribers_[handle];
   sub.ids.insert(ids.begin(), ids.end());
@@ -1140,12 +1177,12 @@ uint64_t TaskManager::Watch(const google::protobuf::RepeatedPtrField<std::string
 }
 
 void TaskManager::Unwatch(uint64_t handle) {
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   subscribers_.erase(handle);
 }
 
 v1::Stats TaskManager::GetStats() {
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   v1::Stats stats;
   stats.set_daemon_pid(daemon_pid_);
   stats.set_started_unix_us(started_us_);
@@ -1191,7 +1228,7 @@ v1::Stats TaskManager::GetStats() {
 }
 
 std::vector<v1::HandlerInfo> TaskManager::Handlers() {
-  internal::MutexLock lock(&mu_);
+  OpLock lock(this);
   std::vector<v1::HandlerInfo> out;
   for (const auto& [name, info] : handlers_) out.push_back(info);
   return out;

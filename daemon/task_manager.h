@@ -150,6 +150,7 @@ class TaskManager {
     internal::FrameDecoder decoder;
     std::array<char, 65536> buf{};
     std::string outbox, inflight;
+    std::string staged;  // frames waiting for the journal to commit what they follow from
     bool writing = false;
     std::unordered_map<uint64_t, Run> running;  // run id -> the task it runs
     int sync_running = 0, async_running = 0;
@@ -170,6 +171,22 @@ class TaskManager {
     uint64_t run_id = 0;       // the current dispatch; results of older ones are stale
     int64_t deadline_us = 0;
     std::vector<uint64_t> waiters;
+    bool dirty = false;  // changed since the journal last got it (in dirty_)
+  };
+
+  // Holds mu_ for one operation; on release, hands what the operation changed to the
+  // journal in one piece (EndOpLocked). Every mutating section takes mu_ through it.
+  class OpLock {
+   public:
+    explicit OpLock(TaskManager* m) ABSL_EXCLUSIVE_LOCK_FUNCTION(m->mu_)
+        : m_(m), lock_(&m->mu_) {}
+    ~OpLock() ABSL_UNLOCK_FUNCTION() { m_->EndOpLocked(); }
+    OpLock(const OpLock&) = delete;
+    OpLock& operator=(const OpLock&) = delete;
+
+   private:
+    TaskManager* const m_;
+    internal::MutexLock lock_;
   };
 
   struct Waiter {
@@ -198,7 +215,12 @@ class TaskManager {
   // Retries the task if `error` is retryable and attempts remain, else finishes it.
   void FailOrRetryLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the task for the journal; EndOpLocked writes it once per operation.
   void PersistLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues the operation's journal changes as one unit, then releases the frames it
+  // staged once the journal holds them (at once without a journal).
+  void EndOpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartWriteLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PromoteDueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecoverLocked(std::vector<StoredTask> stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictOldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -215,7 +237,6 @@ class TaskManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnDoneLocked(Worker* w, const v1::internal::TaskDone& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ScheduleFlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckDeadlinesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelRunLocked(Worker* w, uint64_t run_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckStuckLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -224,7 +245,12 @@ class TaskManager {
   void SpawnOnLoop(Pool pool, int slot);
   void ReadOnLoop(Worker* w);
   void OnWorkerGone(Worker* w, int pid);
-  void FlushOnLoop();
+  struct StagedFrames {
+    Worker* worker;
+    int pid;
+    std::string bytes;
+  };
+  void SendOnLoop(std::vector<StagedFrames> staged);
   void TickOnLoop();
   // Runs callbacks collected under mu_, after releasing it.
   void RunDeferred(std::vector<std::function<void()>>& deferred);
@@ -264,7 +290,9 @@ class TaskManager {
   std::unordered_map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   std::unordered_map<uint64_t, Subscriber> subscribers_ ABSL_GUARDED_BY(mu_);
-  bool flush_posted_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<uint64_t> dirty_ ABSL_GUARDED_BY(mu_);   // tasks to write (PersistLocked)
+  std::vector<uint64_t> erased_ ABSL_GUARDED_BY(mu_);  // rows to delete (retention)
+  bool staged_ ABSL_GUARDED_BY(mu_) = false;           // some worker has staged frames
   uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::function<void()>> deferred_ ABSL_GUARDED_BY(mu_);
 };
