@@ -64,6 +64,7 @@ namespace taskrt::bench {
 namespace {
 
 using v1::Task;
+using v1::TaskResult;
 using v1::TaskSpec;
 
 constexpr absl::Duration kWaitTimeout = absl::Seconds(120);
@@ -201,10 +202,12 @@ absl::StatusOr<Shape> ReadShape(Client& client) {
 }
 
 // Fails unless every task succeeded; the message counts the others and shows the first.
-absl::Status AllSucceeded(const std::vector<Task>& tasks) {
+// T is Task (from Run) or TaskResult (from a stream).
+template <typename T>
+absl::Status AllSucceeded(const std::vector<T>& tasks) {
   size_t failed = 0;
-  const Task* first = nullptr;
-  for (const Task& task : tasks) {
+  const T* first = nullptr;
+  for (const T& task : tasks) {
     if (task.state() == v1::TASK_STATE_SUCCEEDED) continue;
     if (failed++ == 0) first = &task;
   }
@@ -214,36 +217,17 @@ absl::Status AllSucceeded(const std::vector<Task>& tasks) {
                                              StateName(first->state()), first->error().message()));
 }
 
-// Submits `specs` in chunks, then waits for all of them in chunks (so no single message
-// carries tens of thousands of results), all within kWaitTimeout.
-absl::StatusOr<std::vector<Task>> SubmitAndWaitAll(Client& client,
-                                                   const std::vector<TaskSpec>& specs,
-                                                   size_t submit_chunk = kChunk) {
-  std::vector<std::string> ids;
-  ids.reserve(specs.size());
-  for (size_t i = 0; i < specs.size(); i += submit_chunk) {
-    const std::vector<TaskSpec> chunk(specs.begin() + i,
-                                      specs.begin() + std::min(specs.size(), i + submit_chunk));
-    absl::StatusOr<std::vector<std::string>> chunk_ids = client.SubmitBatch(chunk);
-    if (!chunk_ids.ok()) {
-      return absl::Status(chunk_ids.status().code(),
-                          absl::StrCat("submitting tasks ", i, "..", i + chunk.size(), " of ",
-                                       specs.size(), ": ", chunk_ids.status().message()));
-    }
-    ids.insert(ids.end(), chunk_ids->begin(), chunk_ids->end());
-  }
-  const absl::Time deadline = absl::Now() + kWaitTimeout;
-  std::vector<Task> tasks;
-  tasks.reserve(ids.size());
-  for (size_t i = 0; i < ids.size(); i += kChunk) {
-    const std::vector<std::string> chunk(ids.begin() + i,
-                                         ids.begin() + std::min(ids.size(), i + kChunk));
-    absl::StatusOr<std::vector<Task>> done =
-        client.WaitAll(chunk, std::max(absl::ZeroDuration(), deadline - absl::Now()));
-    if (!done.ok()) return done.status();
-    tasks.insert(tasks.end(), done->begin(), done->end());
-  }
-  absl::Status status = AllSucceeded(tasks);
+// Runs `specs` over one Stream call (Client::RunMany): batches of `submit_chunk`,
+// results streamed back as tasks finish, all within kWaitTimeout.
+absl::StatusOr<std::vector<TaskResult>> SubmitAndWaitAll(Client& client,
+                                                         const std::vector<TaskSpec>& specs,
+                                                         size_t submit_chunk = kChunk) {
+  Client::StreamOptions options;
+  options.batch_size = submit_chunk;
+  options.timeout = kWaitTimeout;
+  absl::StatusOr<std::vector<TaskResult>> tasks = client.RunMany(specs, options);
+  if (!tasks.ok()) return tasks.status();
+  absl::Status status = AllSucceeded(*tasks);
   if (!status.ok()) return status;
   return tasks;
 }
@@ -292,7 +276,7 @@ double RunSeconds(const Task& task) {
 absl::StatusOr<Task> RunOk(Client& client, const TaskSpec& spec) {
   absl::StatusOr<Task> task = client.Run(spec, kWaitTimeout);
   if (!task.ok()) return task.status();
-  absl::Status status = AllSucceeded({*task});
+  absl::Status status = AllSucceeded(std::vector<Task>{*task});
   if (!status.ok()) return status;
   return task;
 }
@@ -320,7 +304,7 @@ absl::StatusOr<int64_t> PrimesBelowFor(Context& ctx, double seconds) {
 absl::StatusOr<double> NoopRate(Client& client, int n) {
   const std::vector<TaskSpec> specs(n, MakeTask("sys.noop", ""));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Task>> tasks = SubmitAndWaitAll(client, specs);
+  absl::StatusOr<std::vector<TaskResult>> tasks = SubmitAndWaitAll(client, specs);
   const double wall = Since(start);
   if (!tasks.ok()) return tasks.status();
   return n / wall;
@@ -330,7 +314,7 @@ std::vector<Result> NoopThroughput(Context& ctx) {
   const int n = ctx.options.quick ? 2000 : 20000;
   const std::vector<TaskSpec> specs(n, MakeTask("sys.noop", ""));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Task>> tasks = SubmitAndWaitAll(ctx.client, specs);
+  absl::StatusOr<std::vector<TaskResult>> tasks = SubmitAndWaitAll(ctx.client, specs);
   const double wall = Since(start);
   if (!tasks.ok()) return {Failed("noop_throughput", "tasks/s", tasks.status())};
   return {Measured("noop_throughput", n / wall, "tasks/s",
@@ -349,7 +333,7 @@ std::vector<Result> NoopLatency(Context& ctx) {
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<Task> task = ctx.client.Run(spec, absl::Seconds(10));
     const double us = Since(start) * 1e6;
-    absl::Status status = task.ok() ? AllSucceeded({*task}) : task.status();
+    absl::Status status = task.ok() ? AllSucceeded(std::vector<Task>{*task}) : task.status();
     if (!status.ok()) {
       return {Failed("noop_latency_p50", "us", status), Failed("noop_latency_p99", "us", status)};
     }
@@ -370,7 +354,7 @@ std::vector<Result> CpuScaling(Context& ctx) {
     return fail(absl::FailedPreconditionError("the daemon reports no cpu workers"));
   }
   // Warm-up: one task per worker, so spawn or first-touch costs stay out of both runs.
-  absl::StatusOr<std::vector<Task>> warm =
+  absl::StatusOr<std::vector<TaskResult>> warm =
       SubmitAndWaitAll(ctx.client, std::vector<TaskSpec>(ctx.shape.cpu_workers, PrimesTask(1000)));
   if (!warm.ok()) return fail(warm.status());
   const double per_task = ctx.options.quick ? 0.1 : 0.25;
@@ -385,7 +369,7 @@ std::vector<Result> CpuScaling(Context& ctx) {
   }
   const double t_seq = Since(start);
   start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Task>> par =
+  absl::StatusOr<std::vector<TaskResult>> par =
       SubmitAndWaitAll(ctx.client, std::vector<TaskSpec>(kScalingTasks, spec));
   if (!par.ok()) return fail(par.status());
   const double t_par = Since(start);
@@ -408,7 +392,7 @@ std::vector<Result> Sleeps(Context& ctx, int n) {
   const std::string name = absl::StrCat("sleep_", n);
   const std::vector<TaskSpec> specs(n, MakeTask("sys.sleep", R"({"ms":1000})"));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Task>> tasks = SubmitAndWaitAll(ctx.client, specs, kSleepChunk);
+  absl::StatusOr<std::vector<TaskResult>> tasks = SubmitAndWaitAll(ctx.client, specs, kSleepChunk);
   const double wall = Since(start);
   if (!tasks.ok()) return {Failed(name, "s", tasks.status())};
   return {Measured(name, wall, "s",
@@ -497,7 +481,7 @@ std::vector<Result> Mixed(Context& ctx) {
   specs.insert(specs.end(), kIoTasks,
                MakeTask("sys.sleep", absl::StrCat(R"({"ms":)", kSleepMs, "}")));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Task>> tasks = SubmitAndWaitAll(ctx.client, specs);
+  absl::StatusOr<std::vector<TaskResult>> tasks = SubmitAndWaitAll(ctx.client, specs);
   const double wall = Since(start);
   if (!tasks.ok()) return fail(tasks.status());
   std::vector<double> io_ms;
@@ -558,12 +542,12 @@ std::vector<Result> ExecTrue(Context& ctx) {
   absl::StatusOr<Task> warm = RunOk(ctx.client, spec);
   if (!warm.ok()) return {reference, Failed("exec_true", "tasks/s", warm.status())};
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Task>> tasks =
+  absl::StatusOr<std::vector<TaskResult>> tasks =
       SubmitAndWaitAll(ctx.client, std::vector<TaskSpec>(n, spec));
   const double wall = Since(start);
   if (!tasks.ok()) return {reference, Failed("exec_true", "tasks/s", tasks.status())};
   int nonzero = 0;
-  for (const Task& task : *tasks) {
+  for (const TaskResult& task : *tasks) {
     const auto out = nlohmann::json::parse(task.output(), nullptr, false);
     if (!out.is_object() || out.value("exit_code", -1) != 0) ++nonzero;
   }

@@ -11,8 +11,12 @@
 #include <grpcpp/support/status.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <random>
+#include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -100,6 +104,12 @@ struct AsyncWaitCall {
   std::string id;
   std::function<void(absl::StatusOr<v1::Task>)> done;
 };
+
+// A key no other task has: 128 random bits.
+std::string RandomKey() {
+  thread_local std::mt19937_64 gen{std::random_device{}()};
+  return absl::StrCat("run-", absl::Hex(gen(), absl::kZeroPad16), absl::Hex(gen(), absl::kZeroPad16));
+}
 
 }  // namespace
 
@@ -229,9 +239,130 @@ absl::StatusOr<std::vector<v1::Task>> Client::WaitAll(const std::vector<std::str
 }
 
 absl::StatusOr<v1::Task> Client::Run(const v1::TaskSpec& spec, absl::Duration timeout) {
-  absl::StatusOr<std::string> id = Submit(spec);
-  if (!id.ok()) return id.status();
-  return Wait(*id, timeout);
+  v1::RunRequest request;
+  *request.mutable_spec() = spec;
+  if (spec.idempotency_key().empty()) request.mutable_spec()->set_idempotency_key(RandomKey());
+  const absl::Time start = absl::Now();
+  const bool finite = timeout != absl::InfiniteDuration();
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time unreachable_since = absl::InfiniteFuture();
+  while (true) {
+    const absl::Duration left = finite ? timeout - (absl::Now() - start) : timeout;
+    grpc::ClientContext context;
+    if (finite) {
+      const int64_t ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(left));
+      request.set_timeout_ms(static_cast<uint64_t>(ms));
+      context.set_deadline(DeadlineAfter(absl::Milliseconds(ms) + kWaitDeadlineSlack));
+    }
+    v1::Task task;
+    absl::Status status = FromGrpc(impl_->stub->Run(&context, request, &task));
+    if (status.ok()) return task;
+    // Unreachable or restarting: the same key finds the task if it was accepted.
+    if (!absl::IsUnavailable(status)) return status;
+    const absl::Time now = absl::Now();
+    if (unreachable_since == absl::InfiniteFuture()) unreachable_since = now;
+    if (now - unreachable_since >= impl_->reconnect_timeout || (finite && now - start >= timeout)) {
+      return status;
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
+                               const std::function<void(size_t, v1::TaskResult&)>& on_result,
+                               const StreamOptions& options) {
+  if (specs.empty()) return absl::OkStatus();
+  const size_t batch = std::max<size_t>(1, options.batch_size);
+  const size_t batches = (specs.size() + batch - 1) / batch;
+  grpc::ClientContext context;
+  if (options.timeout != absl::InfiniteDuration()) {
+    context.set_deadline(DeadlineAfter(options.timeout));
+  }
+  auto stream = impl_->stub->Stream(&context);
+  // One thread writes the batches while this one reads: gRPC allows one reader and one
+  // writer at a time on a stream.
+  std::thread writer([&] {
+    v1::StreamRequest request;
+    for (size_t b = 0; b < batches; ++b) {
+      request.Clear();
+      request.set_tag(b);
+      const size_t end = std::min(specs.size(), (b + 1) * batch);
+      request.mutable_tasks()->Reserve(static_cast<int>(end - b * batch));
+      for (size_t i = b * batch; i < end; ++i) *request.add_tasks() = specs[i];
+      if (!stream->Write(request)) return;  // the call ended; Finish says why
+    }
+    stream->WritesDone();
+  });
+  // task id -> positions in specs (several when specs share an idempotency key)
+  std::unordered_multimap<std::string, size_t> index;
+  std::unordered_map<std::string, v1::TaskResult> early;  // results before their ids
+  std::vector<bool> seen(specs.size(), false);
+  size_t done = 0;
+  absl::Status failure;
+  auto deliver = [&](size_t i, v1::TaskResult& r) {
+    if (seen[i]) return;
+    seen[i] = true;
+    ++done;
+    on_result(i, r);
+  };
+  v1::StreamResponse response;
+  while (failure.ok() && done < specs.size() && stream->Read(&response)) {
+    for (const auto& a : response.accepted()) {
+      if (a.code() != 0) {
+        failure = absl::Status(static_cast<absl::StatusCode>(a.code()),
+                               absl::StrCat("batch ", a.tag() + 1, " of ", batches, " (tasks ",
+                                            a.tag() * batch + 1, "-",
+                                            std::min(specs.size(), (a.tag() + 1) * batch),
+                                            "): ", a.message()));
+        break;
+      }
+      for (int k = 0; k < a.task_ids_size(); ++k) {
+        const size_t i = a.tag() * batch + static_cast<size_t>(k);
+        if (i >= specs.size()) break;
+        index.emplace(a.task_ids(k), i);
+        auto e = early.find(a.task_ids(k));
+        if (e != early.end()) {
+          v1::TaskResult copy = e->second;  // kept: another spec may share the task
+          deliver(i, copy);
+        }
+      }
+    }
+    for (auto& r : *response.mutable_results()) {
+      auto [first, last] = index.equal_range(r.id());
+      if (first == last) {
+        early.emplace(r.id(), std::move(r));
+        continue;
+      }
+      for (auto it = first; it != last; ++it) {
+        if (std::next(it) == last) {
+          deliver(it->second, r);
+        } else {
+          v1::TaskResult copy = r;
+          deliver(it->second, copy);
+        }
+      }
+    }
+  }
+  if (!failure.ok() || done < specs.size()) context.TryCancel();
+  writer.join();
+  const absl::Status finish = FromGrpc(stream->Finish());
+  if (!failure.ok()) return failure;
+  if (done < specs.size()) {
+    if (!finish.ok()) return finish;
+    return absl::InternalError(absl::StrCat("the stream ended after ", done, " of ", specs.size(),
+                                            " results"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::TaskResult>> Client::RunMany(
+    const std::vector<v1::TaskSpec>& specs, const StreamOptions& options) {
+  std::vector<v1::TaskResult> results(specs.size());
+  absl::Status s = RunStream(
+      specs, [&](size_t i, v1::TaskResult& r) { results[i] = std::move(r); }, options);
+  if (!s.ok()) return s;
+  return results;
 }
 
 void Client::WaitAsync(const std::string& id, std::function<void(absl::StatusOr<v1::Task>)> done,

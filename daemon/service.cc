@@ -3,6 +3,7 @@
 #include <deque>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "common/mutex.h"
 
 namespace taskrt::daemon {
@@ -59,6 +60,224 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
   TaskManager& manager_;
   std::shared_ptr<State> state_;
   uint64_t handle_ = 0;
+};
+
+// Run: Submit and Wait in one call. The wait is registered before the journal commits
+// the submit, so it cannot miss the end; a journal failure withdraws the task and ends
+// the call with that error.
+class RunReactor final : public grpc::ServerUnaryReactor {
+ public:
+  RunReactor(TaskManager& manager, const v1::RunRequest* request, v1::Task* response)
+      : manager_(manager), state_(std::make_shared<State>(this, response)) {
+    google::protobuf::RepeatedPtrField<v1::TaskSpec> specs;
+    *specs.Add() = request->spec();
+    auto submitted = manager_.Submit(specs);
+    if (!submitted.ok()) {
+      state_->Complete(submitted.status());
+      return;
+    }
+    const std::string id = submitted->ids.front();
+    const uint64_t timeout_ms = request->timeout_ms();
+    google::protobuf::RepeatedPtrField<std::string> ids;
+    *ids.Add() = id;
+    handle_ = manager_.Wait(
+        ids, timeout_ms,
+        [state = state_, id, timeout_ms](absl::StatusOr<std::vector<v1::Task>> r) {
+          if (!r.ok()) {
+            if (absl::IsDeadlineExceeded(r.status())) {
+              state->Complete(absl::DeadlineExceededError(absl::StrCat(
+                  "task ", id, " is not final after ", timeout_ms,
+                  " ms; it keeps running: wait for it with Wait (`taskrt wait ", id, "`)")));
+            } else {
+              state->Complete(r.status());
+            }
+            return;
+          }
+          state->Complete(std::move(r->front()));
+        });
+    manager_.WhenDurable(submitted->ticket, submitted->ids,
+                         [state = state_, &manager = manager_, handle = handle_](absl::Status s) {
+                           if (s.ok()) return;
+                           manager.CancelWait(handle);
+                           state->Complete(s);
+                         });
+  }
+
+  void OnCancel() override {
+    manager_.CancelWait(handle_);
+    state_->Complete(absl::CancelledError("the client went away"));
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  struct State {
+    State(RunReactor* r, v1::Task* resp) : reactor(r), response(resp) {}
+    void Complete(absl::StatusOr<v1::Task> result) {
+      {
+        internal::MutexLock lock(&mu);
+        if (finished) return;
+        finished = true;
+      }
+      if (result.ok()) *response = std::move(*result);
+      reactor->Finish(ToGrpc(result.status()));
+    }
+    internal::Mutex mu;
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    RunReactor* const reactor;
+    v1::Task* const response;
+  };
+
+  TaskManager& manager_;
+  std::shared_ptr<State> state_;
+  uint64_t handle_ = 0;
+};
+
+// Stream: reads batches one after another and submits each; answers and results are
+// collected into the next response while one is being written, so a busy stream sends
+// few, large messages. The manager's callbacks reach the call through Shared, which
+// outlives the reactor.
+class StreamReactor final
+    : public grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse> {
+ public:
+  explicit StreamReactor(TaskManager& manager)
+      : manager_(manager), shared_(std::make_shared<Shared>(this)) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client closed its side (or went away: OnCancel follows)
+      internal::MutexLock lock(&shared_->mu);
+      shared_->reads_done = true;
+      shared_->MaybeFinishLocked();
+      return;
+    }
+    const uint64_t tag = request_.tag();
+    auto submitted = manager_.Submit(request_.tasks(), [shared = shared_](v1::TaskResult r) {
+      shared->AddResult(std::move(r));
+    });
+    if (!submitted.ok()) {
+      shared_->AddAccepted(tag, submitted.status(), {});
+    } else {
+      {
+        internal::MutexLock lock(&shared_->mu);
+        shared_->expected += submitted->ids.size();
+        ++shared_->unanswered;
+        if (submitted->wait_handle != 0) shared_->handles.push_back(submitted->wait_handle);
+      }
+      std::vector<std::string> ids = submitted->ids;
+      manager_.WhenDurable(
+          submitted->ticket, std::move(ids),
+          [shared = shared_, &manager = manager_, tag, handle = submitted->wait_handle,
+           ids = std::move(submitted->ids)](absl::Status s) mutable {
+            if (!s.ok()) {
+              // The tasks were withdrawn: their results will not come. End the call.
+              manager.CancelWait(handle);
+              shared->Fail(s);
+              return;
+            }
+            shared->AddAccepted(tag, s, std::move(ids));
+          });
+    }
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    internal::MutexLock lock(&shared_->mu);
+    shared_->writing = false;
+    if (!ok) {
+      shared_->FinishLocked(grpc::Status::OK);  // the client is gone
+      return;
+    }
+    shared_->WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    std::vector<uint64_t> handles;
+    {
+      internal::MutexLock lock(&shared_->mu);
+      handles.swap(shared_->handles);
+      shared_->FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+    }
+    for (uint64_t h : handles) manager_.CancelWait(h);
+  }
+
+  void OnDone() override {
+    std::vector<uint64_t> handles;
+    {
+      internal::MutexLock lock(&shared_->mu);
+      shared_->reactor = nullptr;
+      handles.swap(shared_->handles);
+    }
+    for (uint64_t h : handles) manager_.CancelWait(h);
+    delete this;
+  }
+
+ private:
+  struct Shared {
+    explicit Shared(StreamReactor* r) : reactor(r) {}
+
+    void AddResult(v1::TaskResult result) {
+      internal::MutexLock lock(&mu);
+      ++delivered;
+      if (finished) return;
+      *next.add_results() = std::move(result);
+      WriteNextLocked();
+    }
+    void AddAccepted(uint64_t tag, const absl::Status& status, std::vector<std::string> ids) {
+      internal::MutexLock lock(&mu);
+      if (status.ok()) --unanswered;
+      if (finished) return;
+      auto* a = next.add_accepted();
+      a->set_tag(tag);
+      a->set_code(static_cast<int>(status.code()));
+      a->set_message(std::string(status.message()));
+      a->mutable_task_ids()->Reserve(static_cast<int>(ids.size()));
+      for (auto& id : ids) a->add_task_ids(std::move(id));
+      WriteNextLocked();
+    }
+    void Fail(const absl::Status& status) {
+      internal::MutexLock lock(&mu);
+      FinishLocked(ToGrpc(status));
+    }
+    void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      if (finished || writing || reactor == nullptr) return;
+      if (next.accepted_size() == 0 && next.results_size() == 0) {
+        MaybeFinishLocked();
+        return;
+      }
+      current.Clear();
+      current.Swap(&next);
+      writing = true;
+      reactor->StartWrite(&current);
+    }
+    void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      if (reads_done && unanswered == 0 && delivered >= expected && !writing &&
+          next.accepted_size() == 0 && next.results_size() == 0) {
+        FinishLocked(grpc::Status::OK);
+      }
+    }
+    void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      if (finished || reactor == nullptr) return;
+      finished = true;
+      reactor->Finish(std::move(status));
+    }
+
+    internal::Mutex mu;
+    StreamReactor* reactor ABSL_GUARDED_BY(mu);  // null once the call is done
+    v1::StreamResponse current ABSL_GUARDED_BY(mu);  // being written
+    v1::StreamResponse next ABSL_GUARDED_BY(mu);     // collecting
+    bool writing ABSL_GUARDED_BY(mu) = false;
+    bool reads_done ABSL_GUARDED_BY(mu) = false;
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    size_t expected ABSL_GUARDED_BY(mu) = 0;   // results owed for accepted batches
+    size_t delivered ABSL_GUARDED_BY(mu) = 0;
+    size_t unanswered ABSL_GUARDED_BY(mu) = 0;  // accepted batches not yet answered
+    std::vector<uint64_t> handles ABSL_GUARDED_BY(mu);
+  };
+
+  TaskManager& manager_;
+  std::shared_ptr<Shared> shared_;
+  v1::StreamRequest request_;
 };
 
 // Watch: events are queued by the manager (under its lock) and written one at a time.
@@ -161,6 +380,17 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Wait(grpc::CallbackServerContext* ctx
                                                 const v1::WaitRequest* request,
                                                 v1::WaitResponse* response) {
   return new WaitReactor(manager_, request, response);
+}
+
+grpc::ServerUnaryReactor* TaskServiceImpl::Run(grpc::CallbackServerContext* ctx,
+                                               const v1::RunRequest* request,
+                                               v1::Task* response) {
+  return new RunReactor(manager_, request, response);
+}
+
+grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* TaskServiceImpl::Stream(
+    grpc::CallbackServerContext* ctx) {
+  return new StreamReactor(manager_);
 }
 
 grpc::ServerUnaryReactor* TaskServiceImpl::Cancel(grpc::CallbackServerContext* ctx,

@@ -22,6 +22,10 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
                                 v1::GetResponse* response) override;
   grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx, const v1::WaitRequest* request,
                                  v1::WaitResponse* response) override;
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const v1::RunRequest* request,
+                                v1::Task* response) override;
+  grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* Stream(
+      grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* ctx,
                                    const v1::CancelRequest* request,
                                    v1::CancelResponse* response) override;

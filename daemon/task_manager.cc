@@ -54,6 +54,17 @@ void ResetRunFields(v1::Decision* d) {
   *d = std::move(kept);
 }
 
+v1::TaskResult MakeResult(const v1::Task& t) {
+  v1::TaskResult r;
+  r.set_id(t.id());
+  r.set_state(t.state());
+  r.set_output(t.output());
+  if (t.has_error()) *r.mutable_error() = t.error();
+  *r.mutable_decision() = t.decision();
+  *r.mutable_attempts() = t.attempts();
+  return r;
+}
+
 int64_t BackoffUs(const v1::TaskSpec& spec, int attempt) {
   const int64_t base_ms = spec.retry_backoff_ms() == 0 ? 500 : spec.retry_backoff_ms();
   int64_t ms = base_ms;
@@ -265,6 +276,7 @@ void TaskManager::Stop() {
     if (stopping_) return;
     stopping_ = true;
     for (auto& [handle, waiter] : waiters_) {
+      if (!waiter.done) continue;  // per-task waits end with their calls
       deferred_.push_back([done = std::move(waiter.done)] {
         done(absl::UnavailableError("taskrtd is shutting down"));
       });
@@ -344,7 +356,7 @@ absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
 }
 
 absl::StatusOr<SubmitResult> TaskManager::Submit(
-    const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs) {
+    const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs, ResultCallback each) {
   if (specs.empty()) return absl::InvalidArgumentError("no tasks to submit");
   if (static_cast<size_t>(specs.size()) > options_.max_batch) {
     return absl::InvalidArgumentError(absl::StrCat("a batch of ", specs.size(),
@@ -417,6 +429,26 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     ++unfinished_;
     PersistLocked(seq);
     EmitLocked(r);
+  }
+  if (each) {
+    const uint64_t handle = next_handle_++;
+    Waiter& w = waiters_[handle];
+    w.each = std::make_shared<ResultCallback>(std::move(each));
+    for (const std::string& id : ids) {
+      const uint64_t seq = by_id_.at(id);
+      TaskRecord& r = tasks_.at(seq);
+      if (IsFinalState(r.task.state())) {
+        deferred_.push_back([fn = w.each, result = MakeResult(r.task)]() mutable {
+          (*fn)(std::move(result));
+        });
+      } else {
+        ++w.remaining;
+        w.seqs.push_back(seq);
+        r.waiters.push_back(handle);
+      }
+    }
+    if (w.remaining == 0) waiters_.erase(handle);
+    result.wait_handle = handle;
   }
   DispatchLocked();
   EndOpLocked();  // the ticket must cover this batch's rows
@@ -912,7 +944,15 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
   for (uint64_t handle : waiters) {
     auto it = waiters_.find(handle);
     if (it == waiters_.end()) continue;
-    if (--it->second.remaining == 0) CompleteWaiterLocked(handle, absl::OkStatus());
+    Waiter& w = it->second;
+    if (w.each) {
+      deferred_.push_back([fn = w.each, result = MakeResult(r.task)]() mutable {
+        (*fn)(std::move(result));
+      });
+      if (--w.remaining == 0) waiters_.erase(it);
+      continue;
+    }
+    if (--w.remaining == 0) CompleteWaiterLocked(handle, absl::OkStatus());
   }
   retired_.push_back(seq);
   while (retired_.size() > options_.max_retained) RetireLocked(retired_.front());
@@ -955,6 +995,15 @@ void TaskManager::CompleteWaiterLocked(uint64_t handle, absl::Status error) {
   if (it == waiters_.end()) return;
   Waiter waiter = std::move(it->second);
   waiters_.erase(it);
+  if (!waiter.done) {  // a per-task wait: nothing more to report
+    for (uint64_t seq : waiter.seqs) {
+      auto t = tasks_.find(seq);
+      if (t == tasks_.end()) continue;
+      auto& v = t->second.waiters;
+      v.erase(std::remove(v.begin(), v.end(), handle), v.end());
+    }
+    return;
+  }
   absl::StatusOr<std::vector<v1::Task>> result;
   if (error.ok()) {
     std::vector<v1::Task> tasks;
@@ -1022,7 +1071,7 @@ void TaskManager::CancelWait(uint64_t handle) {
     OpLock lock(this);
     auto it = waiters_.find(handle);
     if (it == waiters_.end()) return;
-    it->second.done = [](absl::StatusOr<std::vector<v1::Task>>) {};
+    if (it->second.done) it->second.done = [](absl::StatusOr<std::vector<v1::Task>>) {};
     CompleteWaiterLocked(handle, absl::CancelledError("wait abandoned"));
     deferred.swap(deferred_);
   }

@@ -73,9 +73,11 @@ struct TaskManagerOptions {
 struct SubmitResult {
   std::vector<std::string> ids;
   uint64_t ticket = 0;
+  uint64_t wait_handle = 0;  // of the per-task wait Submit registered (0 = none)
 };
 
 using WaitCallback = std::function<void(absl::StatusOr<std::vector<v1::Task>>)>;
+using ResultCallback = std::function<void(v1::TaskResult)>;
 using EventSink = std::function<void(const v1::TaskEvent&)>;
 
 class TaskManager {
@@ -99,8 +101,13 @@ class TaskManager {
   // the problem; RESOURCE_EXHAUSTED when the queue is full). Returns the ids in order.
   // A spec whose idempotency key is known gets the existing task's id.
   // The tasks are durable once WhenDurable(result.ticket) reports OK.
+  // With `each`, also waits on every task of the batch: `each` is called once per
+  // task as it becomes final (for a known idempotency key's final task, right away),
+  // on an internal thread, once the journal holds that state; CancelWait(result.
+  // wait_handle) stops it.
   absl::StatusOr<SubmitResult> Submit(
-      const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs);
+      const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs,
+      ResultCallback each = nullptr);
   // Calls `done` (on an internal thread) when the journal holds everything up to
   // `ticket`, at once without a journal. On a journal error, the tasks of `ids` that are
   // still queued are withdrawn before `done` gets the error.
@@ -192,7 +199,8 @@ class TaskManager {
   struct Waiter {
     std::vector<uint64_t> seqs;
     size_t remaining = 0;
-    WaitCallback done;
+    WaitCallback done;   // all final (Wait)
+    std::shared_ptr<ResultCallback> each;  // or one at a time (Submit with `each`)
     std::unique_ptr<asio::steady_timer> timer;
   };
 

@@ -77,9 +77,35 @@ class Client {
   // Blocks until all are final; results in the order of `ids`.
   absl::StatusOr<std::vector<v1::Task>> WaitAll(const std::vector<std::string>& ids,
                                                 absl::Duration timeout = absl::InfiniteDuration());
-  // Submit then Wait.
+  // Submits and waits in one round trip (the Run RPC). A spec without an idempotency
+  // key gets a random one ("run-..."), so that when the daemon restarts mid-call the
+  // call is repeated, for up to ClientOptions::reconnect_timeout, and waits on the task
+  // already accepted instead of running it twice. DEADLINE_EXCEEDED after `timeout`
+  // names the task, which keeps running.
   absl::StatusOr<v1::Task> Run(const v1::TaskSpec& spec,
                                absl::Duration timeout = absl::InfiniteDuration());
+
+  // Runs many tasks over one call (the Stream RPC): sends them in batches of
+  // `batch_size` (each batch is accepted atomically, as SubmitBatch), and calls
+  // `on_result(index into specs, result)` for each task as it finishes, in finishing
+  // order, on the calling thread. Returns OK once every task has finished (failed tasks
+  // included: see the result's state), or the first error: a batch refused (its
+  // message names the batch; tasks of earlier batches keep running), the daemon gone
+  // (UNAVAILABLE: a stream does not resume across a restart; the accepted tasks do,
+  // see Wait), or `timeout`.
+  struct StreamOptions {
+    size_t batch_size = 1000;
+    absl::Duration timeout = absl::InfiniteDuration();
+  };
+  absl::Status RunStream(const std::vector<v1::TaskSpec>& specs,
+                         const std::function<void(size_t, v1::TaskResult&)>& on_result,
+                         const StreamOptions& options);
+  // RunStream collecting the results, in the order of `specs`.
+  absl::StatusOr<std::vector<v1::TaskResult>> RunMany(const std::vector<v1::TaskSpec>& specs,
+                                                      const StreamOptions& options);
+  absl::StatusOr<std::vector<v1::TaskResult>> RunMany(const std::vector<v1::TaskSpec>& specs) {
+    return RunMany(specs, StreamOptions());
+  }
 
   // Asynchronous wait: `done` runs once, on a gRPC thread, when the task is final or
   // the wait failed.
