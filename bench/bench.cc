@@ -19,6 +19,7 @@
 //                     I/O latency p99 and makespan against the ideal
 //   exec_true         sys.exec /bin/true xN vs `seq N | xargs -P<cores> -n1 /bin/true`
 //   durable_ratio     noop throughput of this daemon vs one started with --durability=none
+//   queued_memory     daemon memory per queued task, 1,000,000 queued (not in --quick)
 //
 // Every wait is bounded (kWaitTimeout), so a broken daemon fails a scenario instead of
 // hanging the run. Exit status: 0 when every selected scenario produced its figures
@@ -32,10 +33,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cinttypes>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <latch>
@@ -116,6 +119,7 @@ constexpr Target kTargets[] = {
     {"mixed_makespan", 1.05, "x ideal", Direction::kAtMost, nullptr},
     {"exec_true", 0.9, "tasks/s", Direction::kAtLeast, "exec_xargs"},
     {"durable_ratio", 0.5, "x", Direction::kAtLeast, nullptr},
+    {"queued_memory", 1024, "B/task", Direction::kAtMost, nullptr},
 };
 
 const Target* FindTarget(const std::string& scenario) {
@@ -566,6 +570,97 @@ std::vector<Result> ExecTrue(Context& ctx) {
                                    n, executor, kChunk, wall, parallel, *xargs))};
 }
 
+// `args` without any `flag VALUE` or `flag=VALUE`.
+std::vector<std::string> WithoutFlag(const std::vector<std::string>& args, const std::string& flag) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == flag) {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind(flag + "=", 0) == 0) continue;
+    out.push_back(args[i]);
+  }
+  return out;
+}
+
+// Resident memory of a process in bytes (VmRSS), or an error.
+absl::StatusOr<int64_t> ResidentBytes(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    int64_t kb = 0;
+    if (std::sscanf(line.c_str(), "VmRSS: %" SCNd64 " kB", &kb) == 1) return kb * 1024;
+  }
+  return absl::NotFoundError(absl::StrCat("no VmRSS in /proc/", pid, "/status"));
+}
+
+// Daemon memory per queued task: a second daemon with the same options (and room for
+// the queue) has its cpu pool held by long sleeps declared CPU, then gets N no-op CPU
+// tasks that all stay queued; the figure is its growth in resident memory over N.
+std::vector<Result> QueuedMemory(Context& ctx) {
+  const std::string name = "queued_memory";
+  if (!ctx.own_daemon) {
+    return {Skipped(name, "B/task",
+                    "measuring a running daemon (--socket): needs a daemon the bench starts")};
+  }
+  const int n = ctx.options.quick ? 100000 : 1000000;
+  constexpr int kBatch = 10000;
+  DaemonProcessOptions options = ctx.options.daemon;
+  options.args = WithoutFlag(WithoutFlag(options.args, "--max-queued"), "--drain-timeout");
+  options.args.push_back(absl::StrCat("--max-queued=", n + 1000));
+  options.args.push_back("--drain-timeout=0s");  // the blockers would hold the stop
+  absl::StatusOr<std::unique_ptr<DaemonProcess>> other = DaemonProcess::Start(options);
+  if (!other.ok()) return {Failed(name, "B/task", other.status())};
+  absl::Status status;
+  int64_t before = 0, after = 0;
+  uint32_t queued = 0;
+  double submit_seconds = 0;
+  {
+    ClientOptions client_options;
+    client_options.socket_path = (*other)->socket_path();
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(client_options);
+    status = client.status();
+    if (status.ok()) {
+      TaskSpec blocker = MakeTask("sys.sleep", R"({"ms": 600000})", v1::TASK_CLASS_CPU);
+      status = (*client)->SubmitBatch(std::vector<TaskSpec>(ctx.shape.cpu_workers, blocker))
+                   .status();
+    }
+    absl::StatusOr<int64_t> rss = status.ok() ? ResidentBytes((*other)->pid()) : status;
+    status = rss.status();
+    if (status.ok()) before = *rss;
+    const std::vector<TaskSpec> batch(kBatch, MakeTask("sys.noop", "", v1::TASK_CLASS_CPU));
+    const absl::Time start = absl::Now();
+    for (int done = 0; status.ok() && done < n; done += kBatch) {
+      status = (*client)->SubmitBatch(batch).status();
+    }
+    submit_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    absl::StatusOr<v1::Stats> stats = status.ok() ? (*client)->GetStats() : status;
+    status = stats.status();
+    if (status.ok()) {
+      for (const auto& pool : stats->pools()) {
+        if (pool.name() == "cpu") queued = pool.queued();
+      }
+      if (queued < static_cast<uint32_t>(n)) {
+        status = absl::InternalError(
+            absl::StrCat("only ", queued, " of ", n, " tasks were still queued"));
+      }
+    }
+    rss = status.ok() ? ResidentBytes((*other)->pid()) : status;
+    status = rss.status();
+    if (status.ok()) after = *rss;
+  }  // the client goes before its daemon
+  const absl::Status stopped = (*other)->Stop();
+  if (status.ok()) status = stopped;
+  if (!status.ok()) return {Failed(name, "B/task", status)};
+  return {Measured(name, static_cast<double>(after - before) / n, "B/task",
+                   absl::StrFormat("%d sys.noop queued behind %d cpu-pool sleeps (a second "
+                                   "daemon, same options); RSS %.0f -> %.0f MiB; submitted at "
+                                   "%.0f tasks/s, SubmitBatch x%d",
+                                   n, ctx.shape.cpu_workers, before / 1048576.0,
+                                   after / 1048576.0, n / submit_seconds, kBatch))};
+}
+
 std::vector<Result> DurableRatio(Context& ctx) {
   const std::string name = "durable_ratio";
   if (!ctx.own_daemon) {
@@ -576,17 +671,8 @@ std::vector<Result> DurableRatio(Context& ctx) {
   const int n = ctx.options.quick ? 2000 : 20000;
   // The same options as our daemon, but memory only.
   DaemonProcessOptions options = ctx.options.daemon;
-  std::vector<std::string> args;
-  for (size_t i = 0; i < options.args.size(); ++i) {
-    if (options.args[i] == "--durability") {
-      ++i;
-      continue;
-    }
-    if (options.args[i].rfind("--durability=", 0) == 0) continue;
-    args.push_back(options.args[i]);
-  }
-  args.push_back("--durability=none");
-  options.args = args;
+  options.args = WithoutFlag(options.args, "--durability");
+  options.args.push_back("--durability=none");
   absl::StatusOr<std::unique_ptr<DaemonProcess>> other = DaemonProcess::Start(options);
   if (!other.ok()) return {Failed(name, "x", other.status())};
   double durable = 0, memory = 0;
@@ -644,6 +730,7 @@ std::vector<Scenario> AllScenarios() {
       {"mixed", true, Mixed, ""},
       {"exec_true", true, ExecTrue, ""},
       {"durable_ratio", true, DurableRatio, ""},
+      {"queued_memory", false, QueuedMemory, ""},
   };
 }
 
@@ -803,7 +890,7 @@ int main(int argc, char** argv) {
                  "any other argument for the daemon we start (repeatable; --daemon-arg=--flag)")
       ->allow_extra_args(false);
   app.add_flag("--quick", options.quick,
-               "small sizes; skips sleep_10000 and sleep_100000 unless named");
+               "small sizes; skips sleep_10000, sleep_100000 and queued_memory unless named");
   app.add_flag("--json", options.json,
                "one JSON object per line: scenario, value, unit, notes, target, met");
   app.add_option("--scenario", options.scenarios, "run only these (repeatable)")

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -136,7 +137,6 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
     auto h = handlers_.find(r.task.spec().handler());
     r.async = h != handlers_.end() && h->second.async();
     r.pool = r.task.decision().resolved_class() == v1::TASK_CLASS_CPU ? Pool::kCpu : Pool::kIo;
-    by_id_[r.task.id()] = seq;
     if (!r.task.spec().idempotency_key().empty()) by_key_[r.task.spec().idempotency_key()] = seq;
     const v1::TaskState state = r.task.state();
     if (IsFinalState(state)) {
@@ -239,15 +239,14 @@ void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
       // Not durable, so not accepted: withdraw what has not started.
       OpLock lock(this);
       for (const auto& id : ids) {
-        auto it = by_id_.find(id);
-        if (it == by_id_.end()) continue;
-        TaskRecord& r = tasks_.at(it->second);
-        if (r.task.state() != v1::TASK_STATE_QUEUED || !QueueFor(r).Remove(it->second)) continue;
+        absl::StatusOr<uint64_t> seq = FindLocked(id);
+        if (!seq.ok()) continue;
+        TaskRecord& r = tasks_.at(*seq);
+        if (r.task.state() != v1::TASK_STATE_QUEUED || !QueueFor(r).Remove(*seq)) continue;
         if (!r.task.spec().idempotency_key().empty())
           by_key_.erase(r.task.spec().idempotency_key());
         --unfinished_;
-        tasks_.erase(it->second);
-        by_id_.erase(it);
+        tasks_.erase(*seq);
       }
       status = absl::UnavailableError(absl::StrCat(
           "the journal could not record the tasks, so they were not accepted: ", status.message()));
@@ -421,7 +420,6 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     d->set_pool(r.pool == Pool::kCpu ? "cpu" : "io");
     d->set_submitted_unix_us(now);
     d->set_daemon_pid(daemon_pid_);
-    by_id_.emplace(id, seq);
     if (!spec.idempotency_key().empty()) by_key_.emplace(spec.idempotency_key(), seq);
     QueueFor(r).Push(seq, spec.priority());
     ids.push_back(std::move(id));
@@ -435,7 +433,7 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     Waiter& w = waiters_[handle];
     w.each = std::make_shared<ResultCallback>(std::move(each));
     for (const std::string& id : ids) {
-      const uint64_t seq = by_id_.at(id);
+      const uint64_t seq = *FindLocked(id);
       TaskRecord& r = tasks_.at(seq);
       if (IsFinalState(r.task.state())) {
         deferred_.push_back([fn = w.each, result = MakeResult(r.task)]() mutable {
@@ -462,13 +460,17 @@ TaskQueue& TaskManager::QueueFor(const TaskRecord& r) {
 }
 
 absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
-  auto it = by_id_.find(id);
-  if (it == by_id_.end()) {
-    return absl::NotFoundError(absl::StrCat("task '", id, "' not found (the daemon keeps the last ",
-                                            options_.max_retained,
-                                            " finished tasks; see `taskrt list`)"));
+  // An id is "<prefix>-<seq>" (the prefix of the daemon run that accepted it), so the
+  // task table needs no second index by id: parse, look up, compare.
+  const size_t dash = id.rfind('-');
+  uint64_t seq = 0;
+  if (dash != std::string::npos && absl::SimpleAtoi(absl::string_view(id).substr(dash + 1), &seq)) {
+    auto it = tasks_.find(seq);
+    if (it != tasks_.end() && it->second.task.id() == id) return seq;
   }
-  return it->second;
+  return absl::NotFoundError(absl::StrCat("task '", id, "' not found (the daemon keeps the last ",
+                                          options_.max_retained,
+                                          " finished tasks; see `taskrt list`)"));
 }
 
 // ---------------------------------------------------------------------------------
@@ -966,7 +968,6 @@ void TaskManager::RetireLocked(uint64_t seq) {
     retired_.push_back(seq);  // still referenced: keep it a little longer
     return;
   }
-  by_id_.erase(it->second.task.id());
   const std::string& key = it->second.task.spec().idempotency_key();
   if (!key.empty()) {
     auto k = by_key_.find(key);

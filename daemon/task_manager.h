@@ -283,7 +283,6 @@ class TaskManager {
   absl::Status startup_error_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, uint64_t> by_id_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> retired_ ABSL_GUARDED_BY(mu_);  // final tasks, oldest first
   TaskQueue cpu_queue_ ABSL_GUARDED_BY(mu_);
   TaskQueue io_sync_queue_ ABSL_GUARDED_BY(mu_);

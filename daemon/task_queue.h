@@ -5,10 +5,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <optional>
-#include <tuple>
-#include <unordered_map>
+
+#include "absl/container/flat_hash_map.h"
 
 namespace taskrt::daemon {
 
@@ -19,18 +21,33 @@ class TaskQueue {
   // Removes and returns the next key, or nullopt when empty.
   std::optional<uint64_t> Pop();
   // The next key without removing it.
-  std::optional<uint64_t> Peek() const;
+  std::optional<uint64_t> Peek();
   // Removes `key`; false when it was not queued.
   bool Remove(uint64_t key);
-  size_t size() const { return order_.size(); }
-  bool empty() const { return order_.empty(); }
+  size_t size() const { return queued_.size(); }
+  bool empty() const { return queued_.empty(); }
 
  private:
-  // (-priority, arrival) sorts highest priority first, then oldest.
-  using Position = std::tuple<int64_t, uint64_t>;
-  std::map<Position, uint64_t> order_;
-  std::unordered_map<uint64_t, Position> where_;
+  // Drops removed keys from the front of the first lane (and empty lanes).
+  void SkipRemoved();
+
+  struct Entry {
+    uint64_t key;
+    uint64_t arrival;
+  };
+  bool Live(const Entry& e) const {
+    auto it = queued_.find(e.key);
+    return it != queued_.end() && it->second == e.arrival;
+  }
+
+  // A queue may hold a million tasks, so an entry costs ~40 bytes: a FIFO lane per
+  // priority (highest first) and a map of what is queued to its arrival number. Remove
+  // only forgets the key; the lane entry is dropped when it reaches the front (the
+  // arrival number tells it from the entry of the same key pushed again later).
+  std::map<int32_t, std::deque<Entry>, std::greater<int32_t>> lanes_;
+  absl::flat_hash_map<uint64_t, uint64_t> queued_;
   uint64_t arrivals_ = 0;
+  size_t removed_in_lanes_ = 0;  // lane entries whose key was removed
 };
 
 }  // namespace taskrt::daemon

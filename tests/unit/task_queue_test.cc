@@ -62,4 +62,37 @@ TEST(TaskQueueTest, ManyKeysStayOrdered) {
 }
 
 }  // namespace
+TEST(TaskQueueTest, KeyPushedAgainAfterRemoveComesOutOnceInItsNewPlace) {
+  TaskQueue q;
+  q.Push(1, 0);
+  q.Push(2, 0);
+  ASSERT_TRUE(q.Remove(1));
+  q.Push(1, 0);  // e.g. a retry requeued: now behind 2
+  EXPECT_EQ(q.size(), 2u);
+  EXPECT_EQ(q.Pop(), 2u);
+  EXPECT_EQ(q.Pop(), 1u);
+  EXPECT_EQ(q.Pop(), std::nullopt);
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(TaskQueueTest, MassRemovalKeepsOrderOfTheRest) {
+  TaskQueue q;
+  for (uint64_t k = 0; k < 10000; ++k) q.Push(k, static_cast<int32_t>(k % 3));
+  for (uint64_t k = 0; k < 10000; ++k) {
+    if (k % 10 != 0) ASSERT_TRUE(q.Remove(k));
+  }
+  EXPECT_FALSE(q.Remove(5));
+  ASSERT_EQ(q.size(), 1000u);
+  // Priority 2 first (k % 3 == 2), then 1, then 0; FIFO within each.
+  std::vector<uint64_t> expected;
+  for (int p = 2; p >= 0; --p) {
+    for (uint64_t k = 0; k < 10000; k += 10) {
+      if (static_cast<int>(k % 3) == p) expected.push_back(k);
+    }
+  }
+  std::vector<uint64_t> got;
+  while (auto k = q.Pop()) got.push_back(*k);
+  EXPECT_EQ(got, expected);
+}
+
 }  // namespace taskrt::daemon
