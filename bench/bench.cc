@@ -6,11 +6,11 @@
 //   build/bin/taskrt-bench --socket /run/user/1000/taskrt/taskrt.sock  # a running daemon
 //
 // Scenarios (select with --scenario NAME, repeatable; see bench/README.md):
-//   noop_throughput   N sys.noop tasks from one client (SubmitBatch x1000, WaitAll): tasks/s
+//   noop_throughput   N sys.noop tasks from one client over one Stream call: tasks/s
 //   noop_throughput_8_clients  the same from 8 concurrent clients, each its own Client
 //   grpc_unary        Client::Get of a nonexistent id (NOT_FOUND) x2000: p50 in µs, the
 //                     reference for noop_latency_p50 (runs whenever noop_latency does)
-//   noop_latency      sequential Run(sys.noop): p50 and p99 in µs
+//   noop_latency      sequential Run(sys.noop), one round trip each: p50 and p99 in µs
 //   cpu_scaling       16 math.primes of ~0.25 s one after another vs all at once on the
 //                     cpu pool: efficiency = speedup / min(cores, cpu workers, 16)
 //   sleep_1000        1000 concurrent sys.sleep 1 s: wall seconds (ideal 1.0)
@@ -71,7 +71,7 @@ using v1::TaskResult;
 using v1::TaskSpec;
 
 constexpr absl::Duration kWaitTimeout = absl::Seconds(120);
-constexpr size_t kChunk = 1000;  // tasks per SubmitBatch and per WaitAll call
+constexpr size_t kChunk = 1000;  // tasks per stream batch
 constexpr int kScalingTasks = 16;
 
 struct BenchOptions {
@@ -223,7 +223,7 @@ absl::Status AllSucceeded(const std::vector<T>& tasks) {
 
 // Runs `specs` over one Stream call (Client::RunMany): batches of `submit_chunk`,
 // results streamed back as tasks finish, all within kWaitTimeout.
-absl::StatusOr<std::vector<TaskResult>> SubmitAndWaitAll(Client& client,
+absl::StatusOr<std::vector<TaskResult>> RunStreamed(Client& client,
                                                          const std::vector<TaskSpec>& specs,
                                                          size_t submit_chunk = kChunk) {
   Client::StreamOptions options;
@@ -308,7 +308,7 @@ absl::StatusOr<int64_t> PrimesBelowFor(Context& ctx, double seconds) {
 absl::StatusOr<double> NoopRate(Client& client, int n) {
   const std::vector<TaskSpec> specs(n, MakeTask("sys.noop", ""));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<TaskResult>> tasks = SubmitAndWaitAll(client, specs);
+  absl::StatusOr<std::vector<TaskResult>> tasks = RunStreamed(client, specs);
   const double wall = Since(start);
   if (!tasks.ok()) return tasks.status();
   return n / wall;
@@ -318,11 +318,11 @@ std::vector<Result> NoopThroughput(Context& ctx) {
   const int n = ctx.options.quick ? 2000 : 20000;
   const std::vector<TaskSpec> specs(n, MakeTask("sys.noop", ""));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<TaskResult>> tasks = SubmitAndWaitAll(ctx.client, specs);
+  absl::StatusOr<std::vector<TaskResult>> tasks = RunStreamed(ctx.client, specs);
   const double wall = Since(start);
   if (!tasks.ok()) return {Failed("noop_throughput", "tasks/s", tasks.status())};
   return {Measured("noop_throughput", n / wall, "tasks/s",
-                   absl::StrFormat("%d sys.noop, one client, SubmitBatch x%d then WaitAll; "
+                   absl::StrFormat("%d sys.noop, one client, one Stream call, batches of %d; "
                                    "%.2f s",
                                    n, kChunk, wall))};
 }
@@ -359,7 +359,7 @@ std::vector<Result> CpuScaling(Context& ctx) {
   }
   // Warm-up: one task per worker, so spawn or first-touch costs stay out of both runs.
   absl::StatusOr<std::vector<TaskResult>> warm =
-      SubmitAndWaitAll(ctx.client, std::vector<TaskSpec>(ctx.shape.cpu_workers, PrimesTask(1000)));
+      RunStreamed(ctx.client, std::vector<TaskSpec>(ctx.shape.cpu_workers, PrimesTask(1000)));
   if (!warm.ok()) return fail(warm.status());
   const double per_task = ctx.options.quick ? 0.1 : 0.25;
   absl::StatusOr<int64_t> below = PrimesBelowFor(ctx, per_task);
@@ -374,7 +374,7 @@ std::vector<Result> CpuScaling(Context& ctx) {
   const double t_seq = Since(start);
   start = std::chrono::steady_clock::now();
   absl::StatusOr<std::vector<TaskResult>> par =
-      SubmitAndWaitAll(ctx.client, std::vector<TaskSpec>(kScalingTasks, spec));
+      RunStreamed(ctx.client, std::vector<TaskSpec>(kScalingTasks, spec));
   if (!par.ok()) return fail(par.status());
   const double t_par = Since(start);
 
@@ -396,13 +396,13 @@ std::vector<Result> Sleeps(Context& ctx, int n) {
   const std::string name = absl::StrCat("sleep_", n);
   const std::vector<TaskSpec> specs(n, MakeTask("sys.sleep", R"({"ms":1000})"));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<TaskResult>> tasks = SubmitAndWaitAll(ctx.client, specs, kSleepChunk);
+  absl::StatusOr<std::vector<TaskResult>> tasks = RunStreamed(ctx.client, specs, kSleepChunk);
   const double wall = Since(start);
   if (!tasks.ok()) return {Failed(name, "s", tasks.status())};
   return {Measured(name, wall, "s",
-                   absl::StrFormat("%d concurrent sys.sleep 1000 ms, SubmitBatch x%d, WaitAll "
-                                   "x%d; ideal 1.00 s",
-                                   n, std::min<size_t>(n, kSleepChunk), kChunk))};
+                   absl::StrFormat("%d concurrent sys.sleep 1000 ms, one Stream call, batches "
+                                   "of %d; ideal 1.00 s",
+                                   n, std::min<size_t>(n, kSleepChunk)))};
 }
 
 std::vector<Result> NoopThroughput8Clients(Context& ctx) {
@@ -422,7 +422,7 @@ std::vector<Result> NoopThroughput8Clients(Context& ctx) {
   for (int i = 0; i < kClients; ++i) {
     threads.emplace_back([&, i] {
       ready.arrive_and_wait();
-      statuses[i] = SubmitAndWaitAll(*clients[i], specs).status();
+      statuses[i] = RunStreamed(*clients[i], specs).status();
     });
   }
   ready.arrive_and_wait();
@@ -434,7 +434,7 @@ std::vector<Result> NoopThroughput8Clients(Context& ctx) {
   }
   return {Measured(name, kClients * per_client / wall, "tasks/s",
                    absl::StrFormat("%d clients at once, each its own Client: %d sys.noop, "
-                                   "SubmitBatch x%d then WaitAll; %.2f s",
+                                   "one Stream call each, batches of %d; %.2f s",
                                    kClients, per_client, kChunk, wall))};
 }
 
@@ -485,7 +485,7 @@ std::vector<Result> Mixed(Context& ctx) {
   specs.insert(specs.end(), kIoTasks,
                MakeTask("sys.sleep", absl::StrCat(R"({"ms":)", kSleepMs, "}")));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<TaskResult>> tasks = SubmitAndWaitAll(ctx.client, specs);
+  absl::StatusOr<std::vector<TaskResult>> tasks = RunStreamed(ctx.client, specs);
   const double wall = Since(start);
   if (!tasks.ok()) return fail(tasks.status());
   std::vector<double> io_ms;
@@ -498,7 +498,7 @@ std::vector<Result> Mixed(Context& ctx) {
   const double ideal = std::max(cpu_work / lanes, kSleepMs / 1e3);
   const std::string notes = absl::StrFormat(
       "%d x math.primes below %d (%.2f s alone, aimed at %.2f s) + %d sys.sleep %d ms in "
-      "one SubmitBatch; I/O finished-submitted p50 %.1f ms p99 %.1f ms; makespan %.2f s, "
+      "one stream batch; I/O finished-submitted p50 %.1f ms p99 %.1f ms; makespan %.2f s, "
       "ideal %.2f s = max(cpu work %.2f s / min(%d cores, %d cpu workers), %.1f s)",
       kCpuTasks, *below, solo_seconds, cpu_seconds, kIoTasks, kSleepMs, Percentile(io_ms, 50),
       Percentile(io_ms, 99), wall, ideal, cpu_work, ctx.shape.cores, ctx.shape.cpu_workers,
@@ -547,7 +547,7 @@ std::vector<Result> ExecTrue(Context& ctx) {
   if (!warm.ok()) return {reference, Failed("exec_true", "tasks/s", warm.status())};
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::vector<TaskResult>> tasks =
-      SubmitAndWaitAll(ctx.client, std::vector<TaskSpec>(n, spec));
+      RunStreamed(ctx.client, std::vector<TaskSpec>(n, spec));
   const double wall = Since(start);
   if (!tasks.ok()) return {reference, Failed("exec_true", "tasks/s", tasks.status())};
   int nonzero = 0;
@@ -565,7 +565,7 @@ std::vector<Result> ExecTrue(Context& ctx) {
       tasks->empty() ? "" : ExecutorName((*tasks)[0].decision().executor());
   return {reference,
           Measured("exec_true", n / wall, "tasks/s",
-                   absl::StrFormat("%d sys.exec /bin/true (%s), SubmitBatch x%d then WaitAll; "
+                   absl::StrFormat("%d sys.exec /bin/true (%s), one Stream call, batches of %d; "
                                    "%.2f s vs xargs -P%d %.2f s",
                                    n, executor, kChunk, wall, parallel, *xargs))};
 }

@@ -1,6 +1,7 @@
 #include "daemon/service.h"
 
 #include <deque>
+#include <map>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -152,22 +153,26 @@ class StreamReactor final
       return;
     }
     const uint64_t tag = request_.tag();
+    uint64_t slot = 0;  // answers go out in the order of the requests
+    {
+      internal::MutexLock lock(&shared_->mu);
+      slot = shared_->slots++;
+    }
     auto submitted = manager_.Submit(request_.tasks(), [shared = shared_](v1::TaskResult r) {
       shared->AddResult(std::move(r));
     });
     if (!submitted.ok()) {
-      shared_->AddAccepted(tag, submitted.status(), {});
+      shared_->AddAccepted(slot, tag, submitted.status(), {});
     } else {
       {
         internal::MutexLock lock(&shared_->mu);
         shared_->expected += submitted->ids.size();
-        ++shared_->unanswered;
         if (submitted->wait_handle != 0) shared_->handles.push_back(submitted->wait_handle);
       }
       std::vector<std::string> ids = submitted->ids;
       manager_.WhenDurable(
           submitted->ticket, std::move(ids),
-          [shared = shared_, &manager = manager_, tag, handle = submitted->wait_handle,
+          [shared = shared_, &manager = manager_, slot, tag, handle = submitted->wait_handle,
            ids = std::move(submitted->ids)](absl::Status s) mutable {
             if (!s.ok()) {
               // The tasks were withdrawn: their results will not come. End the call.
@@ -175,7 +180,7 @@ class StreamReactor final
               shared->Fail(s);
               return;
             }
-            shared->AddAccepted(tag, s, std::move(ids));
+            shared->AddAccepted(slot, tag, s, std::move(ids));
           });
     }
     StartRead(&request_);
@@ -223,16 +228,22 @@ class StreamReactor final
       *next.add_results() = std::move(result);
       WriteNextLocked();
     }
-    void AddAccepted(uint64_t tag, const absl::Status& status, std::vector<std::string> ids) {
+    // The answer to request number `slot`; answers are sent in slot order (a refused
+    // batch is answered at once, an accepted one only once durable).
+    void AddAccepted(uint64_t slot, uint64_t tag, const absl::Status& status,
+                     std::vector<std::string> ids) {
       internal::MutexLock lock(&mu);
-      if (status.ok()) --unanswered;
-      if (finished) return;
-      auto* a = next.add_accepted();
-      a->set_tag(tag);
-      a->set_code(static_cast<int>(status.code()));
-      a->set_message(std::string(status.message()));
-      a->mutable_task_ids()->Reserve(static_cast<int>(ids.size()));
-      for (auto& id : ids) a->add_task_ids(std::move(id));
+      v1::StreamResponse::Accepted& a = answers[slot];
+      a.set_tag(tag);
+      a.set_code(static_cast<int>(status.code()));
+      a.set_message(std::string(status.message()));
+      a.mutable_task_ids()->Reserve(static_cast<int>(ids.size()));
+      for (auto& id : ids) a.add_task_ids(std::move(id));
+      while (!answers.empty() && answers.begin()->first == answered) {
+        if (!finished) next.add_accepted()->Swap(&answers.begin()->second);
+        answers.erase(answers.begin());
+        ++answered;
+      }
       WriteNextLocked();
     }
     void Fail(const absl::Status& status) {
@@ -251,7 +262,7 @@ class StreamReactor final
       reactor->StartWrite(&current);
     }
     void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-      if (reads_done && unanswered == 0 && delivered >= expected && !writing &&
+      if (reads_done && answered == slots && delivered >= expected && !writing &&
           next.accepted_size() == 0 && next.results_size() == 0) {
         FinishLocked(grpc::Status::OK);
       }
@@ -271,7 +282,9 @@ class StreamReactor final
     bool finished ABSL_GUARDED_BY(mu) = false;
     size_t expected ABSL_GUARDED_BY(mu) = 0;   // results owed for accepted batches
     size_t delivered ABSL_GUARDED_BY(mu) = 0;
-    size_t unanswered ABSL_GUARDED_BY(mu) = 0;  // accepted batches not yet answered
+    uint64_t slots ABSL_GUARDED_BY(mu) = 0;     // requests read
+    uint64_t answered ABSL_GUARDED_BY(mu) = 0;  // requests answered (a prefix)
+    std::map<uint64_t, v1::StreamResponse::Accepted> answers ABSL_GUARDED_BY(mu);  // waiting
     std::vector<uint64_t> handles ABSL_GUARDED_BY(mu);
   };
 

@@ -157,7 +157,7 @@ class TaskManager {
     internal::FrameDecoder decoder;
     std::array<char, 65536> buf{};
     std::string outbox, inflight;
-    std::string staged;  // frames waiting for the journal to commit what they follow from
+    std::string staged;  // frames of the current operation (released by EndOpLocked)
     bool writing = false;
     std::unordered_map<uint64_t, Run> running;  // run id -> the task it runs
     int sync_running = 0, async_running = 0;
@@ -227,6 +227,8 @@ class TaskManager {
   void PersistLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues the operation's journal changes as one unit, then releases the frames it
   // staged once the journal holds them (at once without a journal).
+  // StartWriteLocked sends a worker's outbox from the calling thread if the socket
+  // takes it all, else hands the rest to the loop thread.
   void EndOpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartWriteLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PromoteDueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -258,7 +260,9 @@ class TaskManager {
     int pid;
     std::string bytes;
   };
-  void SendOnLoop(std::vector<StagedFrames> staged);
+  // Moves frames staged by an operation to their workers' outboxes and starts writing
+  // (called once the journal holds what the frames follow from).
+  void ReleaseStaged(std::vector<StagedFrames> staged);
   void TickOnLoop();
   // Runs callbacks collected under mu_, after releasing it.
   void RunDeferred(std::vector<std::function<void()>>& deferred);
