@@ -344,7 +344,8 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
       }
     }
   }
-  if (!failure.ok() || done < specs.size()) context.TryCancel();
+  // Cancel only our own giving up; a call that ended by itself keeps its status.
+  if (!failure.ok()) context.TryCancel();
   writer.join();
   const absl::Status finish = FromGrpc(stream->Finish());
   if (!failure.ok()) return failure;

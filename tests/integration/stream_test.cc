@@ -258,6 +258,8 @@ TEST_F(StreamTest, FailedTasksComeBackAsResults) {
   }
 }
 
+// A stream that ends by itself keeps its status: DEADLINE_EXCEEDED for `timeout`,
+// UNAVAILABLE when the daemon goes away (not the CANCELLED of a client-side cancel).
 TEST_F(StreamTest, RunStreamTimeoutIsDeadlineExceededAndTasksGoOn) {
   std::vector<v1::TaskSpec> specs = {MakeTask("test.echo", "quick"),
                                      MakeTask("sys.sleep", R"({"ms": 2000})")};
@@ -279,6 +281,26 @@ TEST_F(StreamTest, RunStreamTimeoutIsDeadlineExceededAndTasksGoOn) {
   auto done = client_->Wait(listed->front().id(), absl::Seconds(60));
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->state(), v1::TASK_STATE_SUCCEEDED);
+}
+
+TEST_F(StreamTest, RunStreamReportsUnavailableWhenTheDaemonGoesAway) {
+  std::vector<v1::TaskSpec> specs = {MakeTask("sys.sleep", R"({"ms": 30000})")};
+  absl::Status status;
+  std::thread stream([&] {
+    status = client_->RunStream(
+        specs, [](size_t, v1::TaskResult&) {}, Options(10));
+  });
+  // Shut down once the task runs (the stream is then waiting for its result).
+  v1::ListRequest request;
+  request.add_states(v1::TASK_STATE_RUNNING);
+  for (int i = 0; i < 600; ++i) {
+    auto running = client_->List(request);
+    if (running.ok() && !running->empty()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  daemon_->Shutdown();
+  stream.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
 }
 
 TEST_F(StreamTest, EmptySpecListIsOkWithoutACall) {
@@ -452,14 +474,7 @@ TEST_F(StreamTest, RawStreamRefusesAnEmptyBatchAndGoesOn) {
 
 // service.proto: "repeated Accepted accepted = 1;  // in the order of the requests".
 // A client that leaves `tag` at its default (0) can only match answers by that order.
-//
-// KNOWN DAEMON BUG (skipped until fixed; delete the GTEST_SKIP line then): a refused
-// batch is answered at once (StreamReactor::OnReadDone in daemon/service.cc calls
-// AddAccepted directly when Submit fails), while an accepted batch is answered only from
-// its WhenDurable callback, after the journal commit. So a refusal overtakes the answers
-// of earlier accepted batches: the daemon sends tags 2, 3, 1 here, every run.
 TEST_F(StreamTest, RawStreamAnswersInTheOrderOfTheRequests) {
-  GTEST_SKIP() << "daemon bug: a refused batch's Accepted overtakes earlier accepted batches";
   auto stub = RawStub();
   std::vector<v1::StreamRequest> requests(3);
   requests[0].set_tag(1);
