@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string_view>
 #include <utility>
@@ -69,6 +70,10 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
     s = j->Exec(durability == Durability::kFull ? "PRAGMA synchronous=FULL"
                                                 : "PRAGMA synchronous=NORMAL");
   }
+  // One process owns the journal (journal.lock): exclusive locking spares the per-commit
+  // shared-memory locking, and rarer checkpoints copy a hot page back once, not often.
+  if (s.ok()) s = j->Exec("PRAGMA locking_mode=EXCLUSIVE");
+  if (s.ok()) s = j->Exec("PRAGMA wal_autocheckpoint=10000");
   if (s.ok()) {
     sqlite3_stmt* check = nullptr;
     std::string result = "ok";
@@ -117,7 +122,7 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
                           "INSERT OR REPLACE INTO tasks(seq, id, idempotency_key, final, body)"
                           " VALUES(?, ?, ?, ?, ?)",
                           -1, &j->put_, nullptr) != SQLITE_OK ||
-       sqlite3_prepare_v2(db, "DELETE FROM tasks WHERE seq = ?", -1, &j->erase_, nullptr) !=
+       sqlite3_prepare_v2(db, "DELETE FROM tasks WHERE seq BETWEEN ? AND ?", -1, &j->erase_, nullptr) !=
            SQLITE_OK)) {
     s = SqliteError(db, "cannot prepare journal statements");
   }
@@ -264,22 +269,36 @@ void Journal::WriterLoop() {
     absl::Status status;
     if (!batch.empty()) {
       status = Exec("BEGIN IMMEDIATE");
+      std::vector<uint64_t> erased;
       for (size_t i = 0; status.ok() && i < batch.size(); ++i) {
         const Write& w = batch[i];
-        sqlite3_stmt* stmt = w.erase ? erase_ : put_;
-        sqlite3_reset(stmt);
-        sqlite3_bind_int64(stmt, 1, static_cast<sqlite3_int64>(w.seq));
-        if (!w.erase) {
-          sqlite3_bind_text(stmt, 2, w.id.data(), static_cast<int>(w.id.size()), SQLITE_STATIC);
-          if (w.key.empty()) {
-            sqlite3_bind_null(stmt, 3);
-          } else {
-            sqlite3_bind_text(stmt, 3, w.key.data(), static_cast<int>(w.key.size()), SQLITE_STATIC);
-          }
-          sqlite3_bind_int(stmt, 4, w.final ? 1 : 0);
-          sqlite3_bind_blob(stmt, 5, w.body.data(), static_cast<int>(w.body.size()), SQLITE_STATIC);
+        if (w.erase) {  // rows differ from every put of this batch: order is free
+          erased.push_back(w.seq);
+          continue;
         }
-        if (sqlite3_step(stmt) != SQLITE_DONE) status = SqliteError(db_, "journal write");
+        sqlite3_reset(put_);
+        sqlite3_bind_int64(put_, 1, static_cast<sqlite3_int64>(w.seq));
+        sqlite3_bind_text(put_, 2, w.id.data(), static_cast<int>(w.id.size()), SQLITE_STATIC);
+        if (w.key.empty()) {
+          sqlite3_bind_null(put_, 3);
+        } else {
+          sqlite3_bind_text(put_, 3, w.key.data(), static_cast<int>(w.key.size()), SQLITE_STATIC);
+        }
+        sqlite3_bind_int(put_, 4, w.final ? 1 : 0);
+        sqlite3_bind_blob(put_, 5, w.body.data(), static_cast<int>(w.body.size()), SQLITE_STATIC);
+        if (sqlite3_step(put_) != SQLITE_DONE) status = SqliteError(db_, "journal write");
+      }
+      // Retention erases old tasks about in the order they were accepted: delete runs
+      // of consecutive rows with one statement each.
+      std::sort(erased.begin(), erased.end());
+      for (size_t i = 0; status.ok() && i < erased.size();) {
+        size_t j = i + 1;
+        while (j < erased.size() && erased[j] == erased[j - 1] + 1) ++j;
+        sqlite3_reset(erase_);
+        sqlite3_bind_int64(erase_, 1, static_cast<sqlite3_int64>(erased[i]));
+        sqlite3_bind_int64(erase_, 2, static_cast<sqlite3_int64>(erased[j - 1]));
+        if (sqlite3_step(erase_) != SQLITE_DONE) status = SqliteError(db_, "journal erase");
+        i = j;
       }
       if (status.ok()) {
         status = Exec("COMMIT");

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--io-max-inflight", t.io_max_inflight,
                  "Async tasks (sleeps, commands) in flight per io worker")
-      ->default_val(20000)
+      ->default_val(100000)
       ->check(CLI::Range(1, 10000000));
   app.add_option("--plugin", t.plugins,
                  "Handler plugin (.so) to load into every worker (repeatable)");

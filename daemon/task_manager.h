@@ -45,7 +45,7 @@ struct TaskManagerOptions {
   int cpu_workers = 2;          // processes in the cpu pool (one task each)
   int io_workers = 1;           // processes in the io pool
   int io_threads = 4;           // thread-pool size of each io worker
-  int io_max_inflight = 20000;  // async tasks in flight per io worker
+  int io_max_inflight = 100000;  // async tasks in flight per io worker
   std::string worker_path;      // taskrt-worker binary
   std::vector<std::string> plugins;
   ClassifierOptions classifier;

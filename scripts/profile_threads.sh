@@ -3,8 +3,9 @@
 #
 #   bash scripts/profile_threads.sh [RUNS] [taskrtd args...]
 #
-# Starts build/bin/taskrtd on a temporary socket, warms it with one taskrt-bench
-# noop_throughput run, reads every thread's utime+stime from /proc before and after RUNS
+# Starts build/bin/taskrtd on a temporary socket, warms it with WARM (default 1)
+# taskrt-bench noop_throughput runs (6 or more: past the 100000 retained tasks, so the
+# runs measured include evicting old ones), reads every thread's utime+stime from /proc before and after RUNS
 # more runs (20000 tasks each), prints microseconds of CPU per task per thread, and stops
 # the daemon by its pid. Used for the profile in docs/PERFORMANCE.md.
 set -euo pipefail
@@ -19,7 +20,7 @@ cleanup() { kill "$DAEMON" 2>/dev/null || true; wait "$DAEMON" 2>/dev/null || tr
 trap cleanup EXIT
 for _ in $(seq 50); do [ -S "$DIR/taskrt.sock" ] && break; sleep 0.1; done
 bench() { "$BIN/taskrt-bench" --socket "$DIR/taskrt.sock" --scenario noop_throughput 2>&1 | grep '^noop_throughput' | awk '{print "  " $1, $2, $3}'; }
-bench >/dev/null
+for _ in $(seq "${WARM:-1}"); do bench >/dev/null; done
 threads() {  # pid -> "tid comm ticks" lines
   for t in /proc/"$1"/task/*; do
     printf '%s %s %s\n' "${t##*/}" "$(tr ' ' '_' <"$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <string>
+#include <vector>
 
 namespace taskrt::daemon {
 namespace {
@@ -70,6 +72,38 @@ TEST_F(JournalTest, ManyWritesShareCommits) {
   auto all = (*j)->LoadAll();
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->size(), 2000u);
+}
+
+TEST_F(JournalTest, ErasesRunsAndSinglesAndFoldsRepeatedWritesOfARow) {
+  auto j = Journal::Open(path_, Durability::kProcess);
+  ASSERT_TRUE(j.ok()) << j.status();
+  std::vector<Journal::Change> puts;
+  std::vector<v1::Task> tasks;
+  tasks.reserve(20);
+  for (uint64_t seq = 1; seq <= 20; ++seq) {
+    tasks.push_back(MakeTask("t-" + std::to_string(seq), v1::TASK_STATE_QUEUED));
+  }
+  for (uint64_t seq = 1; seq <= 20; ++seq) puts.push_back({seq, &tasks[seq - 1]});
+  ASSERT_TRUE(AwaitCommit(**j, (*j)->Apply(puts)).ok());
+  // Erase 3..9 (a run) and 12 and 15 (singles), in no particular order, and rewrite 10
+  // twice in the same unit: the second write wins and is the only one written.
+  const v1::Task ten_running = MakeTask("t-10", v1::TASK_STATE_RUNNING);
+  const v1::Task ten_done = MakeTask("t-10", v1::TASK_STATE_SUCCEEDED);
+  std::vector<Journal::Change> changes = {{9, nullptr},  {15, nullptr},      {3, nullptr},
+                                          {4, nullptr},  {10, &ten_running}, {5, nullptr},
+                                          {6, nullptr},  {12, nullptr},      {7, nullptr},
+                                          {8, nullptr},  {10, &ten_done}};
+  const uint64_t before = (*j)->coalesced();
+  ASSERT_TRUE(AwaitCommit(**j, (*j)->Apply(changes)).ok());
+  EXPECT_GE((*j)->coalesced(), before + 1);
+  auto all = (*j)->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  std::vector<uint64_t> kept;
+  for (const auto& t : *all) {
+    kept.push_back(t.seq);
+    if (t.seq == 10) EXPECT_EQ(t.task.state(), v1::TASK_STATE_SUCCEEDED);
+  }
+  EXPECT_EQ(kept, (std::vector<uint64_t>{1, 2, 10, 11, 13, 14, 16, 17, 18, 19, 20}));
 }
 
 TEST_F(JournalTest, CallbacksRunInTicketOrderNeverInline) {
