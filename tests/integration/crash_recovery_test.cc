@@ -218,13 +218,14 @@ TEST_F(CrashRecoveryTest, KillNineOfRandomWorkersUnderLoad) {
       kTasks, killed, succeeded, crashed);
 }
 
-// A journal that cannot be written at start-up (here: a 16 KiB file-size limit, as a
-// full disk would) stops the daemon with a clear error instead of a crash.
+// A journal that cannot be written at start-up (here: a 4 KiB file-size limit, less than
+// the first WAL frames of a new journal, as a full disk would) stops the daemon with a
+// clear error instead of a crash.
 TEST(JournalSpaceTest, UnwritableJournalAtStartIsAClearError) {
   if (::access("/usr/bin/prlimit", X_OK) != 0) GTEST_SKIP() << "prlimit (util-linux) missing";
   const std::string dir = MakeTempDir();
   const std::string log = dir + "/daemon.log";
-  std::vector<std::string> args = {"/usr/bin/prlimit", "--fsize=16384", TASKRT_DAEMON_PATH,
+  std::vector<std::string> args = {"/usr/bin/prlimit", "--fsize=4096", TASKRT_DAEMON_PATH,
                                    "--socket", dir + "/t.sock"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
