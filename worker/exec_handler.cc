@@ -1,5 +1,6 @@
 // sys.exec: runs a command as a child of the worker and waits for it on the event loop
-// (a pidfd and the output pipes are watched by the loop; no thread is held).
+// (a pidfd and the output pipes are watched by the loop; no thread is held while the
+// command runs; starting it happens on a two-thread spawner pool).
 //
 // Input:  {"argv": ["cmd", "arg"...], "env": {"K": "V"}, "cwd": "/dir", "stdin": "..."}
 // Output: {"exit_code", "signal", "signal_name", "stdout", "stderr", "stdout_truncated",
@@ -22,8 +23,10 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "asio/post.hpp"
 #include "asio/posix/stream_descriptor.hpp"
 #include "asio/steady_timer.hpp"
+#include "asio/thread_pool.hpp"
 #include "asio/write.hpp"
 #include "common/util.h"
 #include "nlohmann/json.hpp"
@@ -182,23 +185,33 @@ struct Pipes {
   }
 };
 
-void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
-  auto spec = ParseSpec(call->input());
-  if (!spec.ok()) return call->Finish({spec.status()});
-
+// What starting one command needs and yields; handed from the loop to a spawner thread
+// and back.
+struct Launch {
+  ExecSpec spec;
   Pipes pipes;
-  for (auto& p : pipes.fds) {
-    if (::pipe2(p, O_CLOEXEC) != 0) {
-      return call->Finish(
-          {absl::ResourceExhaustedError(absl::StrCat("sys.exec: pipe: ", std::strerror(errno)))});
-    }
-  }
+  pid_t pid = -1;
+  int spawn_error = 0;  // posix_spawnp's result
+  int pidfd = -1;
+  int pidfd_errno = 0;
+};
+
+// posix_spawn returns only once the child has exec'd (a few hundred microseconds for a
+// small program), so commands are started on a small pool of their own: the loop stays
+// free for other tasks and two commands can start at once.
+asio::thread_pool& Spawners() {
+  static asio::thread_pool pool(2);
+  return pool;
+}
+
+// On a spawner thread: touches only `l`.
+void Spawn(Launch& l) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, pipes.fds[0][0], 0);
-  posix_spawn_file_actions_adddup2(&actions, pipes.fds[1][1], 1);
-  posix_spawn_file_actions_adddup2(&actions, pipes.fds[2][1], 2);
-  if (!spec->cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, spec->cwd.c_str());
+  posix_spawn_file_actions_adddup2(&actions, l.pipes.fds[0][0], 0);
+  posix_spawn_file_actions_adddup2(&actions, l.pipes.fds[1][1], 1);
+  posix_spawn_file_actions_adddup2(&actions, l.pipes.fds[2][1], 2);
+  if (!l.spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, l.spec.cwd.c_str());
   posix_spawnattr_t attr;
   internal::InitCleanSpawnAttr(&attr, POSIX_SPAWN_SETPGROUP);
   posix_spawnattr_setpgroup(&attr, 0);  // own group: cancellation kills the whole tree
@@ -207,42 +220,49 @@ void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
   for (char** e = environ; *e != nullptr; ++e) {
     std::string_view kv(*e);
     const std::string key(kv.substr(0, kv.find('=')));
-    if (spec->env.count(key) == 0) env_storage.emplace_back(kv);
+    if (l.spec.env.count(key) == 0) env_storage.emplace_back(kv);
   }
-  for (const auto& [k, v] : spec->env) env_storage.push_back(absl::StrCat(k, "=", v));
+  for (const auto& [k, v] : l.spec.env) env_storage.push_back(absl::StrCat(k, "=", v));
   std::vector<char*> envp;
   for (auto& s : env_storage) envp.push_back(s.data());
   envp.push_back(nullptr);
   std::vector<char*> argv;
-  for (auto& a : spec->argv) argv.push_back(a.data());
+  for (auto& a : l.spec.argv) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  pid_t pid = -1;
-  const int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  l.spawn_error = ::posix_spawnp(&l.pid, argv[0], &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    return call->Finish({absl::InvalidArgumentError(absl::StrCat(
-        "sys.exec: cannot run '", spec->argv[0], "'",
-        spec->cwd.empty() ? "" : absl::StrCat(" in ", spec->cwd), ": ", std::strerror(rc)))});
-  }
-  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    return call->Finish(
-        {absl::InternalError(absl::StrCat("sys.exec: pidfd_open: ", std::strerror(errno)))});
-  }
+  if (l.spawn_error != 0) return;
+  l.pidfd = static_cast<int>(::syscall(SYS_pidfd_open, l.pid, 0));
+  if (l.pidfd < 0) l.pidfd_errno = errno;
+}
 
+// Back on the loop: watch the started child.
+void Started(asio::io_context& loop, const std::shared_ptr<AsyncCall>& call, Launch& l) {
+  if (l.spawn_error != 0) {
+    return call->Finish({absl::InvalidArgumentError(absl::StrCat(
+        "sys.exec: cannot run '", l.spec.argv[0], "'",
+        l.spec.cwd.empty() ? "" : absl::StrCat(" in ", l.spec.cwd), ": ",
+        std::strerror(l.spawn_error)))});
+  }
+  if (l.pidfd < 0) {
+    ::kill(l.pid, SIGKILL);
+    ::waitpid(l.pid, nullptr, 0);
+    return call->Finish({absl::InternalError(
+        absl::StrCat("sys.exec: pidfd_open: ", std::strerror(l.pidfd_errno)))});
+  }
   auto child = std::make_shared<Child>(loop, call);
-  child->pid = pid;
-  child->pidfd.assign(pidfd);
-  child->in.assign(std::exchange(pipes.fds[0][1], -1));
-  child->out.assign(std::exchange(pipes.fds[1][0], -1));
-  child->err.assign(std::exchange(pipes.fds[2][0], -1));
-  // The child's ends are closed here by ~Pipes when this function returns.
-  child->stdin_data = std::move(spec->stdin_data);
+  child->pid = l.pid;
+  child->pidfd.assign(l.pidfd);
+  child->in.assign(std::exchange(l.pipes.fds[0][1], -1));
+  child->out.assign(std::exchange(l.pipes.fds[1][0], -1));
+  child->err.assign(std::exchange(l.pipes.fds[2][0], -1));
+  // The child's ends are closed by ~Pipes when the Launch goes.
+  child->stdin_data = std::move(l.spec.stdin_data);
+  const pid_t pid = l.pid;
   call->set_on_cancel([pid] { ::kill(-pid, SIGKILL); });
+  if (call->cancelled()) ::kill(-pid, SIGKILL);  // cancelled while it was starting
 
   child->ReadPipe(true);
   child->ReadPipe(false);
@@ -253,6 +273,23 @@ void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
                       std::error_code ignored;
                       child->in.close(ignored);
                     });
+}
+
+void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
+  auto spec = ParseSpec(call->input());
+  if (!spec.ok()) return call->Finish({spec.status()});
+  auto launch = std::make_shared<Launch>();
+  launch->spec = *std::move(spec);
+  for (auto& p : launch->pipes.fds) {
+    if (::pipe2(p, O_CLOEXEC) != 0) {
+      return call->Finish(
+          {absl::ResourceExhaustedError(absl::StrCat("sys.exec: pipe: ", std::strerror(errno)))});
+    }
+  }
+  asio::post(Spawners(), [&loop, call = std::move(call), launch]() mutable {
+    Spawn(*launch);
+    asio::post(loop, [&loop, call = std::move(call), launch] { Started(loop, call, *launch); });
+  });
 }
 
 }  // namespace
