@@ -11,6 +11,7 @@
 //   grpc_unary        Client::Get of a nonexistent id (NOT_FOUND) x2000: p50 in µs, the
 //                     reference for noop_latency_p50 (runs whenever noop_latency does)
 //   noop_latency      sequential Run(sys.noop), one round trip each: p50 and p99 in µs
+//   fsync             4 KiB write + fdatasync where the journal lives: p50 in µs (reference)
 //   cpu_scaling       16 math.primes of ~0.25 s one after another vs all at once on the
 //                     cpu pool: efficiency = speedup / min(cores, cpu workers, 16)
 //   sleep_1000        1000 concurrent sys.sleep 1 s: wall seconds (ideal 1.0)
@@ -19,11 +20,13 @@
 //                     I/O latency p99 and makespan against the ideal
 //   exec_true         sys.exec /bin/true xN vs `seq N | xargs -P<cores> -n1 /bin/true`
 //   durable_ratio     noop throughput of this daemon vs one started with --durability=none
+//                     (also that daemon's sequential latency, as a reference)
 //   queued_memory     daemon memory per queued task, 1,000,000 queued (not in --quick)
 //
 // Every wait is bounded (kWaitTimeout), so a broken daemon fails a scenario instead of
 // hanging the run. Exit status: 0 when every selected scenario produced its figures
 // (whether or not they meet their targets), 1 otherwise, 2 on bad options.
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -327,26 +330,70 @@ std::vector<Result> NoopThroughput(Context& ctx) {
                                    n, kChunk, wall))};
 }
 
-std::vector<Result> NoopLatency(Context& ctx) {
-  const int m = ctx.options.quick ? 200 : 2000;
-  constexpr int kWarmup = 20;
+// Sequential Run(sys.noop) round trips in µs, after a warm-up.
+constexpr int kLatencyWarmup = 20;
+absl::StatusOr<std::vector<double>> SequentialMicros(Client& client, int m) {
   const TaskSpec spec = MakeTask("sys.noop", "");
   std::vector<double> micros;
   micros.reserve(m);
-  for (int i = 0; i < m + kWarmup; ++i) {
+  for (int i = 0; i < m + kLatencyWarmup; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<Task> task = ctx.client.Run(spec, absl::Seconds(10));
+    absl::StatusOr<Task> task = client.Run(spec, absl::Seconds(10));
     const double us = Since(start) * 1e6;
     absl::Status status = task.ok() ? AllSucceeded(std::vector<Task>{*task}) : task.status();
-    if (!status.ok()) {
-      return {Failed("noop_latency_p50", "us", status), Failed("noop_latency_p99", "us", status)};
-    }
-    if (i >= kWarmup) micros.push_back(us);
+    if (!status.ok()) return status;
+    if (i >= kLatencyWarmup) micros.push_back(us);
   }
-  const std::string notes =
-      absl::StrFormat("sequential Run(sys.noop) x%d (submit + wait), after %d warm-up", m, kWarmup);
-  return {Measured("noop_latency_p50", Percentile(micros, 50), "us", notes),
-          Measured("noop_latency_p99", Percentile(micros, 99), "us", notes)};
+  return micros;
+}
+
+std::vector<Result> NoopLatency(Context& ctx) {
+  const int m = ctx.options.quick ? 200 : 2000;
+  absl::StatusOr<std::vector<double>> micros = SequentialMicros(ctx.client, m);
+  if (!micros.ok()) {
+    return {Failed("noop_latency_p50", "us", micros.status()),
+            Failed("noop_latency_p99", "us", micros.status())};
+  }
+  const std::string notes = absl::StrFormat(
+      "sequential Run(sys.noop) x%d (one round trip each), after %d warm-up", m, kLatencyWarmup);
+  return {Measured("noop_latency_p50", Percentile(*micros, 50), "us", notes),
+          Measured("noop_latency_p99", Percentile(*micros, 99), "us", notes)};
+}
+
+// The cost of making one commit durable on the filesystem the daemon's journal is on
+// (the bench's temporary directory, or /tmp under --socket): 4 KiB write + fdatasync.
+std::vector<Result> Fsync(Context& ctx) {
+  const int m = ctx.options.quick ? 50 : 300;
+  const std::string dir =
+      ctx.own_daemon ? ctx.client_options.socket_path.substr(
+                           0, ctx.client_options.socket_path.rfind('/'))
+                     : "/tmp";
+  const std::string path = dir + "/fsync-probe";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return {Failed("fsync_p50", "us",
+                   absl::InternalError(absl::StrCat("open ", path, ": ", std::strerror(errno))))};
+  }
+  const std::string page(4096, 'x');
+  std::vector<double> micros;
+  absl::Status status;
+  for (int i = 0; i < m && status.ok(); ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    if (::pwrite(fd, page.data(), page.size(), static_cast<off_t>(i) * 4096) !=
+            static_cast<ssize_t>(page.size()) ||
+        ::fdatasync(fd) != 0) {
+      status = absl::InternalError(absl::StrCat("write/fdatasync ", path, ": ", std::strerror(errno)));
+    }
+    micros.push_back(Since(start) * 1e6);
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
+  if (!status.ok()) return {Failed("fsync_p50", "us", status)};
+  return {Measured("fsync_p50", Percentile(micros, 50), "us",
+                   absl::StrFormat("reference, no target: 4 KiB pwrite + fdatasync x%d in %s; "
+                                   "a Run with --durability full waits for two such commits "
+                                   "(accepted+running, final)",
+                                   m, dir))};
 }
 
 std::vector<Result> CpuScaling(Context& ctx) {
@@ -677,6 +724,7 @@ std::vector<Result> DurableRatio(Context& ctx) {
   if (!other.ok()) return {Failed(name, "x", other.status())};
   double durable = 0, memory = 0;
   absl::Status status;
+  std::vector<double> micros;
   {
     ClientOptions client_options;
     client_options.socket_path = (*other)->socket_path();
@@ -692,11 +740,22 @@ std::vector<Result> DurableRatio(Context& ctx) {
         memory = std::max(memory, *b);
       }
     }
+    // The runtime's own round trip, without waiting for the disk.
+    if (status.ok()) {
+      absl::StatusOr<std::vector<double>> m =
+          SequentialMicros(**client, ctx.options.quick ? 200 : 2000);
+      status = m.status();
+      if (m.ok()) micros = *std::move(m);
+    }
   }  // the client goes before its daemon
   const absl::Status stopped = (*other)->Stop();
   if (status.ok()) status = stopped;
   if (!status.ok()) return {Failed(name, "x", status)};
-  return {Measured(
+  const std::string latency_notes = absl::StrFormat(
+      "reference, no target: noop_latency on the --durability=none daemon, x%d", micros.size());
+  return {Measured("noop_latency_p50_nojournal", Percentile(micros, 50), "us", latency_notes),
+          Measured("noop_latency_p99_nojournal", Percentile(micros, 99), "us", latency_notes),
+          Measured(
       name, durable / memory, "x",
       absl::StrFormat("noop_throughput (%d tasks, best of 2) of this daemon "
                       "(daemon args: %s) %.0f tasks/s vs a second one with "
@@ -723,6 +782,7 @@ std::vector<Scenario> AllScenarios() {
       {"noop_throughput_8_clients", true, NoopThroughput8Clients, ""},
       {"grpc_unary", true, GrpcUnary, ""},
       {"noop_latency", true, NoopLatency, "grpc_unary"},
+      {"fsync", true, Fsync, ""},
       {"cpu_scaling", true, CpuScaling, ""},
       {"sleep_1000", true, [](Context& ctx) { return Sleeps(ctx, 1000); }, ""},
       {"sleep_10000", false, [](Context& ctx) { return Sleeps(ctx, 10000); }, ""},
