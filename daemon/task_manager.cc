@@ -136,6 +136,7 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
     next_seq_ = std::max(next_seq_, seq + 1);
     TaskRecord& r = tasks_[seq];
     r.task = std::move(st.task);
+    ++by_state_[r.task.state()];
     auto h = handlers_.find(r.task.spec().handler());
     r.async = h != handlers_.end() && h->second.async();
     r.pool = r.task.decision().resolved_class() == v1::TASK_CLASS_CPU ? Pool::kCpu : Pool::kIo;
@@ -168,7 +169,7 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
       *past->mutable_decision() = *d;
       *past->mutable_error() = e;
       ResetRunFields(d);
-      r.task.set_state(v1::TASK_STATE_QUEUED);
+      SetStateLocked(r, v1::TASK_STATE_QUEUED);
       ++recovery_.rerun;
     } else {
       ++recovery_.requeued;
@@ -254,6 +255,7 @@ void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
         if (!r.task.spec().idempotency_key().empty())
           by_key_.erase(r.task.spec().idempotency_key());
         --unfinished_;
+        --by_state_[r.task.state()];
         tasks_.erase(*seq);
       }
       status = absl::UnavailableError(absl::StrCat(
@@ -420,6 +422,7 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     *t.mutable_spec() = spec;
     if (t.spec().timeout_ms() == 0) t.mutable_spec()->set_timeout_ms(options_.default_timeout_ms);
     t.set_state(v1::TASK_STATE_QUEUED);
+    ++by_state_[v1::TASK_STATE_QUEUED];
     v1::Decision* d = t.mutable_decision();
     d->set_requested_class(spec.requested_class());
     d->set_resolved_class(cd.resolved);
@@ -530,7 +533,7 @@ void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
   w->running.emplace(run_id, Run{seq, r.async});
   (r.async ? w->async_running : w->sync_running)++;
   v1::Task& t = r.task;
-  t.set_state(v1::TASK_STATE_RUNNING);
+  SetStateLocked(r, v1::TASK_STATE_RUNNING);
   v1::Decision* d = t.mutable_decision();
   d->set_worker_pid(w->pid);
   d->set_worker_slot(w->slot);
@@ -911,7 +914,7 @@ void TaskManager::FailOrRetryLocked(uint64_t seq, v1::TaskState state, v1::TaskE
   *past->mutable_error() = std::move(error);
   ResetRunFields(d);
   const int64_t due = NowUnixMicros() + BackoffUs(r.task.spec(), d->attempt());
-  r.task.set_state(v1::TASK_STATE_QUEUED);
+  SetStateLocked(r, v1::TASK_STATE_QUEUED);
   r.task.set_not_before_unix_us(due);
   delayed_.emplace(due, seq);
   PersistLocked(seq);
@@ -942,10 +945,16 @@ void TaskManager::EvictOldLocked() {
   }
 }
 
+void TaskManager::SetStateLocked(TaskRecord& r, v1::TaskState state) {
+  --by_state_[r.task.state()];
+  ++by_state_[state];
+  r.task.set_state(state);
+}
+
 void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error) {
   TaskRecord& r = tasks_.at(seq);
   if (!IsFinalState(r.task.state()) && unfinished_ > 0) --unfinished_;
-  r.task.set_state(state);
+  SetStateLocked(r, state);
   if (error.kind() != v1::FAILURE_KIND_UNSPECIFIED) *r.task.mutable_error() = std::move(error);
   if (r.deadline_us > 0) deadlines_.erase({r.deadline_us, seq});
   v1::Decision* d = r.task.mutable_decision();
@@ -989,6 +998,7 @@ void TaskManager::RetireLocked(uint64_t seq) {
     if (k != by_key_.end() && k->second == seq) by_key_.erase(k);
   }
   if (options_.journal != nullptr) erased_.push_back(seq);
+  --by_state_[it->second.task.state()];
   tasks_.erase(it);
 }
 
@@ -1286,8 +1296,10 @@ v1::Stats TaskManager::GetStats() {
     lc->set_learned_class(LearnedClass(learned, options_.classifier));
   }
   auto& by_state = *stats.mutable_tasks_by_state();
-  for (const auto& [seq, r] : tasks_) {
-    ++by_state[v1::TaskState_Name(r.task.state())];
+  for (size_t state = 0; state < by_state_.size(); ++state) {
+    if (by_state_[state] > 0) {
+      by_state[v1::TaskState_Name(static_cast<v1::TaskState>(state))] = by_state_[state];
+    }
   }
   return stats;
 }

@@ -218,6 +218,8 @@ class TaskManager {
   void AssignLocked(uint64_t seq, Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLocked(Worker* w, const v1::internal::WorkerFrame& frame)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every state change of a task in tasks_ goes through here (counts for GetStats).
+  void SetStateLocked(TaskRecord& r, v1::TaskState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Retries the task if `error` is retryable and attempts remain, else finishes it.
@@ -305,6 +307,8 @@ class TaskManager {
   std::vector<uint64_t> erased_ ABSL_GUARDED_BY(mu_);  // rows to delete (retention)
   bool staged_ ABSL_GUARDED_BY(mu_) = false;           // some worker has staged frames
   uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
+  // Tasks in tasks_ by state (index: v1::TaskState), so stats cost O(1) per state.
+  std::array<uint64_t, v1::TaskState_ARRAYSIZE> by_state_ ABSL_GUARDED_BY(mu_) = {};
   std::vector<std::function<void()>> deferred_ ABSL_GUARDED_BY(mu_);
 };
 

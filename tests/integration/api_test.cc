@@ -2,6 +2,7 @@
 // and the single-instance lock.
 #include <sys/stat.h>
 
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -155,6 +156,51 @@ TEST_F(ApiTest, ListAndStatsReflectTheTaskTable) {
   EXPECT_EQ(stats->tasks_submitted(), 2u);
   EXPECT_EQ(stats->tasks_by_state().at("TASK_STATE_SUCCEEDED"), 1u);
   EXPECT_EQ(stats->pools_size(), 2);
+}
+
+// The per-state counts in GetStats are kept as tasks change state and leave the table;
+// they must match the table itself (read through List) after every kind of change.
+class StatsCountTest : public DaemonTest {
+ protected:
+  void Configure(daemon::DaemonOptions& options) override { options.tasks.max_retained = 5; }
+};
+
+TEST_F(StatsCountTest, StateCountsMatchTheTaskTable) {
+  for (int i = 0; i < 8; ++i) ASSERT_EQ(Run("sys.noop", "").state(), v1::TASK_STATE_SUCCEEDED);
+  ASSERT_EQ(Run("test.fail", "").state(), v1::TASK_STATE_FAILED);
+  // Two CPU sleeps hold the cpu pool, so a third queues; then cancel the queued one.
+  std::vector<std::string> running;
+  for (int i = 0; i < 2; ++i) {
+    auto id = client_->Submit(MakeTask("sys.sleep", R"({"ms": 30000})", v1::TASK_CLASS_CPU));
+    ASSERT_TRUE(id.ok()) << id.status();
+    running.push_back(*id);
+  }
+  auto queued = client_->Submit(MakeTask("sys.noop", "", v1::TASK_CLASS_CPU));
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  auto extra = client_->Submit(MakeTask("sys.noop", "", v1::TASK_CLASS_CPU));
+  ASSERT_TRUE(extra.ok()) << extra.status();
+  ASSERT_TRUE(client_->Cancel({*queued}).ok());
+  for (int i = 0; i < 200; ++i) {  // bounded: the sleeps start within 10 s
+    auto t = client_->Get(running[1]);
+    ASSERT_TRUE(t.ok());
+    if (t->state() == v1::TASK_STATE_RUNNING) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  v1::ListRequest all;
+  all.set_limit(1000);
+  auto tasks = client_->List(all);
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  std::map<std::string, uint64_t> expected;
+  for (const auto& t : *tasks) ++expected[v1::TaskState_Name(t.state())];
+  auto stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const std::map<std::string, uint64_t> got(stats->tasks_by_state().begin(),
+                                            stats->tasks_by_state().end());
+  EXPECT_EQ(got, expected);
+  // Retention kept 5 final tasks; the running, queued and the cancelled one are counted.
+  EXPECT_EQ(got.at("TASK_STATE_RUNNING"), 2u);
+  EXPECT_EQ(got.at("TASK_STATE_QUEUED"), 1u);
+  ASSERT_TRUE(client_->Cancel(running).ok());
 }
 
 TEST(DaemonStartTest, SocketAndItsNewDirectoryArePrivate) {
