@@ -439,7 +439,7 @@ std::vector<Result> CpuScaling(Context& ctx) {
 }
 
 std::vector<Result> Sleeps(Context& ctx, int n) {
-  constexpr size_t kSleepChunk = 10000;
+  constexpr size_t kSleepChunk = 1000;  // small batches: the first sleeps start sooner
   const std::string name = absl::StrCat("sleep_", n);
   const std::vector<TaskSpec> specs(n, MakeTask("sys.sleep", R"({"ms":1000})"));
   const auto start = std::chrono::steady_clock::now();
