@@ -227,8 +227,8 @@ absl::Status AllSucceeded(const std::vector<T>& tasks) {
 // Runs `specs` over one Stream call (Client::RunMany): batches of `submit_chunk`,
 // results streamed back as tasks finish, all within kWaitTimeout.
 absl::StatusOr<std::vector<TaskResult>> RunStreamed(Client& client,
-                                                         const std::vector<TaskSpec>& specs,
-                                                         size_t submit_chunk = kChunk) {
+                                                    const std::vector<TaskSpec>& specs,
+                                                    size_t submit_chunk = kChunk) {
   Client::StreamOptions options;
   options.batch_size = submit_chunk;
   options.timeout = kWaitTimeout;
@@ -364,10 +364,9 @@ std::vector<Result> NoopLatency(Context& ctx) {
 // (the bench's temporary directory, or /tmp under --socket): 4 KiB write + fdatasync.
 std::vector<Result> Fsync(Context& ctx) {
   const int m = ctx.options.quick ? 50 : 300;
-  const std::string dir =
-      ctx.own_daemon ? ctx.client_options.socket_path.substr(
-                           0, ctx.client_options.socket_path.rfind('/'))
-                     : "/tmp";
+  const std::string dir = ctx.own_daemon ? ctx.client_options.socket_path.substr(
+                                               0, ctx.client_options.socket_path.rfind('/'))
+                                         : "/tmp";
   const std::string path = dir + "/fsync-probe";
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
@@ -382,7 +381,8 @@ std::vector<Result> Fsync(Context& ctx) {
     if (::pwrite(fd, page.data(), page.size(), static_cast<off_t>(i) * 4096) !=
             static_cast<ssize_t>(page.size()) ||
         ::fdatasync(fd) != 0) {
-      status = absl::InternalError(absl::StrCat("write/fdatasync ", path, ": ", std::strerror(errno)));
+      status =
+          absl::InternalError(absl::StrCat("write/fdatasync ", path, ": ", std::strerror(errno)));
     }
     micros.push_back(Since(start) * 1e6);
   }
@@ -618,7 +618,8 @@ std::vector<Result> ExecTrue(Context& ctx) {
 }
 
 // `args` without any `flag VALUE` or `flag=VALUE`.
-std::vector<std::string> WithoutFlag(const std::vector<std::string>& args, const std::string& flag) {
+std::vector<std::string> WithoutFlag(const std::vector<std::string>& args,
+                                     const std::string& flag) {
   std::vector<std::string> out;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == flag) {
@@ -670,8 +671,8 @@ std::vector<Result> QueuedMemory(Context& ctx) {
     status = client.status();
     if (status.ok()) {
       TaskSpec blocker = MakeTask("sys.sleep", R"({"ms": 600000})", v1::TASK_CLASS_CPU);
-      status = (*client)->SubmitBatch(std::vector<TaskSpec>(ctx.shape.cpu_workers, blocker))
-                   .status();
+      status =
+          (*client)->SubmitBatch(std::vector<TaskSpec>(ctx.shape.cpu_workers, blocker)).status();
     }
     absl::StatusOr<int64_t> rss = status.ok() ? ResidentBytes((*other)->pid()) : status;
     status = rss.status();
@@ -704,8 +705,8 @@ std::vector<Result> QueuedMemory(Context& ctx) {
                    absl::StrFormat("%d sys.noop queued behind %d cpu-pool sleeps (a second "
                                    "daemon, same options); RSS %.0f -> %.0f MiB; submitted at "
                                    "%.0f tasks/s, SubmitBatch x%d",
-                                   n, ctx.shape.cpu_workers, before / 1048576.0,
-                                   after / 1048576.0, n / submit_seconds, kBatch))};
+                                   n, ctx.shape.cpu_workers, before / 1048576.0, after / 1048576.0,
+                                   n / submit_seconds, kBatch))};
 }
 
 std::vector<Result> DurableRatio(Context& ctx) {
@@ -764,15 +765,15 @@ std::vector<Result> DurableRatio(Context& ctx) {
       "reference, no target: noop_latency on the --durability=none daemon, x%d", micros.size());
   return {Measured("noop_latency_p50_nojournal", Percentile(micros, 50), "us", latency_notes),
           Measured("noop_latency_p99_nojournal", Percentile(micros, 99), "us", latency_notes),
-          Measured(
-      name, durable / memory, "x",
-      absl::StrFormat("noop_throughput (%d tasks, best of 2) of a fresh daemon "
-                      "(daemon args: %s) %.0f tasks/s vs a fresh one with "
-                      "--durability=none %.0f tasks/s",
-                      n,
-                      ctx.options.daemon.args.empty() ? "default, --durability full"
-                                                      : absl::StrJoin(ctx.options.daemon.args, " "),
-                      durable, memory))};
+          Measured(name, durable / memory, "x",
+                   absl::StrFormat("noop_throughput (%d tasks, best of 2) of a fresh daemon "
+                                   "(daemon args: %s) %.0f tasks/s vs a fresh one with "
+                                   "--durability=none %.0f tasks/s",
+                                   n,
+                                   ctx.options.daemon.args.empty()
+                                       ? "default, --durability full"
+                                       : absl::StrJoin(ctx.options.daemon.args, " "),
+                                   durable, memory))};
 }
 
 struct Scenario {

@@ -108,7 +108,8 @@ struct AsyncWaitCall {
 // A key no other task has: 128 random bits.
 std::string RandomKey() {
   thread_local std::mt19937_64 gen{std::random_device{}()};
-  return absl::StrCat("run-", absl::Hex(gen(), absl::kZeroPad16), absl::Hex(gen(), absl::kZeroPad16));
+  return absl::StrCat("run-", absl::Hex(gen(), absl::kZeroPad16),
+                      absl::Hex(gen(), absl::kZeroPad16));
 }
 
 }  // namespace
@@ -310,11 +311,10 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
   while (failure.ok() && done < specs.size() && stream->Read(&response)) {
     for (const auto& a : response.accepted()) {
       if (a.code() != 0) {
-        failure = absl::Status(static_cast<absl::StatusCode>(a.code()),
-                               absl::StrCat("batch ", a.tag() + 1, " of ", batches, " (tasks ",
-                                            a.tag() * batch + 1, "-",
-                                            std::min(specs.size(), (a.tag() + 1) * batch),
-                                            "): ", a.message()));
+        failure = absl::Status(
+            static_cast<absl::StatusCode>(a.code()),
+            absl::StrCat("batch ", a.tag() + 1, " of ", batches, " (tasks ", a.tag() * batch + 1,
+                         "-", std::min(specs.size(), (a.tag() + 1) * batch), "): ", a.message()));
         break;
       }
       for (int k = 0; k < a.task_ids_size(); ++k) {
@@ -351,14 +351,14 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
   if (!failure.ok()) return failure;
   if (done < specs.size()) {
     if (!finish.ok()) return finish;
-    return absl::InternalError(absl::StrCat("the stream ended after ", done, " of ", specs.size(),
-                                            " results"));
+    return absl::InternalError(
+        absl::StrCat("the stream ended after ", done, " of ", specs.size(), " results"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<v1::TaskResult>> Client::RunMany(
-    const std::vector<v1::TaskSpec>& specs, const StreamOptions& options) {
+absl::StatusOr<std::vector<v1::TaskResult>> Client::RunMany(const std::vector<v1::TaskSpec>& specs,
+                                                            const StreamOptions& options) {
   std::vector<v1::TaskResult> results(specs.size());
   absl::Status s = RunStream(
       specs, [&](size_t i, v1::TaskResult& r) { results[i] = std::move(r); }, options);

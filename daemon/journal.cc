@@ -55,9 +55,8 @@ absl::StatusOr<Durability> ParseDurability(const std::string& text) {
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
                                                        Durability durability) {
   sqlite3* db = nullptr;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     absl::Status s = SqliteError(db, absl::StrCat("cannot open journal ", path));
     sqlite3_close(db);
@@ -122,8 +121,8 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
                           "INSERT OR REPLACE INTO tasks(seq, id, idempotency_key, final, body)"
                           " VALUES(?, ?, ?, ?, ?)",
                           -1, &j->put_, nullptr) != SQLITE_OK ||
-       sqlite3_prepare_v2(db, "DELETE FROM tasks WHERE seq BETWEEN ? AND ?", -1, &j->erase_, nullptr) !=
-           SQLITE_OK)) {
+       sqlite3_prepare_v2(db, "DELETE FROM tasks WHERE seq BETWEEN ? AND ?", -1, &j->erase_,
+                          nullptr) != SQLITE_OK)) {
     s = SqliteError(db, "cannot prepare journal statements");
   }
   if (!s.ok()) {

@@ -82,8 +82,7 @@ class RunReactor final : public grpc::ServerUnaryReactor {
     google::protobuf::RepeatedPtrField<std::string> ids;
     *ids.Add() = id;
     handle_ = manager_.Wait(
-        ids, timeout_ms,
-        [state = state_, id, timeout_ms](absl::StatusOr<std::vector<v1::Task>> r) {
+        ids, timeout_ms, [state = state_, id, timeout_ms](absl::StatusOr<std::vector<v1::Task>> r) {
           if (!r.ok()) {
             if (absl::IsDeadlineExceeded(r.status())) {
               state->Complete(absl::DeadlineExceededError(absl::StrCat(
@@ -137,8 +136,7 @@ class RunReactor final : public grpc::ServerUnaryReactor {
 // collected into the next response while one is being written, so a busy stream sends
 // few, large messages. The manager's callbacks reach the call through Shared, which
 // outlives the reactor.
-class StreamReactor final
-    : public grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse> {
+class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse> {
  public:
   explicit StreamReactor(TaskManager& manager)
       : manager_(manager), shared_(std::make_shared<Shared>(this)) {
@@ -274,13 +272,13 @@ class StreamReactor final
     }
 
     internal::Mutex mu;
-    StreamReactor* reactor ABSL_GUARDED_BY(mu);  // null once the call is done
+    StreamReactor* reactor ABSL_GUARDED_BY(mu);      // null once the call is done
     v1::StreamResponse current ABSL_GUARDED_BY(mu);  // being written
     v1::StreamResponse next ABSL_GUARDED_BY(mu);     // collecting
     bool writing ABSL_GUARDED_BY(mu) = false;
     bool reads_done ABSL_GUARDED_BY(mu) = false;
     bool finished ABSL_GUARDED_BY(mu) = false;
-    size_t expected ABSL_GUARDED_BY(mu) = 0;   // results owed for accepted batches
+    size_t expected ABSL_GUARDED_BY(mu) = 0;  // results owed for accepted batches
     size_t delivered ABSL_GUARDED_BY(mu) = 0;
     uint64_t slots ABSL_GUARDED_BY(mu) = 0;     // requests read
     uint64_t answered ABSL_GUARDED_BY(mu) = 0;  // requests answered (a prefix)
@@ -396,8 +394,7 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Wait(grpc::CallbackServerContext* ctx
 }
 
 grpc::ServerUnaryReactor* TaskServiceImpl::Run(grpc::CallbackServerContext* ctx,
-                                               const v1::RunRequest* request,
-                                               v1::Task* response) {
+                                               const v1::RunRequest* request, v1::Task* response) {
   return new RunReactor(manager_, request, response);
 }
 

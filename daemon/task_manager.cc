@@ -447,9 +447,8 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
       const uint64_t seq = *FindLocked(id);
       TaskRecord& r = tasks_.at(seq);
       if (IsFinalState(r.task.state())) {
-        deferred_.push_back([fn = w.each, result = MakeResult(r.task)]() mutable {
-          (*fn)(std::move(result));
-        });
+        deferred_.push_back(
+            [fn = w.each, result = MakeResult(r.task)]() mutable { (*fn)(std::move(result)); });
       } else {
         ++w.remaining;
         w.seqs.push_back(seq);
@@ -972,9 +971,8 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
     if (it == waiters_.end()) continue;
     Waiter& w = it->second;
     if (w.each) {
-      deferred_.push_back([fn = w.each, result = MakeResult(r.task)]() mutable {
-        (*fn)(std::move(result));
-      });
+      deferred_.push_back(
+          [fn = w.each, result = MakeResult(r.task)]() mutable { (*fn)(std::move(result)); });
       if (--w.remaining == 0) waiters_.erase(it);
       continue;
     }

@@ -42,11 +42,11 @@
 namespace taskrt::daemon {
 
 struct TaskManagerOptions {
-  int cpu_workers = 2;          // processes in the cpu pool (one task each)
-  int io_workers = 1;           // processes in the io pool
-  int io_threads = 4;           // thread-pool size of each io worker
+  int cpu_workers = 2;           // processes in the cpu pool (one task each)
+  int io_workers = 1;            // processes in the io pool
+  int io_threads = 4;            // thread-pool size of each io worker
   int io_max_inflight = 100000;  // async tasks in flight per io worker
-  std::string worker_path;      // taskrt-worker binary
+  std::string worker_path;       // taskrt-worker binary
   std::vector<std::string> plugins;
   ClassifierOptions classifier;
   size_t max_input_bytes = 16u << 20;
@@ -105,9 +105,8 @@ class TaskManager {
   // task as it becomes final (for a known idempotency key's final task, right away),
   // on an internal thread, once the journal holds that state; CancelWait(result.
   // wait_handle) stops it.
-  absl::StatusOr<SubmitResult> Submit(
-      const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs,
-      ResultCallback each = nullptr);
+  absl::StatusOr<SubmitResult> Submit(const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs,
+                                      ResultCallback each = nullptr);
   // Calls `done` (on an internal thread) when the journal holds everything up to
   // `ticket`, at once without a journal. On a journal error, the tasks of `ids` that are
   // still queued are withdrawn before `done` gets the error.
@@ -185,8 +184,7 @@ class TaskManager {
   // journal in one piece (EndOpLocked). Every mutating section takes mu_ through it.
   class OpLock {
    public:
-    explicit OpLock(TaskManager* m) ABSL_EXCLUSIVE_LOCK_FUNCTION(m->mu_)
-        : m_(m), lock_(&m->mu_) {}
+    explicit OpLock(TaskManager* m) ABSL_EXCLUSIVE_LOCK_FUNCTION(m->mu_) : m_(m), lock_(&m->mu_) {}
     ~OpLock() ABSL_UNLOCK_FUNCTION() { m_->EndOpLocked(); }
     OpLock(const OpLock&) = delete;
     OpLock& operator=(const OpLock&) = delete;
@@ -199,7 +197,7 @@ class TaskManager {
   struct Waiter {
     std::vector<uint64_t> seqs;
     size_t remaining = 0;
-    WaitCallback done;   // all final (Wait)
+    WaitCallback done;                     // all final (Wait)
     std::shared_ptr<ResultCallback> each;  // or one at a time (Submit with `each`)
     std::unique_ptr<asio::steady_timer> timer;
   };

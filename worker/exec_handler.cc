@@ -23,8 +23,8 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "asio/post.hpp"
 #include "asio/posix/stream_descriptor.hpp"
+#include "asio/post.hpp"
 #include "asio/steady_timer.hpp"
 #include "asio/thread_pool.hpp"
 #include "asio/write.hpp"
@@ -98,28 +98,41 @@ struct Child : std::enable_shared_from_this<Child> {
   bool out_open = true, err_open = true, exited = false;
   int status = 0;
   struct rusage usage {};
-  std::array<char, 65536> out_buf{}, err_buf{};
+  // Output is read on the loop thread, one handler at a time, into one buffer shared by
+  // every child of this worker: a Child costs a few hundred bytes, not two 64 KiB
+  // buffers to allocate and zero per command.
+  static std::array<char, 65536>& ReadBuffer() {
+    static std::array<char, 65536> buf;
+    return buf;
+  }
 
   void ReadPipe(bool is_out) {
     auto& desc = is_out ? out : err;
-    auto& buf = is_out ? out_buf : err_buf;
-    desc.async_read_some(asio::buffer(buf), [self = shared_from_this(), is_out](
-                                                const std::error_code& ec, size_t n) {
-      auto& data = is_out ? self->stdout_data : self->stderr_data;
-      auto& truncated = is_out ? self->stdout_truncated : self->stderr_truncated;
-      auto& b = is_out ? self->out_buf : self->err_buf;
-      if (n > 0) {
-        const size_t room = kMaxCapture - std::min(kMaxCapture, data.size());
-        data.append(b.data(), std::min(n, room));
-        if (n > room) truncated = true;
-      }
-      if (ec) {
-        (is_out ? self->out_open : self->err_open) = false;
-        self->MaybeFinish();
-        return;
-      }
-      self->ReadPipe(is_out);
-    });
+    desc.async_wait(asio::posix::descriptor_base::wait_read,
+                    [self = shared_from_this(), is_out](std::error_code ec) {
+                      auto& d = is_out ? self->out : self->err;
+                      auto& data = is_out ? self->stdout_data : self->stderr_data;
+                      auto& truncated = is_out ? self->stdout_truncated : self->stderr_truncated;
+                      auto& buf = ReadBuffer();
+                      // A bounded number of reads per wake-up, so a child that writes without pause
+                      // cannot hold the loop.
+                      for (int i = 0; i < 16 && !ec; ++i) {
+                        const size_t n = d.read_some(asio::buffer(buf), ec);
+                        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+                        if (n > 0) {
+                          const size_t room = kMaxCapture - std::min(kMaxCapture, data.size());
+                          data.append(buf.data(), std::min(n, room));
+                          if (n > room) truncated = true;
+                        }
+                      }
+                      if (!ec || ec == asio::error::would_block || ec == asio::error::try_again) {
+                        self->ReadPipe(is_out);
+                        return;
+                      }
+                      // End of file, or the grace timer closed the pipe.
+                      (is_out ? self->out_open : self->err_open) = false;
+                      self->MaybeFinish();
+                    });
   }
 
   void WaitExit() {
@@ -241,10 +254,10 @@ void Spawn(Launch& l) {
 // Back on the loop: watch the started child.
 void Started(asio::io_context& loop, const std::shared_ptr<AsyncCall>& call, Launch& l) {
   if (l.spawn_error != 0) {
-    return call->Finish({absl::InvalidArgumentError(absl::StrCat(
-        "sys.exec: cannot run '", l.spec.argv[0], "'",
-        l.spec.cwd.empty() ? "" : absl::StrCat(" in ", l.spec.cwd), ": ",
-        std::strerror(l.spawn_error)))});
+    return call->Finish({absl::InvalidArgumentError(
+        absl::StrCat("sys.exec: cannot run '", l.spec.argv[0], "'",
+                     l.spec.cwd.empty() ? "" : absl::StrCat(" in ", l.spec.cwd), ": ",
+                     std::strerror(l.spawn_error)))});
   }
   if (l.pidfd < 0) {
     ::kill(l.pid, SIGKILL);
@@ -264,6 +277,8 @@ void Started(asio::io_context& loop, const std::shared_ptr<AsyncCall>& call, Lau
   call->set_on_cancel([pid] { ::kill(-pid, SIGKILL); });
   if (call->cancelled()) ::kill(-pid, SIGKILL);  // cancelled while it was starting
 
+  child->out.non_blocking(true);
+  child->err.non_blocking(true);
   child->ReadPipe(true);
   child->ReadPipe(false);
   child->WaitExit();

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/daemon_fixture.h"
 
@@ -118,6 +119,38 @@ TEST_F(RoutingTest, ExecCapturesOutputExitStatusAndUsage) {
   EXPECT_EQ(out["stdout"], "from-stdin\nbar\n/tmp\n");
   EXPECT_EQ(out["stderr"], "err\n");
   EXPECT_GT(out["peak_rss_kb"].get<int64_t>(), 0);
+}
+
+TEST_F(RoutingTest, ExecCapturesLargeOutputOfConcurrentCommandsIntact) {
+  // Several commands writing hundreds of KiB to both pipes at once: the reads of all
+  // children share the worker's loop, and no byte may go to the wrong child or be lost.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    const std::string script =
+        absl::StrCat("yes ", i, "-out | head -c 300000; yes ", i, "-err | head -c 200000 >&2");
+    auto id =
+        client_->Submit(MakeTask("sys.exec", json{{"argv", {"/bin/sh", "-c", script}}}.dump()));
+    ASSERT_TRUE(id.ok()) << id.status();
+    ids.push_back(*id);
+  }
+  auto done = client_->WaitAll(ids, absl::Seconds(60));
+  ASSERT_TRUE(done.ok()) << done.status();
+  for (int i = 0; i < 6; ++i) {
+    const v1::Task& t = (*done)[i];
+    ASSERT_EQ(t.state(), v1::TASK_STATE_SUCCEEDED) << t.error().message();
+    json out = json::parse(t.output());
+    const std::string so = out["stdout"], se = out["stderr"];
+    ASSERT_EQ(so.size(), 300000u) << i;
+    ASSERT_EQ(se.size(), 200000u) << i;
+    std::string line_out = absl::StrCat(i, "-out\n"), line_err = absl::StrCat(i, "-err\n");
+    for (size_t pos = 0; pos + line_out.size() <= so.size(); pos += line_out.size()) {
+      ASSERT_EQ(so.compare(pos, line_out.size(), line_out), 0) << "child " << i << " at " << pos;
+    }
+    for (size_t pos = 0; pos + line_err.size() <= se.size(); pos += line_err.size()) {
+      ASSERT_EQ(se.compare(pos, line_err.size(), line_err), 0) << "child " << i << " at " << pos;
+    }
+    EXPECT_FALSE(out["stdout_truncated"].get<bool>());
+  }
 }
 
 TEST_F(RoutingTest, ExecReportsSignalOfKilledCommand) {

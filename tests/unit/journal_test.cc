@@ -89,10 +89,9 @@ TEST_F(JournalTest, ErasesRunsAndSinglesAndFoldsRepeatedWritesOfARow) {
   // twice in the same unit: the second write wins and is the only one written.
   const v1::Task ten_running = MakeTask("t-10", v1::TASK_STATE_RUNNING);
   const v1::Task ten_done = MakeTask("t-10", v1::TASK_STATE_SUCCEEDED);
-  std::vector<Journal::Change> changes = {{9, nullptr},  {15, nullptr},      {3, nullptr},
-                                          {4, nullptr},  {10, &ten_running}, {5, nullptr},
-                                          {6, nullptr},  {12, nullptr},      {7, nullptr},
-                                          {8, nullptr},  {10, &ten_done}};
+  std::vector<Journal::Change> changes = {
+      {9, nullptr}, {15, nullptr}, {3, nullptr}, {4, nullptr}, {10, &ten_running}, {5, nullptr},
+      {6, nullptr}, {12, nullptr}, {7, nullptr}, {8, nullptr}, {10, &ten_done}};
   const uint64_t before = (*j)->coalesced();
   ASSERT_TRUE(AwaitCommit(**j, (*j)->Apply(changes)).ok());
   EXPECT_GE((*j)->coalesced(), before + 1);
