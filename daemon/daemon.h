@@ -31,6 +31,9 @@ struct DaemonOptions {
   // How long SIGTERM waits for running tasks before stopping anyway.
   absl::Duration drain_timeout = absl::Seconds(30);
   bool verbose = true;  // log start-up and shutdown to stderr
+  // A Stream call stops reading new batches while this many results wait for its
+  // client to read them (and reads on at half of it).
+  int stream_result_backlog = 50000;
 };
 
 class TaskServiceImpl;

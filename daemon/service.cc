@@ -135,11 +135,12 @@ class RunReactor final : public grpc::ServerUnaryReactor {
 // Stream: reads batches one after another and submits each; answers and results are
 // collected into the next response while one is being written, so a busy stream sends
 // few, large messages. The manager's callbacks reach the call through Shared, which
-// outlives the reactor.
+// outlives the reactor. A client that submits but does not read its results is not
+// read from either once `max_backlog` results wait for it, so they cannot pile up.
 class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse> {
  public:
-  explicit StreamReactor(TaskManager& manager)
-      : manager_(manager), shared_(std::make_shared<Shared>(this)) {
+  StreamReactor(TaskManager& manager, int max_backlog)
+      : manager_(manager), max_backlog_(max_backlog), shared_(std::make_shared<Shared>(this)) {
     StartRead(&request_);
   }
 
@@ -181,17 +182,33 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
             shared->AddAccepted(slot, tag, s, std::move(ids));
           });
     }
+    {
+      internal::MutexLock lock(&shared_->mu);
+      if (shared_->finished) return;
+      if (shared_->next.results_size() >= max_backlog_) {
+        shared_->read_paused = true;  // OnWriteDone reads on once the client catches up
+        return;
+      }
+    }
     StartRead(&request_);
   }
 
   void OnWriteDone(bool ok) override {
-    internal::MutexLock lock(&shared_->mu);
-    shared_->writing = false;
-    if (!ok) {
-      shared_->FinishLocked(grpc::Status::OK);  // the client is gone
-      return;
+    {
+      internal::MutexLock lock(&shared_->mu);
+      shared_->writing = false;
+      if (!ok) {
+        shared_->FinishLocked(grpc::Status::OK);  // the client is gone
+        return;
+      }
+      shared_->WriteNextLocked();
+      if (!shared_->read_paused || shared_->finished ||
+          shared_->next.results_size() > max_backlog_ / 2) {
+        return;
+      }
+      shared_->read_paused = false;
     }
-    shared_->WriteNextLocked();
+    StartRead(&request_);
   }
 
   void OnCancel() override {
@@ -277,6 +294,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
     v1::StreamResponse next ABSL_GUARDED_BY(mu);     // collecting
     bool writing ABSL_GUARDED_BY(mu) = false;
     bool reads_done ABSL_GUARDED_BY(mu) = false;
+    bool read_paused ABSL_GUARDED_BY(mu) = false;  // too many results wait for the client
     bool finished ABSL_GUARDED_BY(mu) = false;
     size_t expected ABSL_GUARDED_BY(mu) = 0;  // results owed for accepted batches
     size_t delivered ABSL_GUARDED_BY(mu) = 0;
@@ -287,6 +305,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
   };
 
   TaskManager& manager_;
+  const int max_backlog_;
   std::shared_ptr<Shared> shared_;
   v1::StreamRequest request_;
 };
@@ -400,7 +419,7 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Run(grpc::CallbackServerContext* ctx,
 
 grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* TaskServiceImpl::Stream(
     grpc::CallbackServerContext* ctx) {
-  return new StreamReactor(manager_);
+  return new StreamReactor(manager_, stream_result_backlog_);
 }
 
 grpc::ServerUnaryReactor* TaskServiceImpl::Cancel(grpc::CallbackServerContext* ctx,

@@ -13,7 +13,9 @@ namespace taskrt::daemon {
 
 class TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
-  explicit TaskServiceImpl(TaskManager& manager) : manager_(manager) {}
+  // `stream_result_backlog`: see DaemonOptions.
+  explicit TaskServiceImpl(TaskManager& manager, int stream_result_backlog = 50000)
+      : manager_(manager), stream_result_backlog_(stream_result_backlog) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,
@@ -42,6 +44,7 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
 
  private:
   TaskManager& manager_;
+  const int stream_result_backlog_;
 };
 
 }  // namespace taskrt::daemon

@@ -494,4 +494,27 @@ TEST_F(StreamTest, RawStreamAnswersInTheOrderOfTheRequests) {
 }
 
 }  // namespace
+// With a result backlog of 1 the daemon pauses reading batches whenever a result waits
+// to be written, and reads on after each write: every batch must still be read, answered
+// and run, and the call end OK (no batch lost, no pause left hanging).
+class StreamBackpressureTest : public StreamTest {
+ protected:
+  void Configure(daemon::DaemonOptions& options) override { options.stream_result_backlog = 1; }
+};
+
+TEST_F(StreamBackpressureTest, PausedReadingResumesAndEveryBatchRuns) {
+  std::vector<v1::TaskSpec> specs;
+  for (int i = 0; i < 3000; ++i) specs.push_back(MakeTask("test.echo", std::to_string(i)));
+  Client::StreamOptions options;
+  options.batch_size = 7;  // many small batches: many pauses
+  options.timeout = kHangGuard;
+  auto results = client_->RunMany(specs, options);
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    EXPECT_EQ((*results)[i].state(), v1::TASK_STATE_SUCCEEDED);
+    EXPECT_EQ((*results)[i].output(), std::to_string(i));
+  }
+}
+
 }  // namespace taskrt::testing
