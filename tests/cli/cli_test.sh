@@ -412,9 +412,10 @@ for h in sys.exec sys.sleep math.primes test.crash test.hang; do
   expect_line "^$h " stdout
 done
 
-check "submit a task for watch to see" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 500}'
+# The sleep must outlast the start of `watch` (slow under sanitizers on a loaded machine).
+check "submit a task for watch to see" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 2000}'
 WATCH_ID=$OUT
-check "watch --timeout" 0 -- "${T[@]}" watch --timeout 2s
+check "watch --timeout" 0 -- "${T[@]}" watch --timeout 5s
 expect_line "^TIME +ID +HANDLER +STATE" stdout
 expect_line "$WATCH_ID +sys\.sleep +succeeded" stdout
 
