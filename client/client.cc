@@ -105,6 +105,31 @@ struct AsyncWaitCall {
   std::function<void(absl::StatusOr<v1::Task>)> done;
 };
 
+// Calls `attempt` with what is left of `timeout` (never negative; infinite stays
+// infinite) until it returns anything but UNAVAILABLE. UNAVAILABLE means the daemon went
+// away (e.g. it is restarting); it is tried again, with backoff, until it has been
+// unreachable for `reconnect_timeout` or `timeout` has passed.
+absl::Status RetryWhileUnavailable(absl::Duration timeout, absl::Duration reconnect_timeout,
+                                   const std::function<absl::Status(absl::Duration)>& attempt) {
+  const absl::Time start = absl::Now();
+  const bool finite = timeout != absl::InfiniteDuration();
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time unreachable_since = absl::InfiniteFuture();
+  while (true) {
+    const absl::Duration left =
+        finite ? std::max(timeout - (absl::Now() - start), absl::ZeroDuration()) : timeout;
+    absl::Status status = attempt(left);
+    if (!absl::IsUnavailable(status)) return status;
+    const absl::Time now = absl::Now();
+    if (unreachable_since == absl::InfiniteFuture()) unreachable_since = now;
+    if (now - unreachable_since >= reconnect_timeout || (finite && now - start >= timeout)) {
+      return status;
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
 // A key no other task has: 128 random bits.
 std::string RandomKey() {
   thread_local std::mt19937_64 gen{std::random_device{}()};
@@ -197,28 +222,17 @@ absl::StatusOr<v1::WaitResponse> Client::WaitResuming(const std::vector<std::str
                                                       absl::Duration timeout) {
   v1::WaitRequest request;
   for (const std::string& id : ids) request.add_task_ids(id);
-  const absl::Time start = absl::Now();
-  const bool finite = timeout != absl::InfiniteDuration();
-  absl::Duration backoff = absl::Milliseconds(100);
-  absl::Time unreachable_since = absl::InfiniteFuture();
-  while (true) {
-    const absl::Duration left = finite ? timeout - (absl::Now() - start) : timeout;
-    grpc::ClientContext context;
-    SetWaitTimeout(std::max(left, absl::ZeroDuration()), &request, &context);
-    v1::WaitResponse response;
-    absl::Status status = FromGrpc(impl_->stub->Wait(&context, request, &response));
-    if (status.ok()) return response;
-    // The daemon went away (e.g. it is restarting): task ids survive a restart, so wait
-    // again once it is back, for up to reconnect_timeout of unreachability.
-    if (!absl::IsUnavailable(status)) return status;
-    const absl::Time now = absl::Now();
-    if (unreachable_since == absl::InfiniteFuture()) unreachable_since = now;
-    if (now - unreachable_since >= impl_->reconnect_timeout || (finite && now - start >= timeout)) {
-      return status;
-    }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
-  }
+  v1::WaitResponse response;
+  // Task ids survive a restart, so the wait goes on once the daemon is back.
+  absl::Status status =
+      RetryWhileUnavailable(timeout, impl_->reconnect_timeout, [&](absl::Duration left) {
+        grpc::ClientContext context;
+        SetWaitTimeout(left, &request, &context);
+        response.Clear();
+        return FromGrpc(impl_->stub->Wait(&context, request, &response));
+      });
+  if (!status.ok()) return status;
+  return response;
 }
 
 absl::StatusOr<v1::Task> Client::Wait(const std::string& id, absl::Duration timeout) {
@@ -243,31 +257,21 @@ absl::StatusOr<v1::Task> Client::Run(const v1::TaskSpec& spec, absl::Duration ti
   v1::RunRequest request;
   *request.mutable_spec() = spec;
   if (spec.idempotency_key().empty()) request.mutable_spec()->set_idempotency_key(RandomKey());
-  const absl::Time start = absl::Now();
-  const bool finite = timeout != absl::InfiniteDuration();
-  absl::Duration backoff = absl::Milliseconds(100);
-  absl::Time unreachable_since = absl::InfiniteFuture();
-  while (true) {
-    const absl::Duration left = finite ? timeout - (absl::Now() - start) : timeout;
-    grpc::ClientContext context;
-    if (finite) {
-      const int64_t ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(left));
-      request.set_timeout_ms(static_cast<uint64_t>(ms));
-      context.set_deadline(DeadlineAfter(absl::Milliseconds(ms) + kWaitDeadlineSlack));
-    }
-    v1::Task task;
-    absl::Status status = FromGrpc(impl_->stub->Run(&context, request, &task));
-    if (status.ok()) return task;
-    // Unreachable or restarting: the same key finds the task if it was accepted.
-    if (!absl::IsUnavailable(status)) return status;
-    const absl::Time now = absl::Now();
-    if (unreachable_since == absl::InfiniteFuture()) unreachable_since = now;
-    if (now - unreachable_since >= impl_->reconnect_timeout || (finite && now - start >= timeout)) {
-      return status;
-    }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
-  }
+  v1::Task task;
+  // The same key finds the task if it was accepted before the daemon went away.
+  absl::Status status =
+      RetryWhileUnavailable(timeout, impl_->reconnect_timeout, [&](absl::Duration left) {
+        grpc::ClientContext context;
+        if (left != absl::InfiniteDuration()) {
+          const int64_t ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(left));
+          request.set_timeout_ms(static_cast<uint64_t>(ms));
+          context.set_deadline(DeadlineAfter(absl::Milliseconds(ms) + kWaitDeadlineSlack));
+        }
+        task.Clear();
+        return FromGrpc(impl_->stub->Run(&context, request, &task));
+      });
+  if (!status.ok()) return status;
+  return task;
 }
 
 absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
