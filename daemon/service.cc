@@ -21,12 +21,47 @@ void CopyTasks(std::vector<v1::Task>& tasks, Field* out) {
   for (auto& t : tasks) *out->Add() = std::move(t);
 }
 
+// Finishes a unary reactor exactly once, with whichever comes first of the manager's
+// callback and the client going away. Shared with the manager's callback, so it
+// outlives the reactor (the manager may call back after the RPC was cancelled).
+// `fill` moves a result into the response.
+template <typename Value, typename Response>
+class FinishOnce {
+ public:
+  using Fill = void (*)(Value&, Response*);
+  FinishOnce(grpc::ServerUnaryReactor* reactor, Response* response, Fill fill)
+      : reactor_(reactor), response_(response), fill_(fill) {}
+
+  void Complete(absl::StatusOr<Value> result) {
+    {
+      internal::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    if (result.ok()) fill_(*result, response_);
+    reactor_->Finish(ToGrpc(result.status()));
+  }
+
+ private:
+  internal::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ServerUnaryReactor* const reactor_;
+  Response* const response_;
+  const Fill fill_;
+};
+
 // Wait: finished by the TaskManager's callback, by the client going away, or by the
 // manager's own timeout — whichever comes first.
 class WaitReactor final : public grpc::ServerUnaryReactor {
+  using State = FinishOnce<std::vector<v1::Task>, v1::WaitResponse>;
+
  public:
   WaitReactor(TaskManager& manager, const v1::WaitRequest* request, v1::WaitResponse* response)
-      : manager_(manager), state_(std::make_shared<State>(this, response)) {
+      : manager_(manager),
+        state_(std::make_shared<State>(this, response,
+                                       [](std::vector<v1::Task>& tasks, v1::WaitResponse* out) {
+                                         CopyTasks(tasks, out->mutable_tasks());
+                                       })) {
     handle_ = manager_.Wait(request->task_ids(), request->timeout_ms(),
                             [state = state_](absl::StatusOr<std::vector<v1::Task>> r) {
                               state->Complete(std::move(r));
@@ -40,24 +75,6 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  // Outlives the reactor: the manager may call back after the RPC was cancelled.
-  struct State {
-    State(WaitReactor* r, v1::WaitResponse* resp) : reactor(r), response(resp) {}
-    void Complete(absl::StatusOr<std::vector<v1::Task>> result) {
-      {
-        internal::MutexLock lock(&mu);
-        if (finished) return;
-        finished = true;
-      }
-      if (result.ok()) CopyTasks(*result, response->mutable_tasks());
-      reactor->Finish(ToGrpc(result.status()));
-    }
-    internal::Mutex mu;
-    bool finished ABSL_GUARDED_BY(mu) = false;
-    WaitReactor* const reactor;
-    v1::WaitResponse* const response;
-  };
-
   TaskManager& manager_;
   std::shared_ptr<State> state_;
   uint64_t handle_ = 0;
@@ -67,9 +84,13 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
 // the submit, so it cannot miss the end; a journal failure withdraws the task and ends
 // the call with that error.
 class RunReactor final : public grpc::ServerUnaryReactor {
+  using State = FinishOnce<v1::Task, v1::Task>;
+
  public:
   RunReactor(TaskManager& manager, const v1::RunRequest* request, v1::Task* response)
-      : manager_(manager), state_(std::make_shared<State>(this, response)) {
+      : manager_(manager),
+        state_(std::make_shared<State>(
+            this, response, [](v1::Task& task, v1::Task* out) { *out = std::move(task); })) {
     google::protobuf::RepeatedPtrField<v1::TaskSpec> specs;
     *specs.Add() = request->spec();
     auto submitted = manager_.Submit(specs);
@@ -110,23 +131,6 @@ class RunReactor final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  struct State {
-    State(RunReactor* r, v1::Task* resp) : reactor(r), response(resp) {}
-    void Complete(absl::StatusOr<v1::Task> result) {
-      {
-        internal::MutexLock lock(&mu);
-        if (finished) return;
-        finished = true;
-      }
-      if (result.ok()) *response = std::move(*result);
-      reactor->Finish(ToGrpc(result.status()));
-    }
-    internal::Mutex mu;
-    bool finished ABSL_GUARDED_BY(mu) = false;
-    RunReactor* const reactor;
-    v1::Task* const response;
-  };
-
   TaskManager& manager_;
   std::shared_ptr<State> state_;
   uint64_t handle_ = 0;
