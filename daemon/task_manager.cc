@@ -375,6 +375,8 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
   SubmitResult result;
   std::vector<std::string>& ids = result.ids;
   ids.reserve(specs.size());
+  std::vector<uint64_t> seqs;  // of `ids`
+  seqs.reserve(specs.size());
   OpLock lock(this);
   if (stopping_ || draining_) {
     return absl::UnavailableError(
@@ -404,6 +406,7 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
       auto known = by_key_.find(spec.idempotency_key());
       if (known != by_key_.end()) {  // accepted before: the same task, not a new one
         ids.push_back(tasks_.at(known->second).task.id());
+        seqs.push_back(known->second);
         continue;
       }
     }
@@ -434,6 +437,7 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     if (!spec.idempotency_key().empty()) by_key_.emplace(spec.idempotency_key(), seq);
     QueueFor(r).Push(seq, spec.priority());
     ids.push_back(std::move(id));
+    seqs.push_back(seq);
     ++submitted_;
     ++unfinished_;
     PersistLocked(seq);
@@ -443,8 +447,7 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     const uint64_t handle = next_handle_++;
     Waiter& w = waiters_[handle];
     w.each = std::make_shared<ResultCallback>(std::move(each));
-    for (const std::string& id : ids) {
-      const uint64_t seq = *FindLocked(id);
+    for (const uint64_t seq : seqs) {
       TaskRecord& r = tasks_.at(seq);
       if (IsFinalState(r.task.state())) {
         deferred_.push_back(
