@@ -173,8 +173,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   RETURN_IF_ERROR(d->manager_->Start());
   d->recovery_ = d->manager_->recovery();
 
-  d->service_ =
-      std::make_unique<TaskServiceImpl>(*d->manager_, d->options_.stream_result_backlog);
+  d->service_ = std::make_unique<TaskServiceImpl>(*d->manager_, d->options_.stream_result_backlog);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
