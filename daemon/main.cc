@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
       "/tmp/taskrt-<uid>/taskrt.sock (the CLI and SDK look in the same places).\n"
       "Stop with SIGTERM or SIGINT."};
   app.get_formatter()->column_width(34);
-  app.set_version_flag("--version", "taskrtd 0.1.0");
+  app.set_version_flag("--version", "taskrtd 0.1.0 (allocator: " TASKRT_MALLOC_NAME ")");
   app.add_option("--socket", options.socket_path,
                  "Unix socket to serve on (default: see above). Its directory is created "
                  "with mode 0700; a second daemon on the same path refuses to start");

@@ -12,6 +12,7 @@ PACKAGES=(
   nlohmann-json3-dev # JSON inputs/outputs of the built-in handlers and the CLI
   libssl-dev         # SHA-256 (libcrypto) for hash.sha256
   libsqlite3-dev     # the task journal (durable accept, restart recovery)
+  libgoogle-perftools-dev  # tcmalloc_minimal, the allocator of taskrtd and taskrt-worker
   libgtest-dev libgmock-dev  # tests
   python3            # the CLI test checks JSON output with it
   systemd            # systemd-analyze, to verify deploy/taskrtd.service
