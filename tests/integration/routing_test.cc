@@ -121,6 +121,22 @@ TEST_F(RoutingTest, ExecCapturesOutputExitStatusAndUsage) {
   EXPECT_GT(out["peak_rss_kb"].get<int64_t>(), 0);
 }
 
+TEST_F(RoutingTest, ExecWithoutInputReadsEndOfFileAndInheritsTheEnvironment) {
+  // No "stdin": the command reads /dev/null (cat ends at once) and, with no "env",
+  // gets the worker's environment unchanged (PATH is set there).
+  const std::string input =
+      json{{"argv",
+            {"/bin/sh", "-c", "cat; test -n \"$PATH\" && echo path-set; ls -l /proc/self/fd/0"}}}
+          .dump();
+  v1::Task t = Run("sys.exec", input);
+  ASSERT_EQ(t.state(), v1::TASK_STATE_SUCCEEDED) << t.error().message();
+  json out = json::parse(t.output());
+  EXPECT_EQ(out["exit_code"], 0) << out["stderr"];
+  const std::string stdout_text = out["stdout"];
+  EXPECT_EQ(stdout_text.rfind("path-set\n", 0), 0u) << stdout_text;
+  EXPECT_NE(stdout_text.find("/dev/null"), std::string::npos) << stdout_text;
+}
+
 TEST_F(RoutingTest, ExecCapturesLargeOutputOfConcurrentCommandsIntact) {
   // Several commands writing more than the 64 KiB read buffer to both pipes at once: the
   // reads of all children share the worker's loop and that buffer, and no byte may go to
