@@ -70,9 +70,13 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
                                                 : "PRAGMA synchronous=NORMAL");
   }
   // One process owns the journal (journal.lock): exclusive locking spares the per-commit
-  // shared-memory locking, and rarer checkpoints copy a hot page back once, not often.
+  // shared-memory locking.
   if (s.ok()) s = j->Exec("PRAGMA locking_mode=EXCLUSIVE");
-  if (s.ok()) s = j->Exec("PRAGMA wal_autocheckpoint=10000");
+  // A checkpoint every 1000 pages (4 MiB of WAL) keeps the WAL small enough to be
+  // rewritten from its start: fdatasync after overwriting blocks the file already has is
+  // cheaper than after growing it (no size change to journal in the filesystem). With
+  // 10000 pages a Run's p50 was ~25 % higher for the first 40 MiB; throughput is the same.
+  if (s.ok()) s = j->Exec("PRAGMA wal_autocheckpoint=1000");
   if (s.ok()) {
     sqlite3_stmt* check = nullptr;
     std::string result = "ok";
