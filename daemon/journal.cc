@@ -54,6 +54,13 @@ absl::StatusOr<Durability> ParseDurability(const std::string& text) {
 
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
                                                        Durability durability) {
+  // SQLite counts its memory under a global mutex on every allocation unless told not
+  // to; that was 4 % of the writer thread. Only possible before SQLite initializes, so
+  // once per process and before the first open (a later call would be refused: harmless).
+  static const bool memstatus_off = [] {
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK;
+  }();
+  (void)memstatus_off;
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(
       path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -77,6 +84,9 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
   // cheaper than after growing it (no size change to journal in the filesystem). With
   // 10000 pages a Run's p50 was ~25 % higher for the first 40 MiB; throughput is the same.
   if (s.ok()) s = j->Exec("PRAGMA wal_autocheckpoint=1000");
+  // 16 MiB of page cache (default 2 MiB): the pages of recently accepted tasks, which
+  // their results rewrite, stay in memory instead of being read back from the WAL.
+  if (s.ok()) s = j->Exec("PRAGMA cache_size=-16384");
   if (s.ok()) {
     sqlite3_stmt* check = nullptr;
     std::string result = "ok";
