@@ -22,11 +22,16 @@
 //   durable_ratio     noop throughput of this daemon vs one started with --durability=none
 //                     (also that daemon's sequential latency, as a reference)
 //   queued_memory     daemon memory per queued task, 1,000,000 queued (not in --quick)
+//   unread_stream_memory  daemon memory held for a Stream whose client never reads
+//                     (reference, not in --quick)
 //
 // Every wait is bounded (kWaitTimeout), so a broken daemon fails a scenario instead of
 // hanging the run. Exit status: 0 when every selected scenario produced its figures
 // (whether or not they meet their targets), 1 otherwise, 2 on bad options.
 #include <fcntl.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -34,6 +39,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -63,6 +69,7 @@
 #include "common/util.h"
 #include "nlohmann/json.hpp"
 #include "taskrt/client.h"
+#include "taskrt/v1/service.grpc.pb.h"
 
 extern char** environ;
 
@@ -709,6 +716,87 @@ std::vector<Result> QueuedMemory(Context& ctx) {
                                    n / submit_seconds, kBatch))};
 }
 
+// What a Stream costs the daemon when its client sends batches and never reads: the
+// daemon's own bound (DaemonOptions::stream_result_backlog results) plus whatever gRPC
+// buffers on the way. A second daemon, so its RSS holds nothing else.
+std::vector<Result> UnreadStreamMemory(Context& ctx) {
+  const std::string name = "unread_stream_memory";
+  if (!ctx.own_daemon) {
+    return {Skipped(name, "MiB",
+                    "measuring a running daemon (--socket): needs a daemon the bench starts")};
+  }
+  const int batches = ctx.options.quick ? 20 : 200;
+  constexpr int kBatch = 1000;
+  absl::StatusOr<std::unique_ptr<DaemonProcess>> other = DaemonProcess::Start(ctx.options.daemon);
+  if (!other.ok()) return {Failed(name, "MiB", other.status())};
+  absl::Status status;
+  int64_t before = 0, after = 0;
+  uint64_t accepted = 0;
+  std::atomic<int> written{0};
+  {
+    ClientOptions client_options;
+    client_options.socket_path = (*other)->socket_path();
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(client_options);
+    status = client.status();
+    absl::StatusOr<int64_t> rss = status.ok() ? ResidentBytes((*other)->pid()) : status;
+    status = rss.status();
+    if (status.ok()) before = *rss;
+    auto stub = v1::TaskService::NewStub(grpc::CreateChannel(
+        absl::StrCat("unix:", (*other)->socket_path()), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext call;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::StreamRequest, v1::StreamResponse>> stream;
+    std::thread writer;
+    if (status.ok()) {
+      stream = stub->Stream(&call);
+      writer = std::thread([&] {
+        v1::StreamRequest request;
+        for (int i = 0; i < kBatch; ++i) {
+          *request.add_tasks() = MakeTask("sys.noop", "", v1::TASK_CLASS_AUTO);
+        }
+        for (int i = 0; i < batches; ++i) {
+          request.set_tag(static_cast<uint64_t>(i));
+          if (!stream->Write(request)) return;  // cancelled below, or the daemon went
+          ++written;
+        }
+      });
+    }
+    // Until the daemon stops taking batches (its count of submitted tasks stands still
+    // for a second) or takes them all; bounded by kWaitTimeout.
+    const absl::Time give_up = absl::Now() + kWaitTimeout;
+    absl::Time moved = absl::Now();
+    while (status.ok() && absl::Now() < give_up) {
+      absl::StatusOr<v1::Stats> stats = (*client)->GetStats();
+      status = stats.status();
+      if (!status.ok()) break;
+      if (stats->tasks_submitted() != accepted) {
+        accepted = stats->tasks_submitted();
+        moved = absl::Now();
+      }
+      if (accepted >= static_cast<uint64_t>(batches) * kBatch ||
+          absl::Now() - moved > absl::Seconds(1)) {
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    rss = status.ok() ? ResidentBytes((*other)->pid()) : status;
+    if (status.ok()) status = rss.status();
+    if (status.ok()) after = *rss;
+    call.TryCancel();
+    if (writer.joinable()) writer.join();
+    if (stream) stream->Finish().IgnoreError();
+  }  // the client goes before its daemon
+  const absl::Status stopped = (*other)->Stop();
+  if (status.ok()) status = stopped;
+  if (!status.ok()) return {Failed(name, "MiB", status)};
+  return {Measured(name, static_cast<double>(after - before) / 1048576.0, "MiB",
+                   absl::StrFormat("reference, no target: daemon RSS growth while one Stream "
+                                   "sends %d batches of %d sys.noop and reads nothing; it took "
+                                   "%d batches, accepted %d tasks, then stopped reading; RSS "
+                                   "%.0f -> %.0f MiB",
+                                   batches, kBatch, written.load(), accepted, before / 1048576.0,
+                                   after / 1048576.0))};
+}
+
 std::vector<Result> DurableRatio(Context& ctx) {
   const std::string name = "durable_ratio";
   if (!ctx.own_daemon) {
@@ -801,6 +889,7 @@ std::vector<Scenario> AllScenarios() {
       {"exec_true", true, ExecTrue, ""},
       {"durable_ratio", true, DurableRatio, ""},
       {"queued_memory", false, QueuedMemory, ""},
+      {"unread_stream_memory", false, UnreadStreamMemory, ""},
   };
 }
 
