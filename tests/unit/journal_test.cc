@@ -100,7 +100,9 @@ TEST_F(JournalTest, ErasesRunsAndSinglesAndFoldsRepeatedWritesOfARow) {
   std::vector<uint64_t> kept;
   for (const auto& t : *all) {
     kept.push_back(t.seq);
-    if (t.seq == 10) EXPECT_EQ(t.task.state(), v1::TASK_STATE_SUCCEEDED);
+    if (t.seq == 10) {
+      EXPECT_EQ(t.task.state(), v1::TASK_STATE_SUCCEEDED);
+    }
   }
   EXPECT_EQ(kept, (std::vector<uint64_t>{1, 2, 10, 11, 13, 14, 16, 17, 18, 19, 20}));
 }
