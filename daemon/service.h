@@ -14,7 +14,7 @@ namespace taskrt::daemon {
 class TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
   // `stream_result_backlog`: see DaemonOptions.
-  explicit TaskServiceImpl(TaskManager& manager, int stream_result_backlog = 50000)
+  explicit TaskServiceImpl(TaskManager& manager, int stream_result_backlog = 10000)
       : manager_(manager), stream_result_backlog_(stream_result_backlog) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
