@@ -788,13 +788,16 @@ std::vector<Result> UnreadStreamMemory(Context& ctx) {
   const absl::Status stopped = (*other)->Stop();
   if (status.ok()) status = stopped;
   if (!status.ok()) return {Failed(name, "MiB", status)};
-  return {Measured(name, static_cast<double>(after - before) / 1048576.0, "MiB",
-                   absl::StrFormat("reference, no target: daemon RSS growth while one Stream "
-                                   "sends %d batches of %d sys.noop and reads nothing; it took "
-                                   "%d batches, accepted %d tasks, then stopped reading; RSS "
-                                   "%.0f -> %.0f MiB",
-                                   batches, kBatch, written.load(), accepted, before / 1048576.0,
-                                   after / 1048576.0))};
+  return {Measured(
+      name, static_cast<double>(after - before) / 1048576.0, "MiB",
+      absl::StrFormat(
+          "reference, no target: daemon RSS growth while one Stream "
+          "sends %d batches of %d sys.noop and reads nothing; the "
+          "client wrote %d batches, the daemon accepted %d tasks%s; "
+          "RSS %.0f -> %.0f MiB",
+          batches, kBatch, written.load(), accepted,
+          accepted < static_cast<uint64_t>(batches) * kBatch ? " and stopped reading" : " (all)",
+          before / 1048576.0, after / 1048576.0))};
 }
 
 std::vector<Result> DurableRatio(Context& ctx) {
