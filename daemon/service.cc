@@ -50,47 +50,55 @@ class FinishOnce {
   const Fill fill_;
 };
 
-// Wait: finished by the TaskManager's callback, by the client going away, or by the
-// manager's own timeout — whichever comes first.
-class WaitReactor final : public grpc::ServerUnaryReactor {
-  using State = FinishOnce<std::vector<v1::Task>, v1::WaitResponse>;
-
+// A unary reactor that waits on the manager (handle_) and finishes through a shared
+// FinishOnce (state_): a client that goes away withdraws the wait and ends the call.
+template <typename State>
+class WaitingReactor : public grpc::ServerUnaryReactor {
  public:
-  WaitReactor(TaskManager& manager, const v1::WaitRequest* request, v1::WaitResponse* response)
-      : manager_(manager),
-        state_(std::make_shared<State>(this, response,
-                                       [](std::vector<v1::Task>& tasks, v1::WaitResponse* out) {
-                                         CopyTasks(tasks, out->mutable_tasks());
-                                       })) {
-    handle_ = manager_.Wait(request->task_ids(), request->timeout_ms(),
-                            [state = state_](absl::StatusOr<std::vector<v1::Task>> r) {
-                              state->Complete(std::move(r));
-                            });
-  }
-
   void OnCancel() override {
     manager_.CancelWait(handle_);
     state_->Complete(absl::CancelledError("the client went away"));
   }
   void OnDone() override { delete this; }
 
- private:
+ protected:
+  WaitingReactor(TaskManager& manager, std::shared_ptr<State> state)
+      : manager_(manager), state_(std::move(state)) {}
+
   TaskManager& manager_;
-  std::shared_ptr<State> state_;
+  const std::shared_ptr<State> state_;
   uint64_t handle_ = 0;
+};
+
+// Wait: finished by the TaskManager's callback, by the client going away, or by the
+// manager's own timeout — whichever comes first.
+using WaitState = FinishOnce<std::vector<v1::Task>, v1::WaitResponse>;
+class WaitReactor final : public WaitingReactor<WaitState> {
+ public:
+  WaitReactor(TaskManager& manager, const v1::WaitRequest* request, v1::WaitResponse* response)
+      : WaitingReactor(manager,
+                       std::make_shared<WaitState>(
+                           this, response, [](std::vector<v1::Task>& tasks, v1::WaitResponse* out) {
+                             CopyTasks(tasks, out->mutable_tasks());
+                           })) {
+    handle_ = manager_.Wait(request->task_ids(), request->timeout_ms(),
+                            [state = state_](absl::StatusOr<std::vector<v1::Task>> r) {
+                              state->Complete(std::move(r));
+                            });
+  }
 };
 
 // Run: Submit and Wait in one call. The wait is registered before the journal commits
 // the submit, so it cannot miss the end; a journal failure withdraws the task and ends
 // the call with that error.
-class RunReactor final : public grpc::ServerUnaryReactor {
-  using State = FinishOnce<v1::Task, v1::Task>;
-
+using RunState = FinishOnce<v1::Task, v1::Task>;
+class RunReactor final : public WaitingReactor<RunState> {
  public:
   RunReactor(TaskManager& manager, const v1::RunRequest* request, v1::Task* response)
-      : manager_(manager),
-        state_(std::make_shared<State>(
-            this, response, [](v1::Task& task, v1::Task* out) { *out = std::move(task); })) {
+      : WaitingReactor(
+            manager, std::make_shared<RunState>(this, response, [](v1::Task& task, v1::Task* out) {
+              *out = std::move(task);
+            })) {
     google::protobuf::RepeatedPtrField<v1::TaskSpec> specs;
     *specs.Add() = request->spec();
     auto submitted = manager_.Submit(specs);
@@ -123,17 +131,6 @@ class RunReactor final : public grpc::ServerUnaryReactor {
                            state->Complete(s);
                          });
   }
-
-  void OnCancel() override {
-    manager_.CancelWait(handle_);
-    state_->Complete(absl::CancelledError("the client went away"));
-  }
-  void OnDone() override { delete this; }
-
- private:
-  TaskManager& manager_;
-  std::shared_ptr<State> state_;
-  uint64_t handle_ = 0;
 };
 
 // Stream: reads batches one after another and submits each; answers and results are
