@@ -450,8 +450,7 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     for (const uint64_t seq : seqs) {
       TaskRecord& r = tasks_.at(seq);
       if (IsFinalState(r.task.state())) {
-        deferred_.push_back(
-            [fn = w.each, result = MakeResult(r.task)]() mutable { (*fn)(std::move(result)); });
+        DeferResultLocked(w.each, r.task);
       } else {
         ++w.remaining;
         w.seqs.push_back(seq);
@@ -974,8 +973,7 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
     if (it == waiters_.end()) continue;
     Waiter& w = it->second;
     if (w.each) {
-      deferred_.push_back(
-          [fn = w.each, result = MakeResult(r.task)]() mutable { (*fn)(std::move(result)); });
+      DeferResultLocked(w.each, r.task);
       if (--w.remaining == 0) waiters_.erase(it);
       continue;
     }
@@ -983,6 +981,12 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
   }
   retired_.push_back(seq);
   while (retired_.size() > options_.max_retained) RetireLocked(retired_.front());
+}
+
+void TaskManager::DeferResultLocked(const std::shared_ptr<ResultCallback>& each,
+                                    const v1::Task& task) {
+  deferred_.push_back(
+      [fn = each, result = MakeResult(task)]() mutable { (*fn)(std::move(result)); });
 }
 
 void TaskManager::RetireLocked(uint64_t seq) {

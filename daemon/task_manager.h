@@ -220,6 +220,9 @@ class TaskManager {
   void SetStateLocked(TaskRecord& r, v1::TaskState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `each` with the result of `task` to run once the lock is released.
+  void DeferResultLocked(const std::shared_ptr<ResultCallback>& each, const v1::Task& task)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Retries the task if `error` is retryable and attempts remain, else finishes it.
   void FailOrRetryLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
