@@ -74,9 +74,9 @@ std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
   return absl::ToChronoTime(absl::Now() + d);
 }
 
-// Sets the Wait request's server-side timeout and the call deadline that backs it.
-void SetWaitTimeout(absl::Duration timeout, v1::WaitRequest* request,
-                    grpc::ClientContext* context) {
+// Sets a Wait or Run request's server-side timeout and the call deadline that backs it.
+template <typename Request>
+void SetWaitTimeout(absl::Duration timeout, Request* request, grpc::ClientContext* context) {
   if (timeout == absl::InfiniteDuration()) {
     request->set_timeout_ms(0);  // until final
     return;
@@ -262,11 +262,7 @@ absl::StatusOr<v1::Task> Client::Run(const v1::TaskSpec& spec, absl::Duration ti
   absl::Status status =
       RetryWhileUnavailable(timeout, impl_->reconnect_timeout, [&](absl::Duration left) {
         grpc::ClientContext context;
-        if (left != absl::InfiniteDuration()) {
-          const int64_t ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(left));
-          request.set_timeout_ms(static_cast<uint64_t>(ms));
-          context.set_deadline(DeadlineAfter(absl::Milliseconds(ms) + kWaitDeadlineSlack));
-        }
+        SetWaitTimeout(left, &request, &context);
         task.Clear();
         return FromGrpc(impl_->stub->Run(&context, request, &task));
       });
