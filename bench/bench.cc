@@ -337,34 +337,55 @@ std::vector<Result> NoopThroughput(Context& ctx) {
                                    n, kChunk, wall))};
 }
 
-// Sequential Run(sys.noop) round trips in µs, after a warm-up.
+// Sequential Run(sys.noop) round trips in µs, after a warm-up, and where each one's time
+// went: the task's own timestamps (accepted by the daemon, started and finished in the
+// worker) against the client's clock on both sides (one machine, one clock).
 constexpr int kLatencyWarmup = 20;
-absl::StatusOr<std::vector<double>> SequentialMicros(Client& client, int m) {
+struct Sequential {
+  std::vector<double> total, in, to_worker, in_worker, out;
+
+  std::string Phases() const {
+    return absl::StrFormat(
+        "p50 phases: client->accepted %.0f, accepted->worker start %.0f, in worker %.0f, "
+        "worker end->client %.0f us",
+        Percentile(in, 50), Percentile(to_worker, 50), Percentile(in_worker, 50),
+        Percentile(out, 50));
+  }
+};
+absl::StatusOr<Sequential> SequentialMicros(Client& client, int m) {
   const TaskSpec spec = MakeTask("sys.noop", "");
-  std::vector<double> micros;
-  micros.reserve(m);
+  Sequential s;
   for (int i = 0; i < m + kLatencyWarmup; ++i) {
+    const int64_t sent = internal::NowUnixMicros();
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<Task> task = client.Run(spec, absl::Seconds(10));
     const double us = Since(start) * 1e6;
+    const int64_t received = internal::NowUnixMicros();
     absl::Status status = task.ok() ? AllSucceeded(std::vector<Task>{*task}) : task.status();
     if (!status.ok()) return status;
-    if (i >= kLatencyWarmup) micros.push_back(us);
+    if (i < kLatencyWarmup) continue;
+    const v1::Decision& d = task->decision();
+    s.total.push_back(us);
+    s.in.push_back(static_cast<double>(d.submitted_unix_us() - sent));
+    s.to_worker.push_back(static_cast<double>(d.started_unix_us() - d.submitted_unix_us()));
+    s.in_worker.push_back(static_cast<double>(d.finished_unix_us() - d.started_unix_us()));
+    s.out.push_back(static_cast<double>(received - d.finished_unix_us()));
   }
-  return micros;
+  return s;
 }
 
 std::vector<Result> NoopLatency(Context& ctx) {
   const int m = ctx.options.quick ? 200 : 2000;
-  absl::StatusOr<std::vector<double>> micros = SequentialMicros(ctx.client, m);
-  if (!micros.ok()) {
-    return {Failed("noop_latency_p50", "us", micros.status()),
-            Failed("noop_latency_p99", "us", micros.status())};
+  absl::StatusOr<Sequential> runs = SequentialMicros(ctx.client, m);
+  if (!runs.ok()) {
+    return {Failed("noop_latency_p50", "us", runs.status()),
+            Failed("noop_latency_p99", "us", runs.status())};
   }
-  const std::string notes = absl::StrFormat(
-      "sequential Run(sys.noop) x%d (one round trip each), after %d warm-up", m, kLatencyWarmup);
-  return {Measured("noop_latency_p50", Percentile(*micros, 50), "us", notes),
-          Measured("noop_latency_p99", Percentile(*micros, 99), "us", notes)};
+  const std::string notes =
+      absl::StrFormat("sequential Run(sys.noop) x%d (one round trip each), after %d warm-up; %s",
+                      m, kLatencyWarmup, runs->Phases());
+  return {Measured("noop_latency_p50", Percentile(runs->total, 50), "us", notes),
+          Measured("noop_latency_p99", Percentile(runs->total, 99), "us", notes)};
 }
 
 // The cost of making one commit durable on the filesystem the daemon's journal is on
@@ -398,9 +419,9 @@ std::vector<Result> Fsync(Context& ctx) {
   if (!status.ok()) return {Failed("fsync_p50", "us", status)};
   return {Measured("fsync_p50", Percentile(micros, 50), "us",
                    absl::StrFormat("reference, no target: 4 KiB pwrite + fdatasync x%d in %s; "
-                                   "a Run with --durability full waits for two such commits "
-                                   "(accepted+running, final)",
-                                   m, dir))};
+                                   "p99 %.0f us; a Run with --durability full waits for two "
+                                   "such commits (accepted+running, final)",
+                                   m, dir, Percentile(micros, 99)))};
 }
 
 std::vector<Result> CpuScaling(Context& ctx) {
@@ -820,7 +841,7 @@ std::vector<Result> DurableRatio(Context& ctx) {
   if (!other.ok()) return {Failed(name, "x", other.status())};
   double durable = 0, memory = 0;
   absl::Status status;
-  std::vector<double> micros;
+  Sequential sequential;
   {
     absl::StatusOr<std::unique_ptr<Client>> clients[2];
     for (int i = 0; i < 2; ++i) {
@@ -841,10 +862,10 @@ std::vector<Result> DurableRatio(Context& ctx) {
     }
     // The runtime's own round trip, without waiting for the disk.
     if (status.ok()) {
-      absl::StatusOr<std::vector<double>> m =
+      absl::StatusOr<Sequential> m =
           SequentialMicros(**clients[1], ctx.options.quick ? 200 : 2000);
       status = m.status();
-      if (m.ok()) micros = *std::move(m);
+      if (m.ok()) sequential = *std::move(m);
     }
   }  // the clients go before their daemons
   for (auto* d : {&durable_daemon, &other}) {
@@ -853,9 +874,12 @@ std::vector<Result> DurableRatio(Context& ctx) {
   }
   if (!status.ok()) return {Failed(name, "x", status)};
   const std::string latency_notes = absl::StrFormat(
-      "reference, no target: noop_latency on the --durability=none daemon, x%d", micros.size());
-  return {Measured("noop_latency_p50_nojournal", Percentile(micros, 50), "us", latency_notes),
-          Measured("noop_latency_p99_nojournal", Percentile(micros, 99), "us", latency_notes),
+      "reference, no target: noop_latency on the --durability=none daemon, x%d; %s",
+      sequential.total.size(), sequential.Phases());
+  return {Measured("noop_latency_p50_nojournal", Percentile(sequential.total, 50), "us",
+                   latency_notes),
+          Measured("noop_latency_p99_nojournal", Percentile(sequential.total, 99), "us",
+                   latency_notes),
           Measured(name, durable / memory, "x",
                    absl::StrFormat("noop_throughput (%d tasks, best of 2) of a fresh daemon "
                                    "(daemon args: %s) %.0f tasks/s vs a fresh one with "
