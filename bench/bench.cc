@@ -382,8 +382,8 @@ std::vector<Result> NoopLatency(Context& ctx) {
             Failed("noop_latency_p99", "us", runs.status())};
   }
   const std::string notes =
-      absl::StrFormat("sequential Run(sys.noop) x%d (one round trip each), after %d warm-up; %s",
-                      m, kLatencyWarmup, runs->Phases());
+      absl::StrFormat("sequential Run(sys.noop) x%d (one round trip each), after %d warm-up; %s", m,
+                      kLatencyWarmup, runs->Phases());
   return {Measured("noop_latency_p50", Percentile(runs->total, 50), "us", notes),
           Measured("noop_latency_p99", Percentile(runs->total, 99), "us", notes)};
 }
@@ -862,8 +862,7 @@ std::vector<Result> DurableRatio(Context& ctx) {
     }
     // The runtime's own round trip, without waiting for the disk.
     if (status.ok()) {
-      absl::StatusOr<Sequential> m =
-          SequentialMicros(**clients[1], ctx.options.quick ? 200 : 2000);
+      absl::StatusOr<Sequential> m = SequentialMicros(**clients[1], ctx.options.quick ? 200 : 2000);
       status = m.status();
       if (m.ok()) sequential = *std::move(m);
     }
@@ -873,22 +872,21 @@ std::vector<Result> DurableRatio(Context& ctx) {
     if (status.ok()) status = stopped;
   }
   if (!status.ok()) return {Failed(name, "x", status)};
-  const std::string latency_notes = absl::StrFormat(
-      "reference, no target: noop_latency on the --durability=none daemon, x%d; %s",
-      sequential.total.size(), sequential.Phases());
-  return {Measured("noop_latency_p50_nojournal", Percentile(sequential.total, 50), "us",
-                   latency_notes),
-          Measured("noop_latency_p99_nojournal", Percentile(sequential.total, 99), "us",
-                   latency_notes),
-          Measured(name, durable / memory, "x",
-                   absl::StrFormat("noop_throughput (%d tasks, best of 2) of a fresh daemon "
-                                   "(daemon args: %s) %.0f tasks/s vs a fresh one with "
-                                   "--durability=none %.0f tasks/s",
-                                   n,
-                                   ctx.options.daemon.args.empty()
-                                       ? "default, --durability full"
-                                       : absl::StrJoin(ctx.options.daemon.args, " "),
-                                   durable, memory))};
+  const std::string latency_notes =
+      absl::StrFormat("reference, no target: noop_latency on the --durability=none daemon, x%d; %s",
+                      sequential.total.size(), sequential.Phases());
+  return {
+      Measured("noop_latency_p50_nojournal", Percentile(sequential.total, 50), "us", latency_notes),
+      Measured("noop_latency_p99_nojournal", Percentile(sequential.total, 99), "us", latency_notes),
+      Measured(name, durable / memory, "x",
+               absl::StrFormat("noop_throughput (%d tasks, best of 2) of a fresh daemon "
+                               "(daemon args: %s) %.0f tasks/s vs a fresh one with "
+                               "--durability=none %.0f tasks/s",
+                               n,
+                               ctx.options.daemon.args.empty()
+                                   ? "default, --durability full"
+                                   : absl::StrJoin(ctx.options.daemon.args, " "),
+                               durable, memory))};
 }
 
 struct Scenario {

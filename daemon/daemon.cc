@@ -21,10 +21,14 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "common/util.h"
+#include "daemon/poller_keep_awake.h"
 #include "daemon/service.h"
 
 namespace taskrt::daemon {
 namespace {
+
+// Well within the 1 s after which an idle gRPC polling thread pauses (poller_keep_awake.h).
+constexpr absl::Duration kPollerKeepAwakePeriod = absl::Milliseconds(250);
 
 // Creates `dir` and missing parents with mode 0700.
 absl::Status MakePrivateDirs(const std::string& dir) {
@@ -204,6 +208,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
     }
   }
   d->tcp_ports_ = ports;
+  d->keep_awake_ = std::make_unique<PollerKeepAwake>(*d->server_, kPollerKeepAwakePeriod);
   ::chmod(path.c_str(), d->options_.socket_mode);
   if (d->options_.verbose) {
     const auto& t = d->options_.tasks;
@@ -248,6 +253,7 @@ void Daemon::Drain() {
 void Daemon::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  keep_awake_.reset();
   if (manager_) manager_->Stop();
   if (server_) {
     // Submits waiting for the journal still complete: its writer runs until Close.

@@ -40,6 +40,7 @@ struct DaemonOptions {
 };
 
 class TaskServiceImpl;
+class PollerKeepAwake;
 
 // A running daemon. Thread-safety: Shutdown may be called from any one thread.
 class Daemon {
@@ -73,6 +74,7 @@ class Daemon {
   std::unique_ptr<TaskManager> manager_;
   std::unique_ptr<TaskServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<PollerKeepAwake> keep_awake_;  // stops before server_ does
   std::vector<int> tcp_ports_;
   bool shut_down_ = false;
 };

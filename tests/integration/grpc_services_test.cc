@@ -5,7 +5,11 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/support/byte_buffer.h>
 
+#include <algorithm>
+#include <chrono>
 #include <future>
+#include <thread>
+#include <vector>
 
 #include "tests/integration/daemon_fixture.h"
 
@@ -68,6 +72,26 @@ TEST_F(GrpcServicesTest, HealthCheckSaysServing) {
   grpc::Status status = done.get_future().get();
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(FromBuffer(response), std::string("\x08\x01", 2));  // status: SERVING
+}
+
+// gRPC's callback-API threads, which also poll the daemon's sockets, pause 100 ms after
+// 1 s without a completion unless something keeps them busy (daemon/poller_keep_awake.h):
+// a call arriving 1.05 s after the previous one then waited ~50 ms for them. With the
+// keep-awake it is answered at once; the bound only separates the two cases.
+TEST_F(GrpcServicesTest, ACallAfterASecondOfQuietIsAnsweredWithoutAPause) {
+  ASSERT_TRUE(client_->GetStats().ok());
+  std::vector<double> millis;
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1050));
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(client_->GetStats().ok());
+    millis.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
+  }
+  std::sort(millis.begin(), millis.end());
+  EXPECT_LT(millis[1], 25.0) << "round trips after 1.05 s of quiet: " << millis[0] << ", "
+                             << millis[1] << ", " << millis[2] << " ms";
 }
 
 TEST_F(GrpcServicesTest, ReflectionListsTaskService) {
