@@ -5,8 +5,10 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/completion_queue.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/async_unary_call.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/status.h>
 #include <sys/stat.h>
@@ -14,9 +16,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -96,13 +100,69 @@ absl::StatusOr<v1::Task> SingleTask(const v1::WaitResponse& response, const std:
   return response.tasks(0);
 }
 
-// One asynchronous Wait in flight: owned by itself, deleted by its completion callback.
+// One asynchronous Wait in flight, from WaitAsync until its completion is handled.
 struct AsyncWaitCall {
   grpc::ClientContext context;
   v1::WaitRequest request;
   v1::WaitResponse response;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::WaitResponse>> reader;
   std::string id;
   std::function<void(absl::StatusOr<v1::Task>)> done;
+};
+
+// The client's asynchronous Waits, completed by one thread of its own on a completion
+// queue it owns. (gRPC's callback API would need no thread of ours, but in gRPC 1.51 its
+// polling threads pause 100 ms after 1 s without a completion: a WaitFuture on a task of
+// 1.05 s got its result 50 ms late, every time.) Destroying it cancels the Waits still in
+// flight; their callbacks run with CANCELLED.
+class AsyncWaits {
+ public:
+  AsyncWaits() : thread_([this] { Complete(); }) {}
+  ~AsyncWaits() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (AsyncWaitCall* call : in_flight_) call->context.TryCancel();
+    }
+    cq_.Shutdown();
+    thread_.join();
+  }
+  AsyncWaits(const AsyncWaits&) = delete;
+  AsyncWaits& operator=(const AsyncWaits&) = delete;
+
+  void Start(v1::TaskService::Stub& stub, std::unique_ptr<AsyncWaitCall> owned) {
+    AsyncWaitCall* call = owned.release();  // until Complete takes it back
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_flight_.insert(call);
+    }
+    call->reader = stub.AsyncWait(&call->context, call->request, &cq_);
+    call->reader->Finish(&call->response, &call->status, call);
+  }
+
+ private:
+  void Complete() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq_.Next(&tag, &ok)) {  // Finish's tag always comes back with ok
+      std::unique_ptr<AsyncWaitCall> call(static_cast<AsyncWaitCall*>(tag));
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        in_flight_.erase(call.get());
+      }
+      absl::Status s = FromGrpc(call->status);
+      if (s.ok()) {
+        call->done(SingleTask(call->response, call->id));
+      } else {
+        call->done(std::move(s));
+      }
+    }
+  }
+
+  grpc::CompletionQueue cq_;
+  std::mutex mu_;
+  std::unordered_set<AsyncWaitCall*> in_flight_;  // guarded by mu_
+  std::thread thread_;                            // last: it uses the members above
 };
 
 // Calls `attempt` with what is left of `timeout` (never negative; infinite stays
@@ -145,6 +205,13 @@ struct Client::Impl {
   const absl::Duration reconnect_timeout;
   const std::shared_ptr<grpc::Channel> channel;
   const std::unique_ptr<v1::TaskService::Stub> stub;
+  std::once_flag async_waits_once;
+  std::unique_ptr<AsyncWaits> async_waits;  // from the first WaitAsync; goes before stub
+
+  AsyncWaits& async() {
+    std::call_once(async_waits_once, [this] { async_waits = std::make_unique<AsyncWaits>(); });
+    return *async_waits;
+  }
 };
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -172,8 +239,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
     return absl::UnavailableError(NotRunningMessage(target, options.connect_timeout));
   }
   auto stub = v1::TaskService::NewStub(channel);
-  return std::unique_ptr<Client>(new Client(std::unique_ptr<Impl>(new Impl{
-      std::move(target), options.reconnect_timeout, std::move(channel), std::move(stub)})));
+  return std::unique_ptr<Client>(
+      new Client(std::unique_ptr<Impl>(new Impl{std::move(target),
+                                                options.reconnect_timeout,
+                                                std::move(channel),
+                                                std::move(stub),
+                                                {},
+                                                nullptr})));
 }
 
 const std::string& Client::target() const { return impl_->target; }
@@ -368,21 +440,12 @@ absl::StatusOr<std::vector<v1::TaskResult>> Client::RunMany(const std::vector<v1
 
 void Client::WaitAsync(const std::string& id, std::function<void(absl::StatusOr<v1::Task>)> done,
                        absl::Duration timeout) {
-  auto* call = new AsyncWaitCall;
+  auto call = std::make_unique<AsyncWaitCall>();
   call->id = id;
   call->done = std::move(done);
   call->request.add_task_ids(id);
   SetWaitTimeout(timeout, &call->request, &call->context);
-  impl_->stub->async()->Wait(&call->context, &call->request, &call->response,
-                             [call](grpc::Status status) {
-                               std::unique_ptr<AsyncWaitCall> owned(call);
-                               absl::Status s = FromGrpc(status);
-                               if (!s.ok()) {
-                                 owned->done(std::move(s));
-                               } else {
-                                 owned->done(SingleTask(owned->response, owned->id));
-                               }
-                             });
+  impl_->async().Start(*impl_->stub, std::move(call));
 }
 
 std::future<absl::StatusOr<v1::Task>> Client::WaitFuture(const std::string& id,

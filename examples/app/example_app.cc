@@ -4,7 +4,8 @@
 //   taskrt-example-app             # or: taskrt-example-app --socket /tmp/t.sock
 //
 // 1. Run(): submit and block until the result is there.
-// 2. Submit() + WaitAsync(): a callback runs on a gRPC thread when the task is final.
+// 2. Submit() + WaitAsync(): a callback runs on the client's completion thread when the
+//    task is final.
 // 3. Submit() + WaitFuture(): a std::future to collect later.
 // Every result carries the scheduling decision; ExplainDecision() puts it in words.
 //
@@ -51,8 +52,9 @@ absl::Status RunExamples(const taskrt::ClientOptions& options) {
              (*client)->Run(taskrt::MakeTask("math.primes", R"({"below":200000})"), kWaitTimeout));
   if (!status.ok()) return status;
 
-  // 2. Callback. Submit returns the id at once; WaitAsync's callback runs later on a
-  //    gRPC thread. It must not block, so it only stores the result and notifies.
+  // 2. Callback. Submit returns the id at once; WaitAsync's callback runs later on the
+  //    client's completion thread. It must not block, so it only stores the result and
+  //    notifies.
   absl::StatusOr<std::string> callback_id =
       (*client)->Submit(taskrt::MakeTask("sys.sleep", R"({"ms":200})"));
   if (!callback_id.ok()) return callback_id.status();

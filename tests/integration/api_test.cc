@@ -2,6 +2,7 @@
 // and the single-instance lock.
 #include <sys/stat.h>
 
+#include <future>
 #include <map>
 #include <thread>
 
@@ -97,6 +98,36 @@ TEST_F(ApiTest, AsyncCallbackAndFuture) {
   ASSERT_TRUE(ta.ok());
   EXPECT_EQ(ta->decision().executor(), v1::EXECUTOR_ASYNC);
 }
+
+// Many asynchronous waits at once all complete, each with its own task; destroying the
+// client cancels those still in flight, whose callbacks then get CANCELLED.
+TEST_F(ApiTest, ManyAsyncWaitsCompleteAndDestroyingTheClientCancelsTheRest) {
+  constexpr int kWaits = 200;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kWaits; ++i) {
+    auto id = client_->Submit(MakeTask("sys.sleep", R"({"ms": 20})"));
+    ASSERT_TRUE(id.ok()) << id.status();
+    ids.push_back(*id);
+  }
+  std::vector<std::future<absl::StatusOr<v1::Task>>> futures;
+  for (const auto& id : ids) futures.push_back(client_->WaitFuture(id, absl::Seconds(60)));
+  for (int i = 0; i < kWaits; ++i) {
+    ASSERT_EQ(futures[i].wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    auto task = futures[i].get();
+    ASSERT_TRUE(task.ok()) << task.status();
+    EXPECT_EQ(task->id(), ids[i]);
+    EXPECT_EQ(task->state(), v1::TASK_STATE_SUCCEEDED);
+  }
+
+  auto slow = client_->Submit(MakeTask("sys.sleep", R"({"ms": 60000})"));
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  auto pending = client_->WaitFuture(*slow);
+  client_.reset();
+  ASSERT_EQ(pending.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  absl::StatusOr<v1::Task> cancelled = pending.get();
+  EXPECT_TRUE(absl::IsCancelled(cancelled.status())) << cancelled.status();
+}
+
 
 TEST_F(ApiTest, WatchStreamsEveryStateWithItsDecision) {
   std::vector<v1::TaskEvent> events;
