@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <mutex>
+#include <mutex>  // std::once_flag
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -25,6 +25,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/mutex.h"
 #include "taskrt/v1/service.grpc.pb.h"
 
 namespace taskrt {
@@ -121,7 +122,7 @@ class AsyncWaits {
   AsyncWaits() : thread_([this] { Complete(); }) {}
   ~AsyncWaits() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       for (AsyncWaitCall* call : in_flight_) call->context.TryCancel();
     }
     cq_.Shutdown();
@@ -133,7 +134,7 @@ class AsyncWaits {
   void Start(v1::TaskService::Stub& stub, std::unique_ptr<AsyncWaitCall> owned) {
     AsyncWaitCall* call = owned.release();  // until Complete takes it back
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       in_flight_.insert(call);
     }
     call->reader = stub.AsyncWait(&call->context, call->request, &cq_);
@@ -147,7 +148,7 @@ class AsyncWaits {
     while (cq_.Next(&tag, &ok)) {  // Finish's tag always comes back with ok
       std::unique_ptr<AsyncWaitCall> call(static_cast<AsyncWaitCall*>(tag));
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        internal::MutexLock lock(&mu_);
         in_flight_.erase(call.get());
       }
       absl::Status s = FromGrpc(call->status);
@@ -160,9 +161,9 @@ class AsyncWaits {
   }
 
   grpc::CompletionQueue cq_;
-  std::mutex mu_;
-  std::unordered_set<AsyncWaitCall*> in_flight_;  // guarded by mu_
-  std::thread thread_;                            // last: it uses the members above
+  internal::Mutex mu_;
+  std::unordered_set<AsyncWaitCall*> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: it uses the members above
 };
 
 // Calls `attempt` with what is left of `timeout` (never negative; infinite stays
