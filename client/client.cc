@@ -192,9 +192,9 @@ absl::Status RetryWhileUnavailable(absl::Duration timeout, absl::Duration reconn
 }
 
 // A key no other task has: 128 random bits.
-std::string RandomKey() {
+std::string RandomKey(absl::string_view prefix = "run-") {
   thread_local std::mt19937_64 gen{std::random_device{}()};
-  return absl::StrCat("run-", absl::Hex(gen(), absl::kZeroPad16),
+  return absl::StrCat(prefix, absl::Hex(gen(), absl::kZeroPad16),
                       absl::Hex(gen(), absl::kZeroPad16));
 }
 
@@ -343,17 +343,20 @@ absl::StatusOr<v1::Task> Client::Run(const v1::TaskSpec& spec, absl::Duration ti
   return task;
 }
 
-absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
-                               const std::function<void(size_t, v1::TaskResult&)>& on_result,
-                               const StreamOptions& options) {
-  if (specs.empty()) return absl::OkStatus();
-  const size_t batch = std::max<size_t>(1, options.batch_size);
-  const size_t batches = (specs.size() + batch - 1) / batch;
+namespace {
+
+// One Stream call over the specs at `todo` (indices into `specs`, in order), until each
+// has its result or the call fails. Results go to `deliver`, which returns false for a
+// spec that already had one (specs sharing an idempotency key share a task, whose
+// result comes again for each batch that names it).
+absl::Status StreamOnce(v1::TaskService::Stub& stub, const std::vector<v1::TaskSpec>& specs,
+                        const std::vector<size_t>& todo, const std::string& key_prefix,
+                        size_t batch, absl::Duration timeout,
+                        const std::function<bool(size_t, v1::TaskResult&)>& deliver) {
+  const size_t batches = (todo.size() + batch - 1) / batch;
   grpc::ClientContext context;
-  if (options.timeout != absl::InfiniteDuration()) {
-    context.set_deadline(DeadlineAfter(options.timeout));
-  }
-  auto stream = impl_->stub->Stream(&context);
+  if (timeout != absl::InfiniteDuration()) context.set_deadline(DeadlineAfter(timeout));
+  auto stream = stub.Stream(&context);
   // One thread writes the batches while this one reads: gRPC allows one reader and one
   // writer at a time on a stream.
   std::thread writer([&] {
@@ -361,9 +364,15 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
     for (size_t b = 0; b < batches; ++b) {
       request.Clear();
       request.set_tag(b);
-      const size_t end = std::min(specs.size(), (b + 1) * batch);
+      const size_t end = std::min(todo.size(), (b + 1) * batch);
       request.mutable_tasks()->Reserve(static_cast<int>(end - b * batch));
-      for (size_t i = b * batch; i < end; ++i) *request.add_tasks() = specs[i];
+      for (size_t k = b * batch; k < end; ++k) {
+        v1::TaskSpec* spec = request.add_tasks();
+        *spec = specs[todo[k]];
+        if (!key_prefix.empty() && spec->idempotency_key().empty()) {
+          spec->set_idempotency_key(absl::StrCat(key_prefix, todo[k]));
+        }
+      }
       if (!stream->Write(request)) return;  // the call ended; Finish says why
     }
     stream->WritesDone();
@@ -371,33 +380,32 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
   // task id -> positions in specs (several when specs share an idempotency key)
   std::unordered_multimap<std::string, size_t> index;
   std::unordered_map<std::string, v1::TaskResult> early;  // results before their ids
-  std::vector<bool> seen(specs.size(), false);
   size_t done = 0;
-  absl::Status failure;
-  auto deliver = [&](size_t i, v1::TaskResult& r) {
-    if (seen[i]) return;
-    seen[i] = true;
-    ++done;
-    on_result(i, r);
+  auto take = [&](size_t i, v1::TaskResult& r) {
+    if (deliver(i, r)) ++done;
   };
+  absl::Status failure;
   v1::StreamResponse response;
-  while (failure.ok() && done < specs.size() && stream->Read(&response)) {
+  while (failure.ok() && done < todo.size() && stream->Read(&response)) {
     for (const auto& a : response.accepted()) {
       if (a.code() != 0) {
+        const size_t first = a.tag() * batch;
+        const size_t last = std::min(todo.size(), (a.tag() + 1) * batch) - 1;
         failure = absl::Status(
             static_cast<absl::StatusCode>(a.code()),
-            absl::StrCat("batch ", a.tag() + 1, " of ", batches, " (tasks ", a.tag() * batch + 1,
-                         "-", std::min(specs.size(), (a.tag() + 1) * batch), "): ", a.message()));
+            absl::StrCat("batch ", a.tag() + 1, " of ", batches, " (tasks ", todo[first] + 1,
+                         first == last ? "" : absl::StrCat("-", todo[last] + 1),
+                         "): ", a.message()));
         break;
       }
       for (int k = 0; k < a.task_ids_size(); ++k) {
-        const size_t i = a.tag() * batch + static_cast<size_t>(k);
-        if (i >= specs.size()) break;
-        index.emplace(a.task_ids(k), i);
+        const size_t at = a.tag() * batch + static_cast<size_t>(k);
+        if (at >= todo.size()) break;
+        index.emplace(a.task_ids(k), todo[at]);
         auto e = early.find(a.task_ids(k));
         if (e != early.end()) {
           v1::TaskResult copy = e->second;  // kept: another spec may share the task
-          deliver(i, copy);
+          take(todo[at], copy);
         }
       }
     }
@@ -409,10 +417,10 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
       }
       for (auto it = first; it != last; ++it) {
         if (std::next(it) == last) {
-          deliver(it->second, r);
+          take(it->second, r);
         } else {
           v1::TaskResult copy = r;
-          deliver(it->second, copy);
+          take(it->second, copy);
         }
       }
     }
@@ -422,12 +430,64 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
   writer.join();
   const absl::Status finish = FromGrpc(stream->Finish());
   if (!failure.ok()) return failure;
-  if (done < specs.size()) {
+  if (done < todo.size()) {
     if (!finish.ok()) return finish;
     return absl::InternalError(
-        absl::StrCat("the stream ended after ", done, " of ", specs.size(), " results"));
+        absl::StrCat("the stream ended after ", done, " of ", todo.size(), " results"));
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
+                               const std::function<void(size_t, v1::TaskResult&)>& on_result,
+                               const StreamOptions& options) {
+  if (specs.empty()) return absl::OkStatus();
+  const size_t batch = std::max<size_t>(1, options.batch_size);
+  const std::string key_prefix = options.resume ? absl::StrCat(RandomKey("stream-"), "-") : "";
+  std::vector<bool> seen(specs.size(), false);
+  size_t done = 0;
+  auto deliver = [&](size_t i, v1::TaskResult& r) {
+    if (seen[i]) return false;
+    seen[i] = true;
+    ++done;
+    on_result(i, r);
+    return true;
+  };
+  // As RetryWhileUnavailable, but an outage is counted from the last result: a long call
+  // that made progress gets the whole reconnect_timeout for each restart.
+  const absl::Time start = absl::Now();
+  const bool finite = options.timeout != absl::InfiniteDuration();
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time unreachable_since = absl::InfiniteFuture();
+  std::vector<size_t> todo(specs.size());
+  for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+  while (true) {
+    const absl::Duration left =
+        finite ? std::max(options.timeout - (absl::Now() - start), absl::ZeroDuration())
+               : options.timeout;
+    const size_t before = done;
+    absl::Status status = StreamOnce(*impl_->stub, specs, todo, key_prefix, batch, left, deliver);
+    if (!options.resume || !absl::IsUnavailable(status)) return status;
+    const absl::Time now = absl::Now();
+    if (done > before) {
+      unreachable_since = now;
+      backoff = absl::Milliseconds(100);
+    } else if (unreachable_since == absl::InfiniteFuture()) {
+      unreachable_since = now;
+    }
+    if (now - unreachable_since >= impl_->reconnect_timeout ||
+        (finite && now - start >= options.timeout)) {
+      return status;
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+    todo.clear();
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (!seen[i]) todo.push_back(i);
+    }
+  }
 }
 
 absl::StatusOr<std::vector<v1::TaskResult>> Client::RunMany(const std::vector<v1::TaskSpec>& specs,

@@ -16,6 +16,7 @@
 #include <future>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -305,6 +306,70 @@ TEST_F(CrashRecoveryTest, FiftyConcurrentClientsTotalsAddUp) {
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->tasks_submitted(), static_cast<uint64_t>(kClients * kEach));
   EXPECT_EQ(CountExecutions(record_).size(), static_cast<size_t>(kClients * kEach / 2));
+}
+
+// A resumable RunMany (StreamOptions::resume) across a kill -9 and restart of the daemon:
+// every spec gets exactly one result, and the specs sent again after the restart find
+// the tasks the first daemon had accepted instead of creating new ones.
+TEST_F(CrashRecoveryTest, KillNineMidStreamAResumableRunManyGetsEveryResultOnce) {
+  constexpr int kTasks = 600;
+  constexpr uint32_t kAttempts = 3;
+  DaemonProcess daemon(dir_);
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  ClientOptions options;
+  options.socket_path = daemon.socket();
+  auto streamer = Client::Connect(options);
+  ASSERT_TRUE(streamer.ok()) << streamer.status();
+  const auto specs = Specs(kTasks, kAttempts);
+  std::vector<int> calls(kTasks, 0);
+  std::vector<v1::TaskResult> results(kTasks);
+  std::atomic<int> delivered{0};
+  auto streamed = std::async(std::launch::async, [&] {
+    Client::StreamOptions stream_options;
+    stream_options.batch_size = 50;
+    stream_options.timeout = absl::Seconds(120);
+    stream_options.resume = true;
+    return (*streamer)->RunStream(
+        specs,
+        [&](size_t i, v1::TaskResult& r) {
+          ++calls.at(i);
+          results[i] = r;
+          ++delivered;
+        },
+        stream_options);
+  });
+  for (int i = 0; i < 1000 && delivered.load() < 100; ++i) {  // bounded: ~10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const int before_kill = delivered.load();
+  daemon.Kill();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // workers die with it
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  ASSERT_EQ(streamed.wait_for(std::chrono::seconds(180)), std::future_status::ready);
+  const absl::Status status = streamed.get();
+  ASSERT_TRUE(status.ok()) << status;
+
+  EXPECT_GE(before_kill, 100);
+  EXPECT_LT(before_kill, kTasks) << "the kill came after the last result: nothing resumed";
+  std::set<std::string> ids;
+  for (int i = 0; i < kTasks; ++i) {
+    EXPECT_EQ(calls[i], 1) << "spec " << i;
+    EXPECT_EQ(results[i].state(), v1::TASK_STATE_SUCCEEDED) << "spec " << i;
+    ids.insert(results[i].id());
+  }
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kTasks)) << "two specs got the same task";
+  v1::ListRequest request;
+  request.set_handler("test.record");
+  request.set_limit(10 * kTasks);
+  auto listed = daemon.client().List(request);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->size(), static_cast<size_t>(kTasks)) << "a resent spec became a new task";
+  const auto executions = CountExecutions(record_);
+  for (const std::string& id : ids) {
+    auto e = executions.find(id);
+    ASSERT_NE(e, executions.end()) << id << " succeeded without running";
+    EXPECT_LE(e->second, static_cast<int>(kAttempts)) << id;
+  }
 }
 
 // A WaitFuture of a task that runs longer than a second gets its result when the task

@@ -303,6 +303,99 @@ TEST_F(StreamTest, RunStreamReportsUnavailableWhenTheDaemonGoesAway) {
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
 }
 
+// With resume, a daemon that does not come back within the client's reconnect_timeout
+// still ends the call with UNAVAILABLE (after trying to reconnect).
+TEST_F(StreamTest, ResumableRunStreamGivesUpAfterTheReconnectTimeout) {
+  ClientOptions copts;
+  copts.socket_path = daemon_->socket_path();
+  copts.reconnect_timeout = absl::Seconds(1);
+  auto streamer = Client::Connect(copts);
+  ASSERT_TRUE(streamer.ok()) << streamer.status();
+  std::vector<v1::TaskSpec> specs = {MakeTask("test.echo", "first"),
+                                     MakeTask("sys.sleep", R"({"ms": 30000})")};
+  Client::StreamOptions options = Options(1);
+  options.resume = true;
+  std::atomic<int> delivered{0};
+  absl::Status status;
+  std::thread stream([&] {
+    status = (*streamer)->RunStream(
+        specs, [&](size_t, v1::TaskResult&) { ++delivered; }, options);
+  });
+  for (int i = 0; i < 600 && delivered.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_EQ(delivered.load(), 1);
+  const absl::Time gone = absl::Now();
+  daemon_->Shutdown();
+  stream.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_GE(absl::Now() - gone, absl::Seconds(1)) << "it did not try to reconnect";
+  EXPECT_LT(absl::Now() - gone, absl::Seconds(30)) << "hang guard";
+}
+
+// A graceful restart (Drain, then a new daemon on the same socket and journal) in the
+// middle of a resumable stream: batches the draining daemon refused (UNAVAILABLE) and
+// results it never sent come from the new one; no spec runs twice.
+TEST_F(StreamTest, ResumableRunStreamCarriesOnAcrossAGracefulRestart) {
+  ClientOptions copts;
+  copts.socket_path = daemon_->socket_path();
+  auto streamer = Client::Connect(copts);
+  ASSERT_TRUE(streamer.ok()) << streamer.status();
+  constexpr int kTasks = 40;
+  std::vector<v1::TaskSpec> specs;
+  for (int i = 0; i < kTasks; ++i) {
+    specs.push_back(MakeTask("test.echo", absl::StrCat("spec ", i)));
+    specs.push_back(MakeTask("sys.sleep", R"({"ms": 300})"));
+  }
+  Client::StreamOptions options = Options(4);
+  options.resume = true;
+  std::vector<int> calls(specs.size(), 0);
+  std::vector<v1::TaskResult> results(specs.size());
+  std::atomic<int> delivered{0};
+  absl::Status status;
+  std::thread stream([&] {
+    status = (*streamer)->RunStream(
+        specs,
+        [&](size_t i, v1::TaskResult& r) {
+          ++calls.at(i);
+          results[i] = r;
+          ++delivered;
+        },
+        options);
+  });
+  for (int i = 0; i < 600 && delivered.load() < 4; ++i) absl::SleepFor(absl::Milliseconds(10));
+  const int before = delivered.load();
+  client_.reset();
+  daemon_->Drain();
+  daemon_.reset();
+  StartDaemon();
+  stream.join();
+  ASSERT_TRUE(status.ok()) << status;
+  std::set<std::string> ids;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    EXPECT_EQ(calls[i], 1) << "spec " << i;
+    EXPECT_EQ(results[i].state(), v1::TASK_STATE_SUCCEEDED) << "spec " << i;
+    if (i % 2 == 0) {
+      EXPECT_EQ(results[i].output(), absl::StrCat("spec ", i / 2));
+    }
+    ids.insert(results[i].id());
+  }
+  EXPECT_EQ(ids.size(), specs.size()) << "two specs got the same task";
+  int recovered = 0;
+  for (const auto& r : results) recovered += r.decision().recovered() ? 1 : 0;
+  auto stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  std::printf(
+      "graceful restart mid-stream: %d results before it, %d tasks recovered, %llu "
+      "accepted by the new daemon\n",
+      before, recovered, static_cast<unsigned long long>(stats->tasks_submitted()));
+  EXPECT_GT(recovered + static_cast<int>(stats->tasks_submitted()), 0)
+      << "nothing was left for the new daemon: the restart was not mid-stream";
+  for (const auto& id : ids) {
+    auto task = client_->Get(id);
+    ASSERT_TRUE(task.ok()) << id << ": " << task.status();
+    EXPECT_EQ(task->decision().attempt(), 1) << id << " ran more than once";
+  }
+}
+
 TEST_F(StreamTest, EmptySpecListIsOkWithoutACall) {
   size_t calls = 0;
   EXPECT_TRUE(client_

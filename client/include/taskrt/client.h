@@ -87,15 +87,24 @@ class Client {
 
   // Runs many tasks over one call (the Stream RPC): sends them in batches of
   // `batch_size` (each batch is accepted atomically, as SubmitBatch), and calls
-  // `on_result(index into specs, result)` for each task as it finishes, in finishing
-  // order, on the calling thread. Returns OK once every task has finished (failed tasks
-  // included: see the result's state), or the first error: a batch refused (its
-  // message names the batch; tasks of earlier batches keep running), the daemon gone
-  // (UNAVAILABLE: a stream does not resume across a restart; the accepted tasks do,
-  // see Wait), or `timeout`.
+  // `on_result(index into specs, result)` once for each task as it finishes, in
+  // finishing order, on the calling thread. Returns OK once every task has finished
+  // (failed tasks included: see the result's state), or the first error: a batch refused
+  // (its message names the batch; tasks of earlier batches keep running), `timeout`, or
+  // the daemon gone for longer than ClientOptions::reconnect_timeout (UNAVAILABLE).
+  //
+  // With `resume`, a spec without an idempotency key gets one (a random prefix for the
+  // call, then its index), and when the daemon goes away mid-call (a restart, a crash)
+  // the specs without a result yet are sent again on a new stream once it is back: those
+  // it had accepted are found by their keys and not run again, their results come when
+  // they finish. (A task that finished and was then evicted by retention,
+  // --max-retained, before the new stream asked for it would run again.) The keys cost
+  // ~15 % of no-op throughput (docs/PERFORMANCE.md), hence not the default: without
+  // `resume` the call ends with UNAVAILABLE and the tasks accepted so far run on.
   struct StreamOptions {
     size_t batch_size = 1000;
     absl::Duration timeout = absl::InfiniteDuration();
+    bool resume = false;
   };
   absl::Status RunStream(const std::vector<v1::TaskSpec>& specs,
                          const std::function<void(size_t, v1::TaskResult&)>& on_result,
