@@ -3,6 +3,7 @@
 // helpers live in describe.cc.
 #include "taskrt/client.h"
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
 #include <grpcpp/completion_queue.h>
@@ -101,29 +102,46 @@ absl::StatusOr<v1::Task> SingleTask(const v1::WaitResponse& response, const std:
   return response.tasks(0);
 }
 
-// One asynchronous Wait in flight, from WaitAsync until its completion is handled.
+// One asynchronous wait, from WaitAsync until its callback has run: one Wait call at a
+// time and, while the daemon is unreachable, an alarm before the next one.
 struct AsyncWaitCall {
-  grpc::ClientContext context;
+  std::string id;
+  std::function<void(absl::StatusOr<v1::Task>)> done;
+  absl::Time start;
+  absl::Duration timeout;  // infinite: none
+  absl::Time unreachable_since = absl::InfiniteFuture();
+  absl::Duration backoff = absl::Milliseconds(100);
+  bool backing_off = false;  // the alarm is set, no call is in flight
+  grpc::Alarm retry;
+  // The call in flight; its context is made anew for each attempt (single-use).
+  std::unique_ptr<grpc::ClientContext> context;
   v1::WaitRequest request;
   v1::WaitResponse response;
   grpc::Status status;
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1::WaitResponse>> reader;
-  std::string id;
-  std::function<void(absl::StatusOr<v1::Task>)> done;
 };
 
-// The client's asynchronous Waits, completed by one thread of its own on a completion
+// The client's asynchronous waits, completed by one thread of its own on a completion
 // queue it owns. (gRPC's callback API would need no thread of ours, but in gRPC 1.51 its
 // polling threads pause 100 ms after 1 s without a completion: a WaitFuture on a task of
-// 1.05 s got its result 50 ms late, every time.) Destroying it cancels the Waits still in
-// flight; their callbacks run with CANCELLED.
+// 1.05 s got its result 50 ms late, every time.) Like Wait, a wait outlives a daemon
+// restart: UNAVAILABLE is retried, with backoff, for up to `reconnect_timeout`.
+// Destroying it cancels the waits still in flight; their callbacks run with CANCELLED.
 class AsyncWaits {
  public:
-  AsyncWaits() : thread_([this] { Complete(); }) {}
+  AsyncWaits(v1::TaskService::Stub& stub, absl::Duration reconnect_timeout)
+      : stub_(stub), reconnect_timeout_(reconnect_timeout), thread_([this] { Complete(); }) {}
   ~AsyncWaits() {
     {
       internal::MutexLock lock(&mu_);
-      for (AsyncWaitCall* call : in_flight_) call->context.TryCancel();
+      stopping_ = true;
+      for (AsyncWaitCall* call : in_flight_) {
+        if (call->backing_off) {
+          call->retry.Cancel();
+        } else {
+          call->context->TryCancel();
+        }
+      }
     }
     cq_.Shutdown();
     thread_.join();
@@ -131,38 +149,79 @@ class AsyncWaits {
   AsyncWaits(const AsyncWaits&) = delete;
   AsyncWaits& operator=(const AsyncWaits&) = delete;
 
-  void Start(v1::TaskService::Stub& stub, std::unique_ptr<AsyncWaitCall> owned) {
+  void Start(std::unique_ptr<AsyncWaitCall> owned) {
     AsyncWaitCall* call = owned.release();  // until Complete takes it back
-    {
-      internal::MutexLock lock(&mu_);
-      in_flight_.insert(call);
-    }
-    call->reader = stub.AsyncWait(&call->context, call->request, &cq_);
-    call->reader->Finish(&call->response, &call->status, call);
+    internal::MutexLock lock(&mu_);
+    in_flight_.insert(call);
+    CallLocked(call);
   }
 
  private:
+  void CallLocked(AsyncWaitCall* call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    call->backing_off = false;
+    call->context = std::make_unique<grpc::ClientContext>();
+    call->response.Clear();
+    const absl::Duration left =
+        call->timeout == absl::InfiniteDuration()
+            ? call->timeout
+            : std::max(call->timeout - (absl::Now() - call->start), absl::ZeroDuration());
+    SetWaitTimeout(left, &call->request, call->context.get());
+    call->reader = stub_.AsyncWait(call->context.get(), call->request, &cq_);
+    call->reader->Finish(&call->response, &call->status, call);
+  }
+
+  // After UNAVAILABLE: sets the alarm for the next attempt, or returns false when the
+  // daemon has been away for reconnect_timeout or the wait's own timeout has passed.
+  bool BackOffLocked(AsyncWaitCall* call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time now = absl::Now();
+    if (call->unreachable_since == absl::InfiniteFuture()) call->unreachable_since = now;
+    if (stopping_ || now - call->unreachable_since >= reconnect_timeout_ ||
+        (call->timeout != absl::InfiniteDuration() && now - call->start >= call->timeout)) {
+      return false;
+    }
+    call->backing_off = true;
+    call->retry.Set(&cq_, absl::ToChronoTime(now + call->backoff), call);
+    call->backoff = std::min(call->backoff * 2, absl::Seconds(2));
+    return true;
+  }
+
   void Complete() {
     void* tag = nullptr;
     bool ok = false;
-    while (cq_.Next(&tag, &ok)) {  // Finish's tag always comes back with ok
-      std::unique_ptr<AsyncWaitCall> call(static_cast<AsyncWaitCall*>(tag));
+    while (cq_.Next(&tag, &ok)) {  // a Finish comes back with ok; an alarm, !ok if cancelled
+      auto* call = static_cast<AsyncWaitCall*>(tag);
+      absl::Status s;
       {
         internal::MutexLock lock(&mu_);
-        in_flight_.erase(call.get());
+        if (call->backing_off) {
+          if (ok && !stopping_) {
+            CallLocked(call);
+            continue;
+          }
+          s = absl::CancelledError(absl::StrCat(
+              "the client was destroyed while waiting for the daemon to come back (task ", call->id,
+              ")"));
+        } else {
+          s = FromGrpc(call->status);
+          if (absl::IsUnavailable(s) && BackOffLocked(call)) continue;
+        }
+        in_flight_.erase(call);
       }
-      absl::Status s = FromGrpc(call->status);
+      std::unique_ptr<AsyncWaitCall> owned(call);
       if (s.ok()) {
-        call->done(SingleTask(call->response, call->id));
+        owned->done(SingleTask(owned->response, owned->id));
       } else {
-        call->done(std::move(s));
+        owned->done(std::move(s));
       }
     }
   }
 
+  v1::TaskService::Stub& stub_;
+  const absl::Duration reconnect_timeout_;
   grpc::CompletionQueue cq_;
   internal::Mutex mu_;
   std::unordered_set<AsyncWaitCall*> in_flight_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;  // last: it uses the members above
 };
 
@@ -210,7 +269,9 @@ struct Client::Impl {
   std::unique_ptr<AsyncWaits> async_waits;  // from the first WaitAsync; goes before stub
 
   AsyncWaits& async() {
-    std::call_once(async_waits_once, [this] { async_waits = std::make_unique<AsyncWaits>(); });
+    std::call_once(async_waits_once, [this] {
+      async_waits = std::make_unique<AsyncWaits>(*stub, reconnect_timeout);
+    });
     return *async_waits;
   }
 };
@@ -504,9 +565,10 @@ void Client::WaitAsync(const std::string& id, std::function<void(absl::StatusOr<
   auto call = std::make_unique<AsyncWaitCall>();
   call->id = id;
   call->done = std::move(done);
+  call->start = absl::Now();
+  call->timeout = timeout;
   call->request.add_task_ids(id);
-  SetWaitTimeout(timeout, &call->request, &call->context);
-  impl_->async().Start(*impl_->stub, std::move(call));
+  impl_->async().Start(std::move(call));
 }
 
 std::future<absl::StatusOr<v1::Task>> Client::WaitFuture(const std::string& id,

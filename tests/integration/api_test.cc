@@ -128,6 +128,21 @@ TEST_F(ApiTest, ManyAsyncWaitsCompleteAndDestroyingTheClientCancelsTheRest) {
   EXPECT_TRUE(absl::IsCancelled(cancelled.status())) << cancelled.status();
 }
 
+// An asynchronous wait keeps trying while the daemon is away (as Wait does); destroying
+// the client meanwhile ends it with CANCELLED instead of leaving it behind.
+TEST_F(ApiTest, DestroyingTheClientWhileAWaitRetriesCancelsIt) {
+  auto id = client_->Submit(MakeTask("sys.sleep", R"({"ms": 60000})"));
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto pending = client_->WaitFuture(*id);
+  absl::SleepFor(absl::Milliseconds(200));
+  daemon_->Shutdown();
+  EXPECT_EQ(pending.wait_for(std::chrono::milliseconds(700)), std::future_status::timeout)
+      << "the wait gave up at once instead of retrying";
+  client_.reset();
+  ASSERT_EQ(pending.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  absl::StatusOr<v1::Task> cancelled = pending.get();
+  EXPECT_TRUE(absl::IsCancelled(cancelled.status())) << cancelled.status();
+}
 
 TEST_F(ApiTest, WatchStreamsEveryStateWithItsDecision) {
   std::vector<v1::TaskEvent> events;

@@ -138,6 +138,7 @@ TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
   ASSERT_TRUE(waiter.ok());
   auto waited =
       std::async(std::launch::async, [&] { return (*waiter)->WaitAll(ids, absl::Seconds(120)); });
+  auto waited_async = (*waiter)->WaitFuture(ids.back(), absl::Seconds(120));  // resumes too
   // Let part of the work run, then kill the daemon in the middle of it.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   const size_t before_kill = CountExecutions(record_).size();
@@ -169,6 +170,11 @@ TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
   auto resumed = waited.get();
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   for (const auto& t : *resumed) EXPECT_TRUE(IsFinal(t.state())) << t.id();
+  ASSERT_EQ(waited_async.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  auto resumed_async = waited_async.get();
+  ASSERT_TRUE(resumed_async.ok()) << resumed_async.status();
+  EXPECT_EQ(resumed_async->id(), ids.back());
+  EXPECT_TRUE(IsFinal(resumed_async->state()));
   EXPECT_EQ(over_limit, 0);
   EXPECT_EQ(lost, 0);
   EXPECT_EQ(by_state[v1::TASK_STATE_SUCCEEDED] + by_state[v1::TASK_STATE_FAILED], kTasks);

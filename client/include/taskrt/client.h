@@ -119,7 +119,9 @@ class Client {
   // Asynchronous wait: `done` runs once, when the task is final or the wait failed, on
   // the client's completion thread (one per Client, started by the first WaitAsync, shared
   // by all its asynchronous waits): keep `done` short and do not destroy the Client in it.
-  // Destroying the Client cancels the waits still in flight: their `done` gets CANCELLED.
+  // Like Wait, it outlives a daemon restart (UNAVAILABLE is retried for up to
+  // ClientOptions::reconnect_timeout). Destroying the Client cancels the waits still in
+  // flight: their `done` gets CANCELLED.
   void WaitAsync(const std::string& id, std::function<void(absl::StatusOr<v1::Task>)> done,
                  absl::Duration timeout = absl::InfiniteDuration());
   // Asynchronous wait as a future.
