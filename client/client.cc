@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <mutex>  // std::once_flag
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -102,15 +103,57 @@ absl::StatusOr<v1::Task> SingleTask(const v1::WaitResponse& response, const std:
   return response.tasks(0);
 }
 
+// How a call outlives a daemon restart: UNAVAILABLE means the daemon went away (e.g. it
+// is restarting), and the call is tried again, after 100 ms doubling up to 2 s, until the
+// daemon has been unreachable for `reconnect_timeout` or the call's own `timeout` has
+// passed. One per call; not thread-safe.
+class Reconnect {
+ public:
+  Reconnect(absl::Duration timeout, absl::Duration reconnect_timeout)
+      : timeout_(timeout), reconnect_timeout_(reconnect_timeout), start_(absl::Now()) {}
+
+  // What is left of the call's timeout: never negative; infinite stays infinite.
+  absl::Duration left() const {
+    if (timeout_ == absl::InfiniteDuration()) return timeout_;
+    return std::max(timeout_ - (absl::Now() - start_), absl::ZeroDuration());
+  }
+  // The call got somewhere (a result came): an outage counts from its next failure.
+  void Progressed() {
+    unreachable_since_ = absl::InfiniteFuture();
+    backoff_ = kFirstBackoff;
+  }
+  // After an UNAVAILABLE: how long to wait before trying again, or nullopt to give up.
+  std::optional<absl::Duration> NextDelay() {
+    const absl::Time now = absl::Now();
+    if (unreachable_since_ == absl::InfiniteFuture()) unreachable_since_ = now;
+    if (now - unreachable_since_ >= reconnect_timeout_ ||
+        (timeout_ != absl::InfiniteDuration() && now - start_ >= timeout_)) {
+      return std::nullopt;
+    }
+    const absl::Duration delay = backoff_;
+    backoff_ = std::min(backoff_ * 2, absl::Seconds(2));
+    return delay;
+  }
+
+ private:
+  static constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
+  const absl::Duration timeout_;
+  const absl::Duration reconnect_timeout_;
+  const absl::Time start_;
+  absl::Time unreachable_since_ = absl::InfiniteFuture();
+  absl::Duration backoff_ = kFirstBackoff;
+};
+
 // One asynchronous wait, from WaitAsync until its callback has run: one Wait call at a
 // time and, while the daemon is unreachable, an alarm before the next one.
 struct AsyncWaitCall {
-  std::string id;
-  std::function<void(absl::StatusOr<v1::Task>)> done;
-  absl::Time start;
-  absl::Duration timeout;  // infinite: none
-  absl::Time unreachable_since = absl::InfiniteFuture();
-  absl::Duration backoff = absl::Milliseconds(100);
+  AsyncWaitCall(std::string id, std::function<void(absl::StatusOr<v1::Task>)> done,
+                absl::Duration timeout, absl::Duration reconnect_timeout)
+      : id(std::move(id)), done(std::move(done)), reconnect(timeout, reconnect_timeout) {}
+
+  const std::string id;
+  const std::function<void(absl::StatusOr<v1::Task>)> done;
+  Reconnect reconnect;
   bool backing_off = false;  // the alarm is set, no call is in flight
   grpc::Alarm retry;
   // The call in flight; its context is made anew for each attempt (single-use).
@@ -129,8 +172,7 @@ struct AsyncWaitCall {
 // Destroying it cancels the waits still in flight; their callbacks run with CANCELLED.
 class AsyncWaits {
  public:
-  AsyncWaits(v1::TaskService::Stub& stub, absl::Duration reconnect_timeout)
-      : stub_(stub), reconnect_timeout_(reconnect_timeout), thread_([this] { Complete(); }) {}
+  explicit AsyncWaits(v1::TaskService::Stub& stub) : stub_(stub), thread_([this] { Complete(); }) {}
   ~AsyncWaits() {
     {
       internal::MutexLock lock(&mu_);
@@ -161,27 +203,19 @@ class AsyncWaits {
     call->backing_off = false;
     call->context = std::make_unique<grpc::ClientContext>();
     call->response.Clear();
-    const absl::Duration left =
-        call->timeout == absl::InfiniteDuration()
-            ? call->timeout
-            : std::max(call->timeout - (absl::Now() - call->start), absl::ZeroDuration());
-    SetWaitTimeout(left, &call->request, call->context.get());
+    SetWaitTimeout(call->reconnect.left(), &call->request, call->context.get());
     call->reader = stub_.AsyncWait(call->context.get(), call->request, &cq_);
     call->reader->Finish(&call->response, &call->status, call);
   }
 
   // After UNAVAILABLE: sets the alarm for the next attempt, or returns false when the
-  // daemon has been away for reconnect_timeout or the wait's own timeout has passed.
+  // wait gives up (see Reconnect) or the client is going away.
   bool BackOffLocked(AsyncWaitCall* call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const absl::Time now = absl::Now();
-    if (call->unreachable_since == absl::InfiniteFuture()) call->unreachable_since = now;
-    if (stopping_ || now - call->unreachable_since >= reconnect_timeout_ ||
-        (call->timeout != absl::InfiniteDuration() && now - call->start >= call->timeout)) {
-      return false;
-    }
+    if (stopping_) return false;
+    const std::optional<absl::Duration> delay = call->reconnect.NextDelay();
+    if (!delay) return false;
     call->backing_off = true;
-    call->retry.Set(&cq_, absl::ToChronoTime(now + call->backoff), call);
-    call->backoff = std::min(call->backoff * 2, absl::Seconds(2));
+    call->retry.Set(&cq_, absl::ToChronoTime(absl::Now() + *delay), call);
     return true;
   }
 
@@ -217,7 +251,6 @@ class AsyncWaits {
   }
 
   v1::TaskService::Stub& stub_;
-  const absl::Duration reconnect_timeout_;
   grpc::CompletionQueue cq_;
   internal::Mutex mu_;
   std::unordered_set<AsyncWaitCall*> in_flight_ ABSL_GUARDED_BY(mu_);
@@ -225,28 +258,17 @@ class AsyncWaits {
   std::thread thread_;  // last: it uses the members above
 };
 
-// Calls `attempt` with what is left of `timeout` (never negative; infinite stays
-// infinite) until it returns anything but UNAVAILABLE. UNAVAILABLE means the daemon went
-// away (e.g. it is restarting); it is tried again, with backoff, until it has been
-// unreachable for `reconnect_timeout` or `timeout` has passed.
+// Calls `attempt` with what is left of `timeout` until it returns anything but
+// UNAVAILABLE, or Reconnect gives up.
 absl::Status RetryWhileUnavailable(absl::Duration timeout, absl::Duration reconnect_timeout,
                                    const std::function<absl::Status(absl::Duration)>& attempt) {
-  const absl::Time start = absl::Now();
-  const bool finite = timeout != absl::InfiniteDuration();
-  absl::Duration backoff = absl::Milliseconds(100);
-  absl::Time unreachable_since = absl::InfiniteFuture();
+  Reconnect reconnect(timeout, reconnect_timeout);
   while (true) {
-    const absl::Duration left =
-        finite ? std::max(timeout - (absl::Now() - start), absl::ZeroDuration()) : timeout;
-    absl::Status status = attempt(left);
+    absl::Status status = attempt(reconnect.left());
     if (!absl::IsUnavailable(status)) return status;
-    const absl::Time now = absl::Now();
-    if (unreachable_since == absl::InfiniteFuture()) unreachable_since = now;
-    if (now - unreachable_since >= reconnect_timeout || (finite && now - start >= timeout)) {
-      return status;
-    }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
+    const std::optional<absl::Duration> delay = reconnect.NextDelay();
+    if (!delay) return status;
+    absl::SleepFor(*delay);
   }
 }
 
@@ -269,9 +291,7 @@ struct Client::Impl {
   std::unique_ptr<AsyncWaits> async_waits;  // from the first WaitAsync; goes before stub
 
   AsyncWaits& async() {
-    std::call_once(async_waits_once, [this] {
-      async_waits = std::make_unique<AsyncWaits>(*stub, reconnect_timeout);
-    });
+    std::call_once(async_waits_once, [this] { async_waits = std::make_unique<AsyncWaits>(*stub); });
     return *async_waits;
   }
 };
@@ -518,32 +538,18 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
   };
   // As RetryWhileUnavailable, but an outage is counted from the last result: a long call
   // that made progress gets the whole reconnect_timeout for each restart.
-  const absl::Time start = absl::Now();
-  const bool finite = options.timeout != absl::InfiniteDuration();
-  absl::Duration backoff = absl::Milliseconds(100);
-  absl::Time unreachable_since = absl::InfiniteFuture();
+  Reconnect reconnect(options.timeout, impl_->reconnect_timeout);
   std::vector<size_t> todo(specs.size());
   for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
   while (true) {
-    const absl::Duration left =
-        finite ? std::max(options.timeout - (absl::Now() - start), absl::ZeroDuration())
-               : options.timeout;
     const size_t before = done;
-    absl::Status status = StreamOnce(*impl_->stub, specs, todo, key_prefix, batch, left, deliver);
+    absl::Status status =
+        StreamOnce(*impl_->stub, specs, todo, key_prefix, batch, reconnect.left(), deliver);
     if (!options.resume || !absl::IsUnavailable(status)) return status;
-    const absl::Time now = absl::Now();
-    if (done > before) {
-      unreachable_since = now;
-      backoff = absl::Milliseconds(100);
-    } else if (unreachable_since == absl::InfiniteFuture()) {
-      unreachable_since = now;
-    }
-    if (now - unreachable_since >= impl_->reconnect_timeout ||
-        (finite && now - start >= options.timeout)) {
-      return status;
-    }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
+    if (done > before) reconnect.Progressed();
+    const std::optional<absl::Duration> delay = reconnect.NextDelay();
+    if (!delay) return status;
+    absl::SleepFor(*delay);
     todo.clear();
     for (size_t i = 0; i < specs.size(); ++i) {
       if (!seen[i]) todo.push_back(i);
@@ -562,11 +568,8 @@ absl::StatusOr<std::vector<v1::TaskResult>> Client::RunMany(const std::vector<v1
 
 void Client::WaitAsync(const std::string& id, std::function<void(absl::StatusOr<v1::Task>)> done,
                        absl::Duration timeout) {
-  auto call = std::make_unique<AsyncWaitCall>();
-  call->id = id;
-  call->done = std::move(done);
-  call->start = absl::Now();
-  call->timeout = timeout;
+  auto call =
+      std::make_unique<AsyncWaitCall>(id, std::move(done), timeout, impl_->reconnect_timeout);
   call->request.add_task_ids(id);
   impl_->async().Start(std::move(call));
 }
