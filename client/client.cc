@@ -272,6 +272,13 @@ absl::Status RetryWhileUnavailable(absl::Duration timeout, absl::Duration reconn
   }
 }
 
+// A prefix for the keys of one resumable stream ("s<64 random bits>-", then the spec's
+// index): short, because the daemon keeps every key of the tasks it retains.
+std::string ShortRandomPrefix() {
+  thread_local std::mt19937_64 gen{std::random_device{}()};
+  return absl::StrCat("s", absl::Hex(gen(), absl::kZeroPad16), "-");
+}
+
 // A key no other task has: 128 random bits.
 std::string RandomKey(absl::string_view prefix = "run-") {
   thread_local std::mt19937_64 gen{std::random_device{}()};
@@ -526,7 +533,7 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
                                const StreamOptions& options) {
   if (specs.empty()) return absl::OkStatus();
   const size_t batch = std::max<size_t>(1, options.batch_size);
-  const std::string key_prefix = options.resume ? absl::StrCat(RandomKey("stream-"), "-") : "";
+  const std::string key_prefix = options.resume ? ShortRandomPrefix() : "";
   std::vector<bool> seen(specs.size(), false);
   size_t done = 0;
   auto deliver = [&](size_t i, v1::TaskResult& r) {

@@ -283,12 +283,15 @@ TEST_F(StreamTest, RunStreamTimeoutIsDeadlineExceededAndTasksGoOn) {
   EXPECT_EQ(done->state(), v1::TASK_STATE_SUCCEEDED);
 }
 
+// Without resume (the default), a stream whose daemon goes away ends at once with
+// UNAVAILABLE.
 TEST_F(StreamTest, RunStreamReportsUnavailableWhenTheDaemonGoesAway) {
   std::vector<v1::TaskSpec> specs = {MakeTask("sys.sleep", R"({"ms": 30000})")};
+  Client::StreamOptions options = Options(10);
   absl::Status status;
   std::thread stream([&] {
     status = client_->RunStream(
-        specs, [](size_t, v1::TaskResult&) {}, Options(10));
+        specs, [](size_t, v1::TaskResult&) {}, options);
   });
   // Shut down once the task runs (the stream is then waiting for its result).
   v1::ListRequest request;

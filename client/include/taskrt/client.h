@@ -99,13 +99,15 @@ class Client {
   // it had accepted are found by their keys and not run again, their results come when
   // they finish. (A task that finished and was then evicted by retention,
   // --max-retained, before the new stream asked for it would run again.) The keys cost
-  // 10-25 % of no-op throughput (docs/PERFORMANCE.md), hence not the default: without
-  // `resume` the call ends with UNAVAILABLE and the tasks accepted so far run on.
+  // about a tenth of no-op throughput (docs/PERFORMANCE.md), hence not the default:
+  // without `resume` the call ends with UNAVAILABLE and the tasks accepted so far run on.
   struct StreamOptions {
     size_t batch_size = 1000;
     absl::Duration timeout = absl::InfiniteDuration();
     bool resume = false;
   };
+
+
   absl::Status RunStream(const std::vector<v1::TaskSpec>& specs,
                          const std::function<void(size_t, v1::TaskResult&)>& on_result,
                          const StreamOptions& options);
