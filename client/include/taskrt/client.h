@@ -107,7 +107,6 @@ class Client {
     bool resume = false;
   };
 
-
   absl::Status RunStream(const std::vector<v1::TaskSpec>& specs,
                          const std::function<void(size_t, v1::TaskResult&)>& on_result,
                          const StreamOptions& options);
