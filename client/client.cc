@@ -274,19 +274,18 @@ absl::Status RetryWhileUnavailable(absl::Duration timeout, absl::Duration reconn
   }
 }
 
-// A prefix for the keys of one resumable stream ("s<64 random bits>-", then the spec's
-// index): short, because the daemon keeps every key of the tasks it retains.
-std::string ShortRandomPrefix() {
+// 64 random bits as 16 hex digits.
+std::string RandomHex64() {
   thread_local std::mt19937_64 gen{std::random_device{}()};
-  return absl::StrCat("s", absl::Hex(gen(), absl::kZeroPad16), "-");
+  return absl::StrCat(absl::Hex(gen(), absl::kZeroPad16));
 }
 
 // A key no other task has: 128 random bits.
-std::string RandomKey(absl::string_view prefix = "run-") {
-  thread_local std::mt19937_64 gen{std::random_device{}()};
-  return absl::StrCat(prefix, absl::Hex(gen(), absl::kZeroPad16),
-                      absl::Hex(gen(), absl::kZeroPad16));
-}
+std::string RandomKey() { return absl::StrCat("run-", RandomHex64(), RandomHex64()); }
+
+// A prefix for the keys of one resumable stream ("s<64 random bits>-", then the spec's
+// index): short, because the daemon keeps every key of the tasks it retains.
+std::string ShortRandomPrefix() { return absl::StrCat("s", RandomHex64(), "-"); }
 
 }  // namespace
 
