@@ -5,6 +5,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server.h>
+#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -15,9 +16,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "common/util.h"
@@ -51,31 +55,57 @@ absl::Status MakePrivateDirs(const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::Status CheckLoopback(const std::string& address) {
+// Whether `address` (HOST:PORT) is on loopback; INVALID_ARGUMENT when it is no address.
+absl::StatusOr<bool> IsLoopback(const std::string& address) {
   const auto colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
       port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--listen ", address, ": expected HOST:PORT, e.g. 127.0.0.1:7070"));
+    return absl::InvalidArgumentError(absl::StrCat("--listen ", internal::QuoteForError(address),
+                                                   ": expected HOST:PORT, e.g. 127.0.0.1:7070"));
   }
   std::string host = address.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
-  if (host == "localhost") return absl::OkStatus();
+  if (host == "localhost") return true;
   in_addr v4{};
   in6_addr v6{};
-  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) {
-    return absl::OkStatus();
-  }
-  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6)) {
-    return absl::OkStatus();
-  }
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6) != 0;
   return absl::InvalidArgumentError(absl::StrCat(
-      "--listen ", address,
-      ": only loopback addresses (127.0.0.0/8, ::1, localhost) are "
-      "served: TCP has no TLS or authentication yet; use the unix socket for anything else"));
+      "--listen ", internal::QuoteForError(address), ": ", host, " is not an IP address"));
+}
+
+// The socket's directory: created (0700, plus search permission for whom `socket_mode`
+// lets in) when missing; else it must be a real directory owned by us or root that
+// nobody else can write to (unless sticky, like /tmp), or another user could replace
+// the socket and receive our clients' tasks.
+absl::Status PrepareSocketDir(const std::string& dir, unsigned socket_mode) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    RETURN_IF_ERROR(MakePrivateDirs(dir));
+    const mode_t search = ((socket_mode & 070) ? 010 : 0) | ((socket_mode & 07) ? 01 : 0);
+    ::chmod(dir.c_str(), 0700 | search);
+    return absl::OkStatus();
+  }
+  const uid_t me = ::geteuid();
+  std::string problem;
+  if (!S_ISDIR(st.st_mode)) {
+    problem = S_ISLNK(st.st_mode) ? "is a symbolic link" : "is not a directory";
+  } else if (st.st_uid != me && st.st_uid != 0) {
+    problem = absl::StrCat("is owned by uid ", st.st_uid, ", not by you (uid ", me,
+                           "): someone else may have created it to receive your tasks");
+  } else if ((st.st_mode & 022) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    problem = absl::StrFormat("can be written by others (mode %04o), so anyone could replace "
+                              "the socket",
+                              st.st_mode & 07777);
+  }
+  if (problem.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("refusing the socket directory ", dir, ": it ", problem,
+                   ". Remove it if you did not create it, or choose another --socket "
+                   "(or set XDG_RUNTIME_DIR)"));
 }
 
 // Takes an exclusive flock on `path` (created 0600) and writes our pid into it.
@@ -134,19 +164,22 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   if (options.socket_path.empty()) options.socket_path = internal::DefaultSocketPath();
   if (options.socket_path.size() >= 100) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "socket path ", options.socket_path, " is too long for a unix socket (",
-        options.socket_path.size(), " bytes; the limit is 107): choose a shorter --socket"));
+        "socket path ", internal::QuoteForError(options.socket_path),
+        " is too long for a unix socket (", options.socket_path.size(),
+        " bytes; the limit is 107): choose a shorter --socket"));
   }
-  for (const auto& addr : options.listen) RETURN_IF_ERROR(CheckLoopback(addr));
   if (options.tasks.cpu_workers < 1 || options.tasks.io_workers < 1 ||
       options.tasks.io_threads < 1) {
     return absl::InvalidArgumentError("--cpu-workers, --io-workers and --io-threads must be >= 1");
   }
+  RaiseDescriptorLimit();
   std::unique_ptr<Daemon> d(new Daemon(std::move(options)));
+  RETURN_IF_ERROR(d->PrepareAccess());
   const std::string& path = d->options_.socket_path;
   const auto slash = path.rfind('/');
-  if (slash != std::string::npos) RETURN_IF_ERROR(MakePrivateDirs(path.substr(0, slash)));
-
+  if (slash != std::string::npos && slash > 0) {
+    RETURN_IF_ERROR(PrepareSocketDir(path.substr(0, slash), d->options_.socket_mode));
+  }
   auto lock = TakeLock(
       path + ".lock", absl::StrCat("serving ", path,
                                    ": stop it first, or start this one with a different --socket"));
@@ -155,87 +188,179 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   ::unlink(path.c_str());  // a stale socket of a daemon that died: we hold the lock
 
   if (d->options_.tasks.worker_path.empty()) d->options_.tasks.worker_path = DefaultWorkerPath();
-  if (d->options_.durability != Durability::kNone) {
-    std::string& dir = d->options_.state_dir;
-    if (dir.empty()) dir = path == PerUserSocketPath() ? DefaultStateDir() : path + ".state";
-    absl::Status made = MakePrivateDirs(dir);
-    if (!made.ok()) {
-      return absl::Status(made.code(), absl::StrCat("state directory: ", made.message(),
-                                                    " (choose another with --state-dir)"));
-    }
-    if (::access(dir.c_str(), W_OK) != 0) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("state directory ", dir, " is not writable (", std::strerror(errno),
-                       "): fix its permissions or choose another with --state-dir"));
-    }
-    auto state_lock = TakeLock(
-        dir + "/journal.lock",
-        absl::StrCat("using the state directory ", dir, ": give each daemon its own --state-dir"));
-    if (!state_lock.ok()) return state_lock.status();
-    d->state_lock_fd_ = *state_lock;
-    ASSIGN_OR_RETURN(d->journal_, Journal::Open(dir + "/journal.db", d->options_.durability));
-    d->options_.tasks.journal = d->journal_.get();
-  }
+  RETURN_IF_ERROR(d->OpenJournal());
+  d->options_.tasks.daemon_uid = ::geteuid();
   d->manager_ = std::make_unique<TaskManager>(d->options_.tasks);
   RETURN_IF_ERROR(d->manager_->Start());
   d->recovery_ = d->manager_->recovery();
+  RETURN_IF_ERROR(d->StartServer());
+  if (d->options_.verbose) d->LogStart();
+  return d;
+}
 
-  d->service_ = std::make_unique<TaskServiceImpl>(*d->manager_, d->options_.stream_result_backlog);
+// Checks the TCP addresses and TLS files, and loads the access rules and tokens.
+absl::Status Daemon::PrepareAccess() {
+  ASSIGN_OR_RETURN(policy_, AccessPolicy::Create(options_.access, ::geteuid()));
+  const bool tls = !options_.tls_cert_file.empty() || !options_.tls_key_file.empty();
+  if (tls && (options_.tls_cert_file.empty() || options_.tls_key_file.empty())) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!options_.tls_client_ca_file.empty() && !tls) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  for (const auto& addr : options_.listen) {
+    ASSIGN_OR_RETURN(const bool loopback, IsLoopback(addr));
+    if (!loopback && !tls) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen ", addr, ": an address other than loopback needs TLS, or tokens and tasks "
+          "would cross the network in clear text: pass --tls-cert and --tls-key (and "
+          "--tls-client-ca for client certificates)"));
+    }
+  }
+  if (options_.state_dir.empty()) {
+    options_.state_dir = options_.socket_path == PerUserSocketPath()
+                             ? DefaultStateDir()
+                             : options_.socket_path + ".state";
+  }
+  if (options_.listen.empty()) return absl::OkStatus();
+  if (options_.token_file.empty()) {
+    absl::Status made = MakePrivateDirs(options_.state_dir);
+    if (!made.ok()) return absl::Status(made.code(), absl::StrCat("state directory: ", made.message()));
+    options_.token_file = options_.state_dir + "/token";
+    ASSIGN_OR_RETURN(const bool created, TokenStore::CreateIfMissing(options_.token_file));
+    if (created && options_.verbose) {
+      std::fprintf(stderr, "taskrtd: created the token file %s for TCP callers\n",
+                   options_.token_file.c_str());
+    }
+  }
+  ASSIGN_OR_RETURN(tokens_, TokenStore::Load(options_.token_file, ::geteuid()));
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::OpenJournal() {
+  if (options_.durability == Durability::kNone) return absl::OkStatus();
+  const std::string& dir = options_.state_dir;
+  absl::Status made = MakePrivateDirs(dir);
+  if (!made.ok()) {
+    return absl::Status(made.code(), absl::StrCat("state directory: ", made.message(),
+                                                  " (choose another with --state-dir)"));
+  }
+  if (::access(dir.c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("state directory ", dir, " is not writable (", std::strerror(errno),
+                     "): fix its permissions or choose another with --state-dir"));
+  }
+  auto state_lock = TakeLock(
+      dir + "/journal.lock",
+      absl::StrCat("using the state directory ", dir, ": give each daemon its own --state-dir"));
+  if (!state_lock.ok()) return state_lock.status();
+  state_lock_fd_ = *state_lock;
+  ASSIGN_OR_RETURN(journal_, Journal::Open(dir + "/journal.db", options_.durability));
+  options_.tasks.journal = journal_.get();
+  return absl::OkStatus();
+}
+
+static absl::StatusOr<std::string> ReadPem(const std::string& path, const char* option) {
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    return absl::FailedPreconditionError(absl::StrCat(option, " ", path, ": cannot read it"));
+  }
+  if (text.find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(option, " ", path, ": not a PEM file"));
+  }
+  return text;
+}
+
+static absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(const DaemonOptions& o) {
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem(o.tls_key_file, "--tls-key"));
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(o.tls_cert_file, "--tls-cert"));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!o.tls_client_ca_file.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(o.tls_client_ca_file, "--tls-client-ca"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+absl::Status Daemon::StartServer() {
+  CallerIdentity identity{&registry_, &policy_, options_.listen.empty() ? nullptr : &tokens_,
+                          options_.watch_backlog_bytes};
+  service_ = std::make_unique<TaskServiceImpl>(*manager_, identity, options_.stream_result_backlog);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("unix:", path), grpc::InsecureServerCredentials());
-  std::vector<int> ports(d->options_.listen.size(), 0);
-  for (size_t i = 0; i < d->options_.listen.size(); ++i) {
-    builder.AddListeningPort(d->options_.listen[i], grpc::InsecureServerCredentials(), &ports[i]);
+  const bool tls = !options_.tls_cert_file.empty();
+  std::vector<int> ports(options_.listen.size(), 0);
+  if (tls) {  // gRPC's own TCP listener does TLS; ours cannot
+    ASSIGN_OR_RETURN(auto creds, TlsCredentials(options_));
+    for (size_t i = 0; i < options_.listen.size(); ++i) {
+      builder.AddListeningPort(options_.listen[i], creds, &ports[i]);
+    }
   }
-  builder.SetMaxReceiveMessageSize(256 << 20);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (options_.idle_timeout > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(options_.idle_timeout)));
+  }
+  // A request larger than any valid one is refused from its length prefix, before the
+  // daemon buffers it: one task's input plus room for a batch of small specs.
+  const size_t max_request = options_.tasks.max_input_bytes + (4u << 20);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<size_t>(max_request, INT32_MAX)));
   builder.SetMaxSendMessageSize(256 << 20);
-  builder.RegisterService(d->service_.get());
-  // The socket is created by BuildAndStart with the process umask.
-  const mode_t old_mask = ::umask(0777 & ~d->options_.socket_mode);
-  d->server_ = builder.BuildAndStart();
-  ::umask(old_mask);
-  if (d->server_ == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on unix:", path,
-                     d->options_.listen.empty() ? "" : " or a --listen address (in use?)"));
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot start the gRPC server", tls ? " (is a --listen address in use?)" : ""));
   }
   for (size_t i = 0; i < ports.size(); ++i) {
-    if (ports[i] == 0) {
+    if (tls && ports[i] == 0) {
       return absl::UnavailableError(
-          absl::StrCat("cannot listen on ", d->options_.listen[i], " (in use?)"));
+          absl::StrCat("cannot listen on ", options_.listen[i], " (in use?)"));
     }
   }
-  d->tcp_ports_ = ports;
-  d->keep_awake_ = std::make_unique<PollerKeepAwake>(*d->server_, kPollerKeepAwakePeriod);
-  ::chmod(path.c_str(), d->options_.socket_mode);
-  if (d->options_.verbose) {
-    const auto& t = d->options_.tasks;
+  ASSIGN_OR_RETURN(auto unix_listener, Listener::Unix(options_.socket_path, options_.socket_mode,
+                                                      options_.connections));
+  listeners_.push_back(std::move(unix_listener));
+  for (size_t i = 0; !tls && i < options_.listen.size(); ++i) {
+    ASSIGN_OR_RETURN(auto tcp, Listener::Tcp(options_.listen[i], options_.connections));
+    ports[i] = tcp->port();
+    listeners_.push_back(std::move(tcp));
+  }
+  for (auto& l : listeners_) l->Start(server_.get(), &registry_);
+  tcp_ports_ = ports;
+  keep_awake_ = std::make_unique<PollerKeepAwake>(*server_, kPollerKeepAwakePeriod);
+  return absl::OkStatus();
+}
+
+void Daemon::LogStart() const {
+  const auto& t = options_.tasks;
+  const int pid = ::getpid();
+  std::fprintf(stderr,
+               "taskrtd[%d]: serving unix:%s — cpu pool: %d worker processes; io pool: %d "
+               "worker process(es) x %d threads + async loop\n",
+               pid, options_.socket_path.c_str(), t.cpu_workers, t.io_workers, t.io_threads);
+  const auto& r = recovery_;
+  if (journal_ != nullptr) {
     std::fprintf(stderr,
-                 "taskrtd[%d]: serving unix:%s — cpu pool: %d worker processes; io pool: %d "
-                 "worker process(es) x %d threads + async loop\n",
-                 ::getpid(), path.c_str(), t.cpu_workers, t.io_workers, t.io_threads);
-    const auto& r = d->recovery_;
-    if (d->journal_ != nullptr) {
-      std::fprintf(
-          stderr,
-          "taskrtd[%d]: journal %s/journal.db: recovered %llu finished, %llu queued, "
-          "%llu re-run (were running), %llu failed (were running, no attempt left)\n",
-          ::getpid(), d->options_.state_dir.c_str(), static_cast<unsigned long long>(r.finished),
-          static_cast<unsigned long long>(r.requeued), static_cast<unsigned long long>(r.rerun),
-          static_cast<unsigned long long>(r.failed));
-    } else {
-      std::fprintf(stderr, "taskrtd[%d]: --durability=none: tasks are kept in memory only\n",
-                   ::getpid());
-    }
-    for (size_t i = 0; i < ports.size(); ++i) {
-      const std::string& addr = d->options_.listen[i];
-      std::fprintf(stderr, "taskrtd[%d]: also serving %s:%d (TCP)\n", ::getpid(),
-                   addr.substr(0, addr.rfind(':')).c_str(), ports[i]);
-    }
+                 "taskrtd[%d]: journal %s/journal.db: recovered %llu finished, %llu queued, "
+                 "%llu re-run (were running), %llu failed (were running, no attempt left)\n",
+                 pid, options_.state_dir.c_str(), static_cast<unsigned long long>(r.finished),
+                 static_cast<unsigned long long>(r.requeued),
+                 static_cast<unsigned long long>(r.rerun),
+                 static_cast<unsigned long long>(r.failed));
+  } else {
+    std::fprintf(stderr, "taskrtd[%d]: --durability=none: tasks are kept in memory only\n", pid);
   }
-  return d;
+  for (size_t i = 0; i < tcp_ports_.size(); ++i) {
+    const std::string& addr = options_.listen[i];
+    std::fprintf(stderr, "taskrtd[%d]: also serving %s:%d (TCP%s; callers need the token in %s)\n",
+                 pid, addr.substr(0, addr.rfind(':')).c_str(), tcp_ports_[i],
+                 options_.tls_cert_file.empty() ? "" : " with TLS", options_.token_file.c_str());
+  }
 }
 
 void Daemon::Drain() {
@@ -254,6 +379,7 @@ void Daemon::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   keep_awake_.reset();
+  for (auto& l : listeners_) l->Stop();
   if (manager_) manager_->Stop();
   if (server_) {
     // Submits waiting for the journal still complete: its writer runs until Close.
@@ -268,7 +394,7 @@ void Daemon::Shutdown() {
     state_lock_fd_ = -1;
   }
   if (lock_fd_ >= 0) {
-    if (server_) ::unlink(options_.socket_path.c_str());
+    if (!listeners_.empty()) ::unlink(options_.socket_path.c_str());
     ::close(lock_fd_);
     lock_fd_ = -1;
   }

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "daemon/access.h"
+#include "daemon/listener.h"
 #include "daemon/task_manager.h"
 
 namespace grpc {
@@ -19,10 +21,27 @@ namespace taskrt::daemon {
 struct DaemonOptions {
   // Unix socket to serve on. Empty: the default path (see taskrt::DefaultSocketPath).
   std::string socket_path;
-  // Permission bits of the socket; its directory is created 0700 when missing.
+  // Permission bits of the socket. Its directory is created when missing, 0700 (plus
+  // search permission for the classes the socket mode lets in); an existing one must be
+  // ours (or root's) and not writable by others unless sticky.
   unsigned socket_mode = 0600;
-  // Extra TCP addresses ("127.0.0.1:7070"); loopback only for now.
+  // Extra TCP addresses ("127.0.0.1:7070"). Every TCP call needs a bearer token; an
+  // address that is not loopback also needs TLS (tls_cert_file/tls_key_file).
   std::vector<std::string> listen;
+  // Tokens of TCP callers (see TokenStore). Empty: <state_dir>/token, created with one
+  // random token at the first start with a TCP listener.
+  std::string token_file;
+  // TLS for every TCP listener (PEM files). With tls_client_ca_file, clients must also
+  // present a certificate signed by that CA (mutual TLS).
+  std::string tls_cert_file, tls_key_file, tls_client_ca_file;
+  AccessOptions access;
+  ListenerOptions connections;
+  // A connection with no call for this long is closed (the client reconnects when it
+  // needs to). 0: never.
+  absl::Duration idle_timeout = absl::Minutes(10);
+  // A Watch whose client reads slower than events come is ended once this many bytes
+  // of events wait for it.
+  size_t watch_backlog_bytes = 8u << 20;
   TaskManagerOptions tasks;
   // Where the journal lives. Empty: $XDG_STATE_HOME/taskrt (or ~/.local/state/taskrt)
   // for the per-user default socket, else "<socket path>.state".
@@ -62,6 +81,8 @@ class Daemon {
   const std::string& socket_path() const { return options_.socket_path; }
   // The TCP ports bound for options.listen, in order (useful with port 0).
   const std::vector<int>& tcp_ports() const { return tcp_ports_; }
+  // The token file TCP callers need (empty without a TCP listener).
+  const std::string& token_file() const { return options_.token_file; }
 
  private:
   explicit Daemon(DaemonOptions options);
@@ -69,7 +90,16 @@ class Daemon {
   DaemonOptions options_;
   int lock_fd_ = -1;
   int state_lock_fd_ = -1;
+  absl::Status OpenJournal();
+  absl::Status PrepareAccess();
+  absl::Status StartServer();
+  void LogStart() const;
+
   std::unique_ptr<Journal> journal_;
+  AccessPolicy policy_;
+  TokenStore tokens_;
+  ConnectionRegistry registry_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
   TaskManager::Recovery recovery_;
   std::unique_ptr<TaskManager> manager_;
   std::unique_ptr<TaskServiceImpl> service_;

@@ -29,10 +29,52 @@ int main(int argc, char** argv) {
   app.add_option("--socket", options.socket_path,
                  "Unix socket to serve on (default: see above). Its directory is created "
                  "with mode 0700; a second daemon on the same path refuses to start");
-  app.add_option("--socket-mode", socket_mode, "Permission bits of the socket (octal)")
+  app.add_option("--socket-mode", socket_mode,
+                 "Permission bits of the socket (octal). Every caller is identified by its "
+                 "uid, so 0666 shares the daemon safely: each sees only its own tasks")
       ->default_str("0600");
   app.add_option("--listen", options.listen,
-                 "Also serve on HOST:PORT over TCP, loopback only (repeatable)");
+                 "Also serve on HOST:PORT over TCP (repeatable). Every TCP call needs a token "
+                 "(--token-file); an address other than loopback also needs --tls-cert/--tls-key");
+  app.add_option("--token-file", options.token_file,
+                 "Tokens of TCP callers, one per line: TOKEN [OWNER] (OWNER uid:N acts as that "
+                 "user, a name as token:NAME; a token alone is the daemon's own uid). The "
+                 "file must be mode 0600 (default: <state-dir>/token, created at first start)");
+  app.add_option("--tls-cert", options.tls_cert_file, "PEM certificate chain for TCP listeners");
+  app.add_option("--tls-key", options.tls_key_file, "PEM private key for --tls-cert");
+  app.add_option("--tls-client-ca", options.tls_client_ca_file,
+                 "PEM CA: TCP clients must present a certificate it signed (mutual TLS)");
+  app.add_option("--admin-group", options.access.admin_group,
+                 "Members of this group (and root) see and manage every task, see per-owner "
+                 "stats and may run commands (default: root only)");
+  app.add_option("--allow-exec", options.access.allow_exec,
+                 "Who else may run sys.exec, io.read_file and hash.sha256 (which act with "
+                 "the daemon's rights): uid:N, user:NAME, gid:N, group:NAME, token:NAME or all "
+                 "(repeatable; the daemon's own uid and admins always may)");
+  app.add_option("--max-connections", options.connections.max_connections,
+                 "Open connections per listener; more are closed at once")
+      ->default_val(4096)
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-connections-per-uid", options.connections.max_connections_per_uid,
+                 "Open unix-socket connections of one uid")
+      ->default_val(256)
+      ->check(CLI::Range(1, 1 << 20));
+  std::string idle_timeout = "10m";
+  app.add_option("--idle-timeout", idle_timeout,
+                 "Close a connection that made no call for this long (0 = never)")
+      ->default_str("10m");
+  app.add_option("--max-queued-per-owner", t.max_queued_per_owner,
+                 "Unfinished tasks of one owner; beyond, that owner's submits fail with "
+                 "RESOURCE_EXHAUSTED")
+      ->default_val(250000);
+  app.add_option("--max-watchers", t.max_watchers, "Watch calls open at once")
+      ->default_val(256);
+  app.add_option("--max-watchers-per-owner", t.max_watchers_per_owner,
+                 "Watch calls open at once by one owner")
+      ->default_val(16);
+  app.add_option("--watch-backlog-bytes", options.watch_backlog_bytes,
+                 "A Watch whose client lags this many bytes of events behind is ended")
+      ->default_val(8u << 20);
   app.add_option("--cpu-workers", t.cpu_workers,
                  "Processes in the cpu pool, each running one task at a time "
                  "(default: number of cores)")
@@ -54,7 +96,9 @@ int main(int argc, char** argv) {
   app.add_option("--default-timeout", default_timeout,
                  "Run-time limit for tasks that set none, e.g. 30s, 5m (0 = none)")
       ->default_str("0");
-  app.add_option("--max-input-bytes", t.max_input_bytes, "Largest task input accepted")
+  app.add_option("--max-input-bytes", t.max_input_bytes,
+                 "Largest task input accepted; a request over this plus 4 MiB is refused "
+                 "before it is read whole")
       ->default_val(16u << 20);
   app.add_option("--max-retained", t.max_retained,
                  "Finished tasks kept for status/wait/list (oldest evicted first)")
@@ -139,6 +183,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   t.stuck_grace_ms = absl::ToInt64Milliseconds(*stuck);
+  auto idle = taskrt::internal::ParseDurationFlag(idle_timeout);
+  if (!idle.ok()) {
+    std::fprintf(stderr, "taskrtd: --idle-timeout: %s\n",
+                 std::string(idle.status().message()).c_str());
+    return 2;
+  }
+  options.idle_timeout = *idle;
   t.retain_for_ms = absl::ToInt64Milliseconds(*retain);
   options.durability = *taskrt::daemon::ParseDurability(durability);
   try {

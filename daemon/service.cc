@@ -4,11 +4,16 @@
 #include <map>
 #include <memory>
 
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "common/util.h"
 #include "absl/strings/str_cat.h"
 #include "common/mutex.h"
 
 namespace taskrt::daemon {
 namespace {
+
+constexpr absl::string_view kBearer = "Bearer ";
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
@@ -75,13 +80,14 @@ class WaitingReactor : public grpc::ServerUnaryReactor {
 using WaitState = FinishOnce<std::vector<v1::Task>, v1::WaitResponse>;
 class WaitReactor final : public WaitingReactor<WaitState> {
  public:
-  WaitReactor(TaskManager& manager, const v1::WaitRequest* request, v1::WaitResponse* response)
+  WaitReactor(TaskManager& manager, const Caller& caller, const v1::WaitRequest* request,
+              v1::WaitResponse* response)
       : WaitingReactor(manager,
                        std::make_shared<WaitState>(
                            this, response, [](std::vector<v1::Task>& tasks, v1::WaitResponse* out) {
                              CopyTasks(tasks, out->mutable_tasks());
                            })) {
-    handle_ = manager_.Wait(request->task_ids(), request->timeout_ms(),
+    handle_ = manager_.Wait(caller, request->task_ids(), request->timeout_ms(),
                             [state = state_](absl::StatusOr<std::vector<v1::Task>> r) {
                               state->Complete(std::move(r));
                             });
@@ -94,14 +100,15 @@ class WaitReactor final : public WaitingReactor<WaitState> {
 using RunState = FinishOnce<v1::Task, v1::Task>;
 class RunReactor final : public WaitingReactor<RunState> {
  public:
-  RunReactor(TaskManager& manager, const v1::RunRequest* request, v1::Task* response)
+  RunReactor(TaskManager& manager, const Caller& caller, const v1::RunRequest* request,
+             v1::Task* response)
       : WaitingReactor(
             manager, std::make_shared<RunState>(this, response, [](v1::Task& task, v1::Task* out) {
               *out = std::move(task);
             })) {
     google::protobuf::RepeatedPtrField<v1::TaskSpec> specs;
     *specs.Add() = request->spec();
-    auto submitted = manager_.Submit(specs);
+    auto submitted = manager_.Submit(caller, specs);
     if (!submitted.ok()) {
       state_->Complete(submitted.status());
       return;
@@ -111,7 +118,7 @@ class RunReactor final : public WaitingReactor<RunState> {
     google::protobuf::RepeatedPtrField<std::string> ids;
     *ids.Add() = id;
     handle_ = manager_.Wait(
-        ids, timeout_ms, [state = state_, id, timeout_ms](absl::StatusOr<std::vector<v1::Task>> r) {
+        caller, ids, timeout_ms, [state = state_, id, timeout_ms](absl::StatusOr<std::vector<v1::Task>> r) {
           if (!r.ok()) {
             if (absl::IsDeadlineExceeded(r.status())) {
               state->Complete(absl::DeadlineExceededError(absl::StrCat(
@@ -140,8 +147,11 @@ class RunReactor final : public WaitingReactor<RunState> {
 // read from either once `max_backlog` results wait for it, so they cannot pile up.
 class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse> {
  public:
-  StreamReactor(TaskManager& manager, int max_backlog)
-      : manager_(manager), max_backlog_(max_backlog), shared_(std::make_shared<Shared>(this)) {
+  StreamReactor(TaskManager& manager, Caller caller, int max_backlog)
+      : manager_(manager),
+        caller_(std::move(caller)),
+        max_backlog_(max_backlog),
+        shared_(std::make_shared<Shared>(this)) {
     StartRead(&request_);
   }
 
@@ -158,7 +168,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
       internal::MutexLock lock(&shared_->mu);
       slot = shared_->slots++;
     }
-    auto submitted = manager_.Submit(request_.tasks(), [shared = shared_](v1::TaskResult r) {
+    auto submitted = manager_.Submit(caller_, request_.tasks(), [shared = shared_](v1::TaskResult r) {
       shared->AddResult(std::move(r));
     });
     if (!submitted.ok()) {
@@ -306,23 +316,35 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
   };
 
   TaskManager& manager_;
+  const Caller caller_;
   const int max_backlog_;
   std::shared_ptr<Shared> shared_;
   v1::StreamRequest request_;
 };
 
 // Watch: events are queued by the manager (under its lock) and written one at a time.
+// A client that falls `max_backlog_bytes` behind is ended (RESOURCE_EXHAUSTED), so an
+// unread Watch costs the daemon at most that much.
 class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
  public:
-  static constexpr size_t kMaxBacklog = 100000;
-
-  WatchReactor(TaskManager& manager, const v1::WatchRequest* request) : manager_(manager) {
+  WatchReactor(TaskManager& manager, const Caller& caller, const v1::WatchRequest* request,
+               size_t max_backlog_bytes)
+      : manager_(manager), max_backlog_bytes_(max_backlog_bytes) {
     StartSendInitialMetadata();
-    handle_ = manager_.Watch(request->task_ids(), [this](const v1::TaskEvent& e) { Push(e); });
+    auto handle =
+        manager_.Watch(caller, request->task_ids(), [this](const v1::TaskEvent& e) { Push(e); });
+    internal::MutexLock lock(&mu_);
+    if (!handle.ok()) {
+      FinishLocked(grpc::Status(static_cast<grpc::StatusCode>(handle.status().code()),
+                                std::string(handle.status().message())));
+      return;
+    }
+    handle_ = *handle;
   }
 
   void OnWriteDone(bool ok) override {
     internal::MutexLock lock(&mu_);
+    queued_bytes_ -= queue_.front().ByteSizeLong();
     queue_.pop_front();
     if (!ok) {
       FinishLocked(grpc::Status::OK);
@@ -339,7 +361,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
     FinishLocked(grpc::Status::OK);
   }
   void OnDone() override {
-    manager_.Unwatch(handle_);
+    if (handle_ != 0) manager_.Unwatch(handle_);
     delete this;
   }
 
@@ -347,11 +369,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
   void Push(const v1::TaskEvent& event) {
     internal::MutexLock lock(&mu_);
     if (finished_) return;
-    if (queue_.size() >= kMaxBacklog) {
-      FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                "watcher fell more than 100000 events behind; reconnect"));
+    const size_t bytes = event.ByteSizeLong();
+    if (queued_bytes_ + bytes > max_backlog_bytes_) {
+      FinishLocked(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("watcher fell ", queue_.size(), " events (", queued_bytes_,
+                       " bytes) behind, the limit (taskrtd --watch-backlog-bytes); reconnect")));
       return;
     }
+    queued_bytes_ += bytes;
     queue_.push_back(event);
     if (!writing_) {
       writing_ = true;
@@ -365,20 +391,71 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
   }
 
   TaskManager& manager_;
+  const size_t max_backlog_bytes_;
   uint64_t handle_ = 0;
   internal::Mutex mu_;
   std::deque<v1::TaskEvent> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// A streaming call refused before it started (UNAUTHENTICATED).
+template <typename Base>
+class RefusedReactor final : public Base {
+ public:
+  explicit RefusedReactor(const absl::Status& status) { this->Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+
+grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
 }  // namespace
+
+absl::StatusOr<Caller> IdentifyCaller(const CallerIdentity& identity,
+                                      const grpc::CallbackServerContext& ctx) {
+  if (identity.registry == nullptr) return Caller::Daemon();
+  const std::string peer = ctx.peer();
+  if (peer == "inproc") return Caller::Daemon();  // only code inside the daemon has one
+  const std::optional<PeerInfo> info = identity.registry->Find(peer);
+  if (info.has_value() && info->unix_socket) {
+    return identity.policy->ForPeer(info->uid, info->gid, info->groups);
+  }
+  const bool tcp = info.has_value() || absl::StartsWith(peer, "ipv4:") ||
+                   absl::StartsWith(peer, "ipv6:");
+  if (!tcp || identity.tokens == nullptr) {
+    return absl::UnauthenticatedError(absl::StrCat("the daemon cannot tell who is calling from ",
+                                                   internal::QuoteForError(peer, 64)));
+  }
+  const auto& metadata = ctx.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return absl::UnauthenticatedError(
+        "a TCP call needs the daemon's token: pass --token-file FILE or set TASKRT_TOKEN "
+        "(taskrtd writes it to <state-dir>/token at first start, or reads --token-file)");
+  }
+  absl::string_view value(it->second.data(), it->second.size());
+  std::optional<std::string> owner;
+  if (absl::ConsumePrefix(&value, kBearer)) owner = identity.tokens->Lookup(value);
+  if (!owner.has_value()) {
+    return absl::UnauthenticatedError(
+        "the token is not one this daemon accepts (expected 'authorization: Bearer TOKEN' "
+        "with a token from taskrtd's token file)");
+  }
+  return identity.policy->ForTokenOwner(*owner);
+}
 
 grpc::ServerUnaryReactor* TaskServiceImpl::Submit(grpc::CallbackServerContext* ctx,
                                                   const v1::SubmitRequest* request,
                                                   v1::SubmitResponse* response) {
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
-  auto result = manager_.Submit(request->tasks());
+  auto result = manager_.Submit(*caller, request->tasks());
   if (!result.ok()) {
     reactor->Finish(ToGrpc(result.status()));
     return reactor;
@@ -400,8 +477,10 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Submit(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* TaskServiceImpl::Get(grpc::CallbackServerContext* ctx,
                                                const v1::GetRequest* request,
                                                v1::GetResponse* response) {
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
-  auto tasks = manager_.Get(request->task_ids());
+  auto tasks = manager_.Get(*caller, request->task_ids());
   if (tasks.ok()) CopyTasks(*tasks, response->mutable_tasks());
   reactor->Finish(ToGrpc(tasks.status()));
   return reactor;
@@ -410,24 +489,35 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Get(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* TaskServiceImpl::Wait(grpc::CallbackServerContext* ctx,
                                                 const v1::WaitRequest* request,
                                                 v1::WaitResponse* response) {
-  return new WaitReactor(manager_, request, response);
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  return new WaitReactor(manager_, *caller, request, response);
 }
 
 grpc::ServerUnaryReactor* TaskServiceImpl::Run(grpc::CallbackServerContext* ctx,
                                                const v1::RunRequest* request, v1::Task* response) {
-  return new RunReactor(manager_, request, response);
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  return new RunReactor(manager_, *caller, request, response);
 }
 
 grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* TaskServiceImpl::Stream(
     grpc::CallbackServerContext* ctx) {
-  return new StreamReactor(manager_, stream_result_backlog_);
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) {
+    return new RefusedReactor<grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>>(
+        caller.status());
+  }
+  return new StreamReactor(manager_, *std::move(caller), stream_result_backlog_);
 }
 
 grpc::ServerUnaryReactor* TaskServiceImpl::Cancel(grpc::CallbackServerContext* ctx,
                                                   const v1::CancelRequest* request,
                                                   v1::CancelResponse* response) {
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
-  auto tasks = manager_.Cancel(request->task_ids());
+  auto tasks = manager_.Cancel(*caller, request->task_ids());
   if (tasks.ok()) CopyTasks(*tasks, response->mutable_tasks());
   reactor->Finish(ToGrpc(tasks.status()));
   return reactor;
@@ -436,8 +526,10 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Cancel(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* TaskServiceImpl::List(grpc::CallbackServerContext* ctx,
                                                 const v1::ListRequest* request,
                                                 v1::ListResponse* response) {
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
-  auto tasks = manager_.List(*request);
+  auto tasks = manager_.List(*caller, *request);
   CopyTasks(tasks, response->mutable_tasks());
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -445,14 +537,20 @@ grpc::ServerUnaryReactor* TaskServiceImpl::List(grpc::CallbackServerContext* ctx
 
 grpc::ServerWriteReactor<v1::TaskEvent>* TaskServiceImpl::Watch(grpc::CallbackServerContext* ctx,
                                                                 const v1::WatchRequest* request) {
-  return new WatchReactor(manager_, request);
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) {
+    return new RefusedReactor<grpc::ServerWriteReactor<v1::TaskEvent>>(caller.status());
+  }
+  return new WatchReactor(manager_, *caller, request, identity_.watch_backlog_bytes);
 }
 
 grpc::ServerUnaryReactor* TaskServiceImpl::GetStats(grpc::CallbackServerContext* ctx,
                                                     const v1::GetStatsRequest* request,
                                                     v1::Stats* response) {
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
-  *response = manager_.GetStats();
+  *response = manager_.GetStats(*caller);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -460,8 +558,10 @@ grpc::ServerUnaryReactor* TaskServiceImpl::GetStats(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* TaskServiceImpl::ListHandlers(grpc::CallbackServerContext* ctx,
                                                         const v1::ListHandlersRequest* request,
                                                         v1::ListHandlersResponse* response) {
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
-  for (auto& h : manager_.Handlers()) *response->add_handlers() = std::move(h);
+  for (auto& h : manager_.Handlers(*caller)) *response->add_handlers() = std::move(h);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -6,16 +6,37 @@
 #ifndef TASKRT_DAEMON_SERVICE_H_
 #define TASKRT_DAEMON_SERVICE_H_
 
+#include "daemon/access.h"
+#include "daemon/listener.h"
 #include "daemon/task_manager.h"
 #include "taskrt/v1/service.grpc.pb.h"
 
 namespace taskrt::daemon {
 
+// How the service tells who is calling (see access.h). Not owned; all outlive the
+// service. Without a registry (tests that build the service alone) every call is the
+// daemon's own.
+struct CallerIdentity {
+  ConnectionRegistry* registry = nullptr;
+  const AccessPolicy* policy = nullptr;
+  const TokenStore* tokens = nullptr;  // null: no TCP listener, so no token accepted
+  size_t watch_backlog_bytes = 8u << 20;  // a Watch whose client lags more is ended
+};
+
+// The caller of a call: its peer's uid on a unix socket, the owner of its bearer token
+// on TCP, the daemon itself in-process. UNAUTHENTICATED (saying how to fix it)
+// otherwise.
+absl::StatusOr<Caller> IdentifyCaller(const CallerIdentity& identity,
+                                      const grpc::CallbackServerContext& ctx);
+
 class TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
   // `stream_result_backlog`: see DaemonOptions.
-  explicit TaskServiceImpl(TaskManager& manager, int stream_result_backlog = 10000)
-      : manager_(manager), stream_result_backlog_(stream_result_backlog) {}
+  TaskServiceImpl(TaskManager& manager, CallerIdentity identity,
+                  int stream_result_backlog = 10000)
+      : manager_(manager),
+        identity_(identity),
+        stream_result_backlog_(stream_result_backlog) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,
@@ -44,6 +65,7 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
 
  private:
   TaskManager& manager_;
+  const CallerIdentity identity_;
   const int stream_result_backlog_;
 };
 

@@ -14,7 +14,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "asio/post.hpp"
+#include "google/protobuf/util/message_differencer.h"
 #include "asio/write.hpp"
+#include "common/status_macros.h"
 #include "common/util.h"
 
 namespace taskrt::daemon {
@@ -22,6 +24,11 @@ namespace {
 
 using internal::NowUnixMicros;
 constexpr int kTickMs = 10;
+
+// The key of by_key_: idempotency keys are per owner.
+std::string KeyIndex(absl::string_view owner, absl::string_view key) {
+  return absl::StrCat(owner, "\n", key);
+}
 
 bool IsFinalState(v1::TaskState s) {
   return s == v1::TASK_STATE_SUCCEEDED || s == v1::TASK_STATE_FAILED ||
@@ -136,11 +143,14 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
     next_seq_ = std::max(next_seq_, seq + 1);
     TaskRecord& r = tasks_[seq];
     r.task = std::move(st.task);
-    ++by_state_[r.task.state()];
+    if (r.task.owner().empty()) r.task.set_owner(UidOwner(options_.daemon_uid));  // older journal
+    CountLocked(r.task, +1);
     auto h = handlers_.find(r.task.spec().handler());
     r.async = h != handlers_.end() && h->second.async();
     r.pool = r.task.decision().resolved_class() == v1::TASK_CLASS_CPU ? Pool::kCpu : Pool::kIo;
-    if (!r.task.spec().idempotency_key().empty()) by_key_[r.task.spec().idempotency_key()] = seq;
+    if (!r.task.spec().idempotency_key().empty()) {
+      by_key_[KeyIndex(r.task.owner(), r.task.spec().idempotency_key())] = seq;
+    }
     const v1::TaskState state = r.task.state();
     if (IsFinalState(state)) {
       retired_.push_back(seq);
@@ -253,9 +263,9 @@ void TaskManager::WhenDurable(uint64_t ticket, std::vector<std::string> ids,
         TaskRecord& r = tasks_.at(*seq);
         if (r.task.state() != v1::TASK_STATE_QUEUED || !QueueFor(r).Remove(*seq)) continue;
         if (!r.task.spec().idempotency_key().empty())
-          by_key_.erase(r.task.spec().idempotency_key());
+          by_key_.erase(KeyIndex(r.task.owner(), r.task.spec().idempotency_key()));
         --unfinished_;
-        --by_state_[r.task.state()];
+        CountLocked(r.task, -1);
         tasks_.erase(*seq);
       }
       status = absl::UnavailableError(absl::StrCat(
@@ -365,7 +375,8 @@ absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
 }
 
 absl::StatusOr<SubmitResult> TaskManager::Submit(
-    const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs, ResultCallback each) {
+    const Caller& caller, const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs,
+    ResultCallback each) {
   if (specs.empty()) return absl::InvalidArgumentError("no tasks to submit");
   if (static_cast<size_t>(specs.size()) > options_.max_batch) {
     return absl::InvalidArgumentError(absl::StrCat("a batch of ", specs.size(),
@@ -389,24 +400,14 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
                                                      s.message(), "; nothing was submitted"));
     }
   }
-  size_t fresh = 0;
-  for (const auto& spec : specs) {
-    if (spec.idempotency_key().empty() || by_key_.count(spec.idempotency_key()) == 0) ++fresh;
-  }
-  if (unfinished_ + fresh > options_.max_queued) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the queue is full: ", unfinished_,
-                     " tasks are not finished and the limit is ", options_.max_queued,
-                     " (taskrtd --max-queued); nothing was submitted: retry after "
-                     "some finish (e.g. in 1s, with backoff)"));
-  }
+  RETURN_IF_ERROR(AdmitLocked(caller, specs));
   const int64_t now = NowUnixMicros();
   for (const auto& spec : specs) {
     if (!spec.idempotency_key().empty()) {
-      auto known = by_key_.find(spec.idempotency_key());
-      if (known != by_key_.end()) {  // accepted before: the same task, not a new one
-        ids.push_back(tasks_.at(known->second).task.id());
-        seqs.push_back(known->second);
+      auto known = KnownKeyLocked(caller.name, spec);  // checked by AdmitLocked
+      if (known.ok() && known->has_value()) {  // accepted before: the same task, not a new one
+        ids.push_back(tasks_.at(**known).task.id());
+        seqs.push_back(**known);
         continue;
       }
     }
@@ -422,10 +423,11 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     r.pool = cd.resolved == v1::TASK_CLASS_CPU ? Pool::kCpu : Pool::kIo;
     v1::Task& t = r.task;
     t.set_id(id);
+    t.set_owner(caller.name);
     *t.mutable_spec() = spec;
     if (t.spec().timeout_ms() == 0) t.mutable_spec()->set_timeout_ms(options_.default_timeout_ms);
     t.set_state(v1::TASK_STATE_QUEUED);
-    ++by_state_[v1::TASK_STATE_QUEUED];
+    CountLocked(t, +1);
     v1::Decision* d = t.mutable_decision();
     d->set_requested_class(spec.requested_class());
     d->set_resolved_class(cd.resolved);
@@ -434,7 +436,9 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     d->set_pool(r.pool == Pool::kCpu ? "cpu" : "io");
     d->set_submitted_unix_us(now);
     d->set_daemon_pid(daemon_pid_);
-    if (!spec.idempotency_key().empty()) by_key_.emplace(spec.idempotency_key(), seq);
+    if (!spec.idempotency_key().empty()) {
+      by_key_.emplace(KeyIndex(caller.name, spec.idempotency_key()), seq);
+    }
     QueueFor(r).Push(seq, spec.priority());
     ids.push_back(std::move(id));
     seqs.push_back(seq);
@@ -466,6 +470,97 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
   return result;
 }
 
+absl::Status TaskManager::AdmitLocked(
+    const Caller& caller, const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs) {
+  size_t fresh = 0;
+  absl::flat_hash_map<absl::string_view, int> batch_keys;  // key -> first spec with it
+  for (int i = 0; i < specs.size(); ++i) {
+    const v1::TaskSpec& spec = specs[i];
+    const std::string where =
+        specs.size() == 1 ? "" : absl::StrCat("task ", i + 1, " of ", specs.size(), ": ");
+    const auto& privileged = options_.privileged_handlers;
+    if (!caller.may_exec &&
+        std::find(privileged.begin(), privileged.end(), spec.handler()) != privileged.end()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          where, "handler '", spec.handler(), "' runs caller-chosen code or reads files with the ",
+          "daemon's rights, and ", caller.name, " may not run it: the daemon's owner can ",
+          "grant it with taskrtd --allow-exec ", caller.name,
+          " (or --allow-exec group:NAME, or --admin-group); nothing was submitted"));
+    }
+    absl::StatusOr<std::optional<uint64_t>> known = KnownKeyLocked(caller.name, spec);
+    if (!known.ok()) {
+      return absl::Status(known.status().code(), absl::StrCat(where, known.status().message()));
+    }
+    if (known->has_value() || spec.idempotency_key().empty()) {
+      if (!known->has_value()) ++fresh;
+      continue;
+    }
+    auto [first, inserted] = batch_keys.emplace(spec.idempotency_key(), i);
+    if (inserted) {
+      ++fresh;
+    } else if (!google::protobuf::util::MessageDifferencer::Equals(specs[first->second], spec)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "tasks ", first->second + 1, " and ", i + 1, " of the batch share the idempotency key ",
+          internal::QuoteForError(spec.idempotency_key()),
+          " with different specs; nothing was submitted"));
+    }
+  }
+  if (unfinished_ + fresh > options_.max_queued) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the queue is full: ", unfinished_,
+                     " tasks are not finished and the limit is ", options_.max_queued,
+                     " (taskrtd --max-queued); nothing was submitted: retry after "
+                     "some finish (e.g. in 1s, with backoff)"));
+  }
+  uint64_t mine = 0;
+  if (auto it = owners_.find(caller.name); it != owners_.end()) {
+    mine = it->second[v1::TASK_STATE_QUEUED] + it->second[v1::TASK_STATE_RUNNING];
+  }
+  if (mine + fresh > options_.max_queued_per_owner) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        caller.name, " has ", mine, " unfinished tasks and the limit per owner is ",
+        options_.max_queued_per_owner, " (taskrtd --max-queued-per-owner); nothing was ",
+        "submitted: retry after some finish"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<uint64_t>> TaskManager::KnownKeyLocked(const std::string& owner,
+                                                                     const v1::TaskSpec& spec) {
+  if (spec.idempotency_key().empty()) return std::nullopt;
+  auto known = by_key_.find(KeyIndex(owner, spec.idempotency_key()));
+  if (known == by_key_.end()) return std::nullopt;
+  const v1::Task& task = tasks_.at(known->second).task;
+  v1::TaskSpec normalized = spec;
+  if (normalized.timeout_ms() == 0) normalized.set_timeout_ms(options_.default_timeout_ms);
+  if (!google::protobuf::util::MessageDifferencer::Equals(task.spec(), normalized)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "idempotency key ", internal::QuoteForError(spec.idempotency_key()),
+        " was used for task ", task.id(), " with a different spec (handler ",
+        internal::QuoteForError(task.spec().handler()), "); use a new key for a new task, ",
+        "or resubmit the same spec to get that task"));
+  }
+  return known->second;
+}
+
+absl::StatusOr<uint64_t> TaskManager::FindOwnedLocked(const Caller& caller,
+                                                      const std::string& id) {
+  absl::StatusOr<uint64_t> seq = FindLocked(id);
+  if (seq.ok() && !caller.admin && tasks_.at(*seq).task.owner() != caller.name) {
+    return NotFoundLocked(id);  // the same error as an unknown id: existence is not leaked
+  }
+  return seq;
+}
+
+void TaskManager::CountLocked(const v1::Task& task, int delta) {
+  by_state_[task.state()] += delta;
+  auto& counts = owners_[task.owner()];
+  counts[task.state()] += delta;
+  if (delta < 0 && std::all_of(counts.begin(), counts.end(), [](uint64_t n) { return n == 0; })) {
+    owners_.erase(task.owner());
+  }
+}
+
 TaskQueue& TaskManager::QueueFor(const TaskRecord& r) {
   if (r.pool == Pool::kCpu) return cpu_queue_;
   return r.async ? io_async_queue_ : io_sync_queue_;
@@ -480,7 +575,12 @@ absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
     auto it = tasks_.find(seq);
     if (it != tasks_.end() && it->second.task.id() == id) return seq;
   }
-  return absl::NotFoundError(absl::StrCat("task '", id, "' not found (the daemon keeps the last ",
+  return NotFoundLocked(id);
+}
+
+absl::Status TaskManager::NotFoundLocked(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat("task ", internal::QuoteForError(id),
+                                          " not found (the daemon keeps the last ",
                                           options_.max_retained,
                                           " finished tasks; see `taskrt list`)"));
 }
@@ -686,7 +786,13 @@ void TaskManager::OnHelloLocked(Worker* w, const v1::internal::WorkerHello& hell
     std::fprintf(stderr, "taskrtd: %s\n", std::string(err.message()).c_str());
     return;
   }
-  for (const auto& h : hello.handlers()) handlers_[h.name()] = h;
+  const auto& privileged = options_.privileged_handlers;
+  for (const auto& h : hello.handlers()) {
+    v1::HandlerInfo& info = handlers_[h.name()];
+    info = h;
+    info.set_privileged(std::find(privileged.begin(), privileged.end(), h.name()) !=
+                        privileged.end());
+  }
   w->state = WorkerState::kReady;
 }
 
@@ -947,9 +1053,9 @@ void TaskManager::EvictOldLocked() {
 }
 
 void TaskManager::SetStateLocked(TaskRecord& r, v1::TaskState state) {
-  --by_state_[r.task.state()];
-  ++by_state_[state];
+  CountLocked(r.task, -1);
   r.task.set_state(state);
+  CountLocked(r.task, +1);
 }
 
 void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error) {
@@ -999,11 +1105,11 @@ void TaskManager::RetireLocked(uint64_t seq) {
   }
   const std::string& key = it->second.task.spec().idempotency_key();
   if (!key.empty()) {
-    auto k = by_key_.find(key);
+    auto k = by_key_.find(KeyIndex(it->second.task.owner(), key));
     if (k != by_key_.end() && k->second == seq) by_key_.erase(k);
   }
   if (options_.journal != nullptr) erased_.push_back(seq);
-  --by_state_[it->second.task.state()];
+  CountLocked(it->second.task, -1);
   tasks_.erase(it);
 }
 
@@ -1017,6 +1123,7 @@ void TaskManager::EmitLocked(const TaskRecord& r) {
   *event.mutable_decision() = r.task.decision();
   if (r.task.has_error()) *event.mutable_error() = r.task.error();
   for (auto& [handle, sub] : subscribers_) {
+    if (!sub.owner.empty() && sub.owner != r.task.owner()) continue;
     if (sub.ids.empty() || sub.ids.count(r.task.id()) != 0) sub.sink(event);
   }
 }
@@ -1055,7 +1162,8 @@ void TaskManager::CompleteWaiterLocked(uint64_t handle, absl::Status error) {
   });
 }
 
-uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>& ids,
+uint64_t TaskManager::Wait(const Caller& caller,
+                           const google::protobuf::RepeatedPtrField<std::string>& ids,
                            uint64_t timeout_ms, WaitCallback done) {
   std::vector<std::function<void()>> deferred;
   uint64_t handle = 0;
@@ -1071,7 +1179,7 @@ uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>
       w.done = std::move(done);
       absl::Status error;
       for (const auto& id : ids) {
-        auto seq = FindLocked(id);
+        auto seq = FindOwnedLocked(caller, id);
         if (!seq.ok()) {
           error = seq.status();
           break;
@@ -1174,12 +1282,12 @@ void TaskManager::CheckDeadlinesLocked() {
 // Queries and cancellation.
 
 absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
-    const google::protobuf::RepeatedPtrField<std::string>& ids) {
+    const Caller& caller, const google::protobuf::RepeatedPtrField<std::string>& ids) {
   if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
   OpLock lock(this);
   std::vector<v1::Task> out;
   for (const auto& id : ids) {
-    auto seq = FindLocked(id);
+    auto seq = FindOwnedLocked(caller, id);
     if (!seq.ok()) return seq.status();
     out.push_back(tasks_.at(*seq).task);
   }
@@ -1187,7 +1295,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
 }
 
 absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
-    const google::protobuf::RepeatedPtrField<std::string>& ids) {
+    const Caller& caller, const google::protobuf::RepeatedPtrField<std::string>& ids) {
   if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
   std::vector<std::function<void()>> deferred;
   std::vector<v1::Task> out;
@@ -1195,7 +1303,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
     OpLock lock(this);
     std::vector<uint64_t> seqs;
     for (const auto& id : ids) {  // all ids must exist before anything changes
-      auto seq = FindLocked(id);
+      auto seq = FindOwnedLocked(caller, id);
       if (!seq.ok()) return seq.status();
       seqs.push_back(*seq);
     }
@@ -1230,12 +1338,13 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
   return out;
 }
 
-std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
+std::vector<v1::Task> TaskManager::List(const Caller& caller, const v1::ListRequest& request) {
   const size_t limit = request.limit() == 0 ? 100 : std::min<size_t>(request.limit(), 100000);
   std::vector<v1::Task> out;
   OpLock lock(this);
   for (auto it = tasks_.rbegin(); it != tasks_.rend() && out.size() < limit; ++it) {
     const v1::Task& t = it->second.task;
+    if (!caller.admin && t.owner() != caller.name) continue;
     if (!request.handler().empty() && t.spec().handler() != request.handler()) continue;
     if (!request.states().empty() && std::find(request.states().begin(), request.states().end(),
                                                t.state()) == request.states().end()) {
@@ -1246,24 +1355,58 @@ std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
   return out;
 }
 
-uint64_t TaskManager::Watch(const google::protobuf::RepeatedPtrField<std::string>& ids,
-                            EventSink sink) {
+absl::StatusOr<uint64_t> TaskManager::Watch(
+    const Caller& caller, const google::protobuf::RepeatedPtrField<std::string>& ids,
+    EventSink sink) {
   OpLock lock(this);
+  size_t& mine = watchers_by_owner_[caller.name];
+  if (subscribers_.size() >= options_.max_watchers ||
+      mine >= options_.max_watchers_per_owner) {
+    const bool all = subscribers_.size() >= options_.max_watchers;
+    if (mine == 0) watchers_by_owner_.erase(caller.name);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        all ? "the daemon" : caller.name, " has ",
+        all ? subscribers_.size() : mine, " Watch calls open, the limit (taskrtd ",
+        all ? "--max-watchers" : "--max-watchers-per-owner", "); close one and retry"));
+  }
+  ++mine;
   const uint64_t handle = next_handle_++;
   Subscriber& sub = subscribers_[handle];
   sub.ids.insert(ids.begin(), ids.end());
+  if (!caller.admin) sub.owner = caller.name;
+  sub.watcher = caller.name;
   sub.sink = std::move(sink);
   return handle;
 }
 
 void TaskManager::Unwatch(uint64_t handle) {
   OpLock lock(this);
-  subscribers_.erase(handle);
+  auto it = subscribers_.find(handle);
+  if (it == subscribers_.end()) return;
+  auto n = watchers_by_owner_.find(it->second.watcher);
+  if (n != watchers_by_owner_.end() && --n->second == 0) watchers_by_owner_.erase(n);
+  subscribers_.erase(it);
 }
 
-v1::Stats TaskManager::GetStats() {
+v1::Stats TaskManager::GetStats(const Caller& caller) {
   OpLock lock(this);
   v1::Stats stats;
+  stats.set_caller(caller.name);
+  stats.set_caller_is_admin(caller.admin);
+  if (caller.admin) {
+    for (const auto& [owner, counts] : owners_) {
+      v1::OwnerCount* o = stats.add_owners();
+      o->set_owner(owner);
+      o->set_queued(counts[v1::TASK_STATE_QUEUED]);
+      o->set_running(counts[v1::TASK_STATE_RUNNING]);
+      for (v1::TaskState st : {v1::TASK_STATE_SUCCEEDED, v1::TASK_STATE_FAILED,
+                                v1::TASK_STATE_CANCELLED, v1::TASK_STATE_TIMED_OUT}) {
+        o->set_finished(o->finished() + counts[st]);
+      }
+    }
+    std::sort(stats.mutable_owners()->begin(), stats.mutable_owners()->end(),
+              [](const v1::OwnerCount& a, const v1::OwnerCount& b) { return a.owner() < b.owner(); });
+  }
   stats.set_daemon_pid(daemon_pid_);
   stats.set_started_unix_us(started_us_);
   stats.set_tasks_submitted(submitted_);
@@ -1309,10 +1452,13 @@ v1::Stats TaskManager::GetStats() {
   return stats;
 }
 
-std::vector<v1::HandlerInfo> TaskManager::Handlers() {
+std::vector<v1::HandlerInfo> TaskManager::Handlers(const Caller& caller) {
   OpLock lock(this);
   std::vector<v1::HandlerInfo> out;
-  for (const auto& [name, info] : handlers_) out.push_back(info);
+  for (const auto& [name, info] : handlers_) {
+    out.push_back(info);
+    out.back().set_allowed(!info.privileged() || caller.may_exec);
+  }
   return out;
 }
 

@@ -17,6 +17,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <set>
 #include <string>
@@ -33,6 +34,7 @@
 #include "asio/steady_timer.hpp"
 #include "common/frame.h"
 #include "common/mutex.h"
+#include "daemon/access.h"
 #include "daemon/classifier.h"
 #include "daemon/journal.h"
 #include "daemon/task_queue.h"
@@ -56,6 +58,15 @@ struct TaskManagerOptions {
   size_t max_retained = 100000;                    // final tasks kept for Get/Wait/List
   int64_t retain_for_ms = 7 * 24 * 3600 * 1000ll;  // ...and for at most this long
   size_t max_queued = 1000000;                     // unfinished tasks; beyond: RESOURCE_EXHAUSTED
+  // Unfinished tasks of one owner; beyond: RESOURCE_EXHAUSTED for that owner only.
+  size_t max_queued_per_owner = 250000;
+  size_t max_watchers = 256;           // Watch calls open at once
+  size_t max_watchers_per_owner = 16;  // ...and of one owner
+  // Handlers that run caller-chosen code or touch the daemon's files with its rights:
+  // only callers with Caller::may_exec may submit them.
+  std::vector<std::string> privileged_handlers = {"sys.exec", "io.read_file", "hash.sha256"};
+  // Tasks recovered from a journal that predates owners belong to this uid.
+  uid_t daemon_uid = 0;
   uint32_t max_attempts_limit = 100;               // largest TaskSpec.max_attempts accepted
   int64_t startup_timeout_ms = 15000;              // for the first workers to say hello
   uint64_t worker_max_tasks = 0;        // recycle a worker after this many tasks (0 = never)
@@ -105,7 +116,13 @@ class TaskManager {
   // task as it becomes final (for a known idempotency key's final task, right away),
   // on an internal thread, once the journal holds that state; CancelWait(result.
   // wait_handle) stops it.
-  absl::StatusOr<SubmitResult> Submit(const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs,
+  //
+  // Ownership: the tasks belong to `caller`. An idempotency key is the caller's own: a
+  // key it used before with the same spec gets the existing task, with another spec
+  // ALREADY_EXISTS naming that task. PERMISSION_DENIED for a privileged handler the
+  // caller may not run; RESOURCE_EXHAUSTED past max_queued_per_owner for the caller.
+  absl::StatusOr<SubmitResult> Submit(const Caller& caller,
+                                      const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs,
                                       ResultCallback each = nullptr);
   // Calls `done` (on an internal thread) when the journal holds everything up to
   // `ticket`, at once without a journal. On a journal error, the tasks of `ids` that are
@@ -117,23 +134,30 @@ class TaskManager {
     uint64_t finished = 0, requeued = 0, rerun = 0, failed = 0;
   };
   Recovery recovery();
+  // Get, Wait, Cancel, List and Watch see only the caller's tasks (an admin's: all); a
+  // task of someone else is NOT_FOUND, exactly like an unknown id.
   absl::StatusOr<std::vector<v1::Task>> Get(
-      const google::protobuf::RepeatedPtrField<std::string>& ids);
+      const Caller& caller, const google::protobuf::RepeatedPtrField<std::string>& ids);
   // Calls `done` once: with the tasks when all are final, DEADLINE_EXCEEDED after
   // timeout_ms (0 = no limit), NOT_FOUND for an unknown id (immediately), UNAVAILABLE
   // at shutdown. Returns a handle for CancelWait.
-  uint64_t Wait(const google::protobuf::RepeatedPtrField<std::string>& ids, uint64_t timeout_ms,
-                WaitCallback done);
+  uint64_t Wait(const Caller& caller, const google::protobuf::RepeatedPtrField<std::string>& ids,
+                uint64_t timeout_ms, WaitCallback done);
   // Forgets a wait whose caller went away; its callback will not be called.
   void CancelWait(uint64_t handle);
   absl::StatusOr<std::vector<v1::Task>> Cancel(
-      const google::protobuf::RepeatedPtrField<std::string>& ids);
-  std::vector<v1::Task> List(const v1::ListRequest& request);
-  // Streams events of `ids` (all when empty) to `sink` until Unwatch.
-  uint64_t Watch(const google::protobuf::RepeatedPtrField<std::string>& ids, EventSink sink);
+      const Caller& caller, const google::protobuf::RepeatedPtrField<std::string>& ids);
+  std::vector<v1::Task> List(const Caller& caller, const v1::ListRequest& request);
+  // Streams events of `ids` (all of the caller's when empty) to `sink` until Unwatch.
+  // RESOURCE_EXHAUSTED past max_watchers (or max_watchers_per_owner).
+  absl::StatusOr<uint64_t> Watch(const Caller& caller,
+                                 const google::protobuf::RepeatedPtrField<std::string>& ids,
+                                 EventSink sink);
   void Unwatch(uint64_t handle);
-  v1::Stats GetStats();
-  std::vector<v1::HandlerInfo> Handlers();
+  // Per-owner counts (Stats.owners) only for admins.
+  v1::Stats GetStats(const Caller& caller);
+  // Every handler, with `allowed` saying whether the caller may submit it.
+  std::vector<v1::HandlerInfo> Handlers(const Caller& caller);
 
  private:
   enum class Pool { kCpu = 0, kIo = 1 };
@@ -204,12 +228,29 @@ class TaskManager {
 
   struct Subscriber {
     std::unordered_set<std::string> ids;
+    std::string owner;    // only this owner's tasks; empty: all (an admin)
+    std::string watcher;  // who watches (counted against max_watchers_per_owner)
     EventSink sink;
   };
 
   // Pieces that run under mu_.
   absl::Status ValidateLocked(const v1::TaskSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> FindLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status NotFoundLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FindLocked, and NOT_FOUND (the same error) for a task the caller does not own.
+  absl::StatusOr<uint64_t> FindOwnedLocked(const Caller& caller, const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ownership, privilege and quota checks of a batch, before anything changes.
+  absl::Status AdmitLocked(const Caller& caller,
+                           const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The existing task of (owner, spec's idempotency key): nullopt when there is none,
+  // ALREADY_EXISTS when it was submitted with a different spec.
+  absl::StatusOr<std::optional<uint64_t>> KnownKeyLocked(const std::string& owner,
+                                                         const v1::TaskSpec& spec)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds `delta` to the counts of `task`'s state (by_state_, owners_).
+  void CountLocked(const v1::Task& task, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TaskQueue& QueueFor(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Worker* PickWorkerLocked(Pool pool, bool async) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -285,6 +326,7 @@ class TaskManager {
   uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t unfinished_ ABSL_GUARDED_BY(mu_) = 0;  // tasks not in a final state
   std::set<std::pair<int64_t, uint64_t>> delayed_ ABSL_GUARDED_BY(mu_);  // retries
+  // (owner, idempotency key) -> task; the key is KeyIndex(owner, key).
   absl::flat_hash_map<std::string, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
   Recovery recovery_ ABSL_GUARDED_BY(mu_);
   absl::Status startup_error_ ABSL_GUARDED_BY(mu_);
@@ -310,6 +352,10 @@ class TaskManager {
   uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
   // Tasks in tasks_ by state (index: v1::TaskState), so stats cost O(1) per state.
   std::array<uint64_t, v1::TaskState_ARRAYSIZE> by_state_ ABSL_GUARDED_BY(mu_) = {};
+  // The same per owner (Task.owner); an owner with no task left is erased.
+  absl::flat_hash_map<std::string, std::array<uint64_t, v1::TaskState_ARRAYSIZE>> owners_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, size_t> watchers_by_owner_ ABSL_GUARDED_BY(mu_);
   std::vector<std::function<void()>> deferred_ ABSL_GUARDED_BY(mu_);
 };
 

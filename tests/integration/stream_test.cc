@@ -153,6 +153,8 @@ TEST_F(StreamTest, SpecsSharingAnIdempotencyKeyAllGetTheOneTasksResult) {
   // The same key within one batch (indexes 0, 1) and across batches (index 3).
   std::vector<v1::TaskSpec> specs(5);
   for (size_t i = 0; i < specs.size(); ++i) specs[i] = MakeTask("test.echo", absl::StrCat(i));
+  specs[1] = specs[0];  // a key stands for one spec: reusing it with another is refused
+  specs[3] = specs[0];
   specs[0].set_idempotency_key("shared");
   specs[1].set_idempotency_key("shared");
   specs[3].set_idempotency_key("shared");
@@ -473,13 +475,20 @@ TEST_F(RunTest, SameIdempotencyKeyReturnsTheExistingTask) {
   EXPECT_EQ(a->output(), "first");
   EXPECT_EQ(a->spec().idempotency_key(), "my-key");
 
-  v1::TaskSpec second = MakeTask("test.echo", "second");
-  second.set_idempotency_key("my-key");
-  auto b = client_->Run(second, absl::Seconds(60));
+  auto b = client_->Run(first, absl::Seconds(60));
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(b->id(), a->id());
   EXPECT_EQ(b->state(), v1::TASK_STATE_SUCCEEDED);
-  EXPECT_EQ(b->output(), "first");  // the existing task, not a new run of "second"
+  EXPECT_EQ(b->output(), "first");  // the existing task, not a new run
+  EXPECT_EQ(AllTasks().size(), 1u);
+
+  // The same key with another spec is refused and names the task that has it.
+  v1::TaskSpec second = MakeTask("test.echo", "second");
+  second.set_idempotency_key("my-key");
+  auto c = client_->Run(second, absl::Seconds(60));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kAlreadyExists) << c.status();
+  EXPECT_NE(c.status().message().find(a->id()), std::string::npos) << c.status();
   EXPECT_EQ(AllTasks().size(), 1u);
 }
 
