@@ -11,12 +11,17 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/async_unary_call.h>
 #include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/client_interceptor.h>
 #include <grpcpp/support/status.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <mutex>  // std::once_flag
 #include <optional>
 #include <random>
@@ -30,6 +35,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/mutex.h"
+#include "common/security.h"
+#include "common/status_macros.h"
 #include "taskrt/v1/service.grpc.pb.h"
 
 namespace taskrt {
@@ -40,8 +47,7 @@ constexpr int kMaxReceiveMessageBytes = 256 << 20;
 // Extra time the client grants a finite Wait beyond the server-side timeout, so that
 // the server answers DEADLINE_EXCEEDED with its own message before the call expires.
 constexpr absl::Duration kWaitDeadlineSlack = absl::Seconds(5);
-// Where the system service (deploy/taskrtd.service) listens.
-constexpr char kSystemSocketPath[] = "/run/taskrt/taskrt.sock";
+using internal::kSystemSocketPath;
 
 // absl and gRPC share the canonical codes, so the mapping is a cast.
 absl::Status FromGrpc(const grpc::Status& status) {
@@ -63,13 +69,17 @@ bool SocketExists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-std::string NotRunningMessage(const std::string& target, absl::Duration timeout) {
+std::string NotRunningMessage(const std::string& target, absl::Duration timeout, bool tls) {
   const std::string path = UnixSocketPathOf(target);
   if (path.empty()) {
-    return absl::StrCat("taskrtd is not reachable at ", target, " (no daemon answered within ",
-                        absl::FormatDuration(timeout),
-                        "): check that it is running and listens on that address, or "
-                        "point --target at a running one");
+    return absl::StrCat(
+        "taskrtd is not reachable at ", target, " (no daemon answered within ",
+        absl::FormatDuration(timeout),
+        "): check that it is running and listens on that address, or point --target at a "
+        "running one",
+        tls ? "; with TLS, also that it serves TLS and that its certificate is signed by "
+              "--tls-ca and names the target's host (or --tls-server-name)"
+            : "");
   }
   const std::string why =
       SocketExists(path) ? absl::StrCat("no daemon answered within ", absl::FormatDuration(timeout))
@@ -287,6 +297,169 @@ std::string RandomKey() { return absl::StrCat("run-", RandomHex64(), RandomHex64
 // index): short, because the daemon keeps every key of the tasks it retains.
 std::string ShortRandomPrefix() { return absl::StrCat("s", RandomHex64(), "-"); }
 
+// --- Credentials for TCP targets ---------------------------------------------------
+
+// Where the daemon keeps its token, for messages.
+constexpr char kWhereTheTokenIs[] =
+    "the daemon's token is in <state-dir>/token (by default "
+    "~/.local/state/taskrt/token of the user running taskrtd, /var/lib/taskrt/token for "
+    "the system service)";
+
+bool IsUnixTarget(const std::string& target) {
+  return absl::StartsWith(target, "unix:") || absl::StartsWith(target, "unix-abstract:");
+}
+
+std::string EnvOrEmpty(const char* name) {
+  const char* value = std::getenv(name);
+  return value == nullptr ? "" : value;
+}
+
+// The token and where it came from (for messages), by the precedence documented on
+// ClientOptions::token. Both empty when there is none.
+struct Token {
+  std::string value;
+  std::string source;
+};
+
+absl::StatusOr<Token> ResolveToken(const ClientOptions& options) {
+  if (!options.token.empty()) {
+    RETURN_IF_ERROR(internal::ValidateToken(options.token, "ClientOptions::token"));
+    return Token{options.token, "ClientOptions::token"};
+  }
+  if (!options.token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string token, internal::ReadTokenFile(options.token_file));
+    return Token{std::move(token), absl::StrCat("the token file ", options.token_file)};
+  }
+  if (std::string env = EnvOrEmpty("TASKRT_TOKEN"); !env.empty()) {
+    RETURN_IF_ERROR(internal::ValidateToken(env, "$TASKRT_TOKEN"));
+    return Token{std::move(env), "$TASKRT_TOKEN"};
+  }
+  if (const std::string file = EnvOrEmpty("TASKRT_TOKEN_FILE"); !file.empty()) {
+    absl::StatusOr<std::string> token = internal::ReadTokenFile(file);
+    if (!token.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("$TASKRT_TOKEN_FILE: ", token.status().message()));
+    }
+    return Token{std::move(*token), absl::StrCat("$TASKRT_TOKEN_FILE (", file, ")")};
+  }
+  return Token{};
+}
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read the ", what, " ", path, ": ", std::strerror(errno)));
+  }
+  std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (text.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the ", what, " ", path, " is empty"));
+  }
+  return text;
+}
+
+// The channel credentials ClientOptions ask for: TLS (see ClientOptions::tls) or none.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const ClientOptions& options, bool* tls) {
+  std::string ca_file = options.tls_ca_file;
+  if (ca_file.empty()) ca_file = EnvOrEmpty("TASKRT_TLS_CA");
+  *tls = options.tls || !ca_file.empty() || !options.tls_cert_file.empty() ||
+         !options.tls_key_file.empty();
+  if (!*tls) return grpc::InsecureChannelCredentials();
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS client certificate needs its key and the other way round: give both "
+        "--tls-cert and --tls-key (ClientOptions::tls_cert_file, tls_key_file)");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!ca_file.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPemFile(ca_file, "TLS CA file"));
+  }
+  if (!options.tls_cert_file.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPemFile(options.tls_cert_file, "TLS certificate"));
+    ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPemFile(options.tls_key_file, "TLS key"));
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+// Sends the token on every call (unary, streaming and completion-queue calls alike: an
+// interceptor sees them all) and, when the daemon answers UNAUTHENTICATED, adds how to
+// fix it to the message. Thread-safety: one per call, made by the factory below.
+class CredentialsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  CredentialsInterceptor(const std::string& authorization, const std::string& hint)
+      : authorization_(authorization), hint_(hint) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (!authorization_.empty() &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("authorization", authorization_);
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_STATUS)) {
+      grpc::Status* status = methods->GetRecvStatus();
+      if (status->error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+        *status = grpc::Status(status->error_code(), absl::StrCat(status->error_message(), hint_),
+                               status->error_details());
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string& authorization_;  // owned by the factory, which the channel keeps
+  const std::string& hint_;
+};
+
+// Thread-safety: immutable; gRPC calls it from any thread.
+class CredentialsInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  CredentialsInterceptorFactory(const Token& token, const std::string& target)
+      : authorization_(token.value.empty() ? "" : absl::StrCat("Bearer ", token.value)),
+        hint_(token.value.empty()
+                  ? absl::StrCat(" (taskrtd at ", target,
+                                 " wants a token and none was sent): pass --token-file FILE "
+                                 "or set TASKRT_TOKEN or TASKRT_TOKEN_FILE "
+                                 "(ClientOptions::token / token_file in the SDK); ",
+                                 kWhereTheTokenIs)
+                  : absl::StrCat(" (taskrtd at ", target, " refused the token from ", token.source,
+                                 "): ", kWhereTheTokenIs)) {}
+
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* /*info*/) override {
+    return new CredentialsInterceptor(authorization_, hint_);  // gRPC deletes it
+  }
+
+ private:
+  const std::string authorization_;  // "Bearer <token>", or "" to send none
+  const std::string hint_;
+};
+
+// A channel to a TCP target with the credentials ClientOptions ask for. Refuses to send
+// a token in clear text to a host that is not loopback.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> TcpChannel(const ClientOptions& options,
+                                                          const std::string& target,
+                                                          grpc::ChannelArguments& args, bool* tls) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                   ChannelCredentialsFor(options, tls));
+  ASSIGN_OR_RETURN(Token token, ResolveToken(options));
+  if (!token.value.empty() && !*tls) {
+    if (const std::string host = internal::FirstNonLoopbackHost(target); !host.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("refusing to send the token in clear text to ", host,
+                       ": use TLS (--tls-ca FILE, or --tls for the system's root certificates; "
+                       "ClientOptions::tls_ca_file / tls in the SDK), or a loopback address"));
+    }
+  }
+  if (*tls && !options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> factories;
+  factories.push_back(std::make_unique<CredentialsInterceptorFactory>(token, target));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(target, credentials, args,
+                                                                 std::move(factories));
+}
+
 }  // namespace
 
 // Thread-safety: immutable after Connect; the stub and channel are thread-safe.
@@ -307,26 +480,42 @@ struct Client::Impl {
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
-absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
-  std::string target = options.target;
-  if (target.empty()) {
-    std::string path = options.socket_path;
-    if (path.empty()) {
-      path = DefaultSocketPath();
-      // Nothing of this user's: talk to the system service if there is one.
-      if (!SocketExists(path) && std::getenv("TASKRT_SOCKET") == nullptr &&
-          SocketExists(kSystemSocketPath)) {
-        path = kSystemSocketPath;
-      }
+namespace {
+
+// The target ClientOptions name: the target, else the socket path, else the default
+// socket (or the system service's, when the user has none and TASKRT_SOCKET is unset).
+std::string TargetOf(const ClientOptions& options) {
+  if (!options.target.empty()) return options.target;
+  std::string path = options.socket_path;
+  if (path.empty()) {
+    path = DefaultSocketPath();
+    if (!SocketExists(path) && std::getenv("TASKRT_SOCKET") == nullptr &&
+        SocketExists(kSystemSocketPath)) {
+      path = kSystemSocketPath;
     }
-    target = absl::StrCat("unix:", path);
   }
+  return absl::StrCat("unix:", path);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  std::string target = TargetOf(options);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::Channel> channel;
+  bool tls = false;
+  if (IsUnixTarget(target)) {
+    // No credentials: the daemon reads the caller's uid from the socket.
+    if (const std::string path = UnixSocketPathOf(target); !path.empty()) {
+      RETURN_IF_ERROR(internal::CheckSocketOwner(path));
+    }
+    channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  } else {
+    ASSIGN_OR_RETURN(channel, TcpChannel(options, target, args, &tls));
+  }
   if (!channel->WaitForConnected(DeadlineAfter(options.connect_timeout))) {
-    return absl::UnavailableError(NotRunningMessage(target, options.connect_timeout));
+    return absl::UnavailableError(NotRunningMessage(target, options.connect_timeout, tls));
   }
   auto stub = v1::TaskService::NewStub(channel);
   return std::unique_ptr<Client>(

@@ -1,11 +1,14 @@
 #include "common/util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -61,10 +64,25 @@ std::string DefaultSocketPath() {
   if (const char* env = std::getenv("TASKRT_SOCKET"); env != nullptr && *env != '\0') {
     return env;
   }
-  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0') {
+  return PerUserSocketPath();
+}
+
+std::string PerUserSocketPath() {
+  // The XDG spec says to ignore a relative XDG_RUNTIME_DIR.
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg == '/') {
     return absl::StrCat(xdg, "/taskrt/taskrt.sock");
   }
   return absl::StrCat("/tmp/taskrt-", ::getuid(), "/taskrt.sock");
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  std::string h = host;
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (absl::AsciiStrToLower(h) == "localhost") return true;
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  return ::inet_pton(AF_INET6, h.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 void InitCleanSpawnAttr(posix_spawnattr_t* attr, short extra_flags) {

@@ -19,8 +19,18 @@ int64_t NowUnixMicros();
 // "SIGSEGV" for 11, "signal 99" for unknown numbers.
 std::string SignalName(int signal);
 
-// The default socket path (see taskrt::DefaultSocketPath in taskrt/client.h).
+// The default socket path (see taskrt::DefaultSocketPath in taskrt/client.h):
+// $TASKRT_SOCKET if set, else PerUserSocketPath().
 std::string DefaultSocketPath();
+
+// The per-user socket path, ignoring $TASKRT_SOCKET: $XDG_RUNTIME_DIR/taskrt/taskrt.sock
+// when XDG_RUNTIME_DIR is an absolute path, else /tmp/taskrt-<uid>/taskrt.sock. The one
+// definition of that path for the daemon, the SDK and the CLI.
+std::string PerUserSocketPath();
+
+// True for the hosts that name this machine's loopback interface: 127.0.0.0/8, ::1
+// (with or without brackets) and "localhost".
+bool IsLoopbackHost(const std::string& host);
 
 // A duration for people: "0.2 ms", "812.4 ms", "12.3 s", "4m 05s".
 std::string FormatMicros(int64_t us);

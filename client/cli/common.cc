@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -49,6 +50,9 @@ int ExitCodeFor(const absl::Status& status) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
       return kExitUsage;
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return kExitDenied;
     default:
       return kExitRpcError;
   }
@@ -65,6 +69,16 @@ absl::StatusOr<std::unique_ptr<Client>> ConnectClient(const GlobalOptions& globa
   ClientOptions options;
   options.socket_path = global.socket_path;
   options.target = global.target;
+  if (options.target.empty() && options.socket_path.empty()) {
+    // An explicit --socket wins over the variable, as --target does.
+    if (const char* env = std::getenv("TASKRT_TARGET"); env != nullptr) options.target = env;
+  }
+  options.token_file = global.token_file;
+  options.tls = global.tls;
+  options.tls_ca_file = global.tls_ca;
+  options.tls_cert_file = global.tls_cert;
+  options.tls_key_file = global.tls_key;
+  options.tls_server_name = global.tls_server_name;
   return Client::Connect(options);
 }
 

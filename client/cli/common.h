@@ -28,11 +28,18 @@ inline constexpr int kExitUsage = 2;        // bad command line or bad input
 inline constexpr int kExitTimeout = 3;      // a wait gave up
 inline constexpr int kExitUnreachable = 4;  // no daemon answered
 inline constexpr int kExitRpcError = 5;     // any other error from the daemon
+inline constexpr int kExitDenied = 6;       // not allowed: token missing or refused, unsafe socket
 
 // Options that come before (or, with fallthrough, after) the subcommand.
 struct GlobalOptions {
   std::string socket_path;       // --socket; empty = the SDK's default path
-  std::string target;            // --target; overrides socket_path
+  std::string target;            // --target, else $TASKRT_TARGET; overrides socket_path
+  std::string token_file;        // --token-file; empty = $TASKRT_TOKEN, $TASKRT_TOKEN_FILE
+  bool tls = false;              // --tls
+  std::string tls_ca;            // --tls-ca; empty = $TASKRT_TLS_CA, else system roots
+  std::string tls_cert;          // --tls-cert (mutual TLS, with --tls-key)
+  std::string tls_key;           // --tls-key
+  std::string tls_server_name;   // --tls-server-name
   std::string output = "table";  // --output / -o: "table" or "json"
 
   bool json() const { return output == "json"; }
@@ -45,7 +52,8 @@ struct CliContext {
 };
 
 // The exit code for a failed SDK call: 3 for DEADLINE_EXCEEDED, 4 for UNAVAILABLE,
-// 2 for INVALID_ARGUMENT / NOT_FOUND (bad input), else 5.
+// 2 for INVALID_ARGUMENT / NOT_FOUND (bad input), 6 for UNAUTHENTICATED /
+// PERMISSION_DENIED, else 5.
 int ExitCodeFor(const absl::Status& status);
 
 // Prints "taskrt: <message>" to stderr.
@@ -54,7 +62,9 @@ void PrintError(absl::string_view message);
 // Prints the status as an error and returns ExitCodeFor(status).
 int Fail(const absl::Status& status);
 
-// Connects to the daemon named by the global options.
+// Connects to the daemon named by the global options: --target, else --socket, else
+// $TASKRT_TARGET, else the SDK's default socket; with the --token-file and --tls-*
+// credentials (the SDK reads the TASKRT_TOKEN* and TASKRT_TLS_CA variables itself).
 absl::StatusOr<std::unique_ptr<Client>> ConnectClient(const GlobalOptions& global);
 
 // Parses a duration flag ("500ms", "30s", "2m"); empty text is `if_empty`.

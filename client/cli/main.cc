@@ -4,6 +4,32 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 
+namespace {
+
+// --token-file and the --tls-* options (what they mean: taskrt::ClientOptions).
+void AddSecurityOptions(CLI::App& app, taskrt::cli::GlobalOptions& global) {
+  app.add_option("--token-file", global.token_file,
+                 "File with the daemon's token, for a TCP --target (the daemon writes "
+                 "<state-dir>/token; must be mode 0600). Default: $TASKRT_TOKEN (the token "
+                 "itself), else $TASKRT_TOKEN_FILE")
+      ->type_name("FILE");
+  app.add_flag("--tls", global.tls,
+               "Use TLS to a TCP --target, trusting the system's root certificates");
+  app.add_option("--tls-ca", global.tls_ca,
+                 "Use TLS, trusting the PEM root certificates in FILE (default: "
+                 "$TASKRT_TLS_CA)")
+      ->type_name("FILE");
+  app.add_option("--tls-cert", global.tls_cert,
+                 "PEM client certificate, for a daemon that requires mutual TLS (with --tls-key)")
+      ->type_name("FILE");
+  app.add_option("--tls-key", global.tls_key, "PEM key of --tls-cert")->type_name("FILE");
+  app.add_option("--tls-server-name", global.tls_server_name,
+                 "Name the daemon's certificate must carry, if not the --target host")
+      ->type_name("NAME");
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace taskrt::cli;  // NOLINT(build/namespaces): a main() file only
   CliContext ctx;
@@ -20,15 +46,23 @@ int main(int argc, char** argv) {
       "  2  usage error or bad input (also an unknown handler or task id)\n"
       "  3  timeout: a wait gave up before the tasks were final\n"
       "  4  the daemon is not reachable (start it with `taskrtd`)\n"
-      "  5  any other error from the daemon\n\n"
+      "  5  any other error from the daemon\n"
+      "  6  not allowed: the daemon wants a token (or refused it, or the caller), or the\n"
+      "     socket belongs to someone else\n\n"
+      "Environment: TASKRT_SOCKET (--socket), TASKRT_TARGET (--target), TASKRT_TOKEN (the\n"
+      "daemon's token itself), TASKRT_TOKEN_FILE (--token-file), TASKRT_TLS_CA (--tls-ca).\n"
+      "A token goes only to TCP targets, as `authorization: Bearer <token>`, and only over\n"
+      "TLS unless the target is loopback; the unix socket needs none.\n\n"
       "Run `taskrt SUBCOMMAND --help` for the options of a subcommand.");
   app.add_option("--socket", ctx.global.socket_path,
                  "Unix socket of the daemon (default: $TASKRT_SOCKET, else "
                  "$XDG_RUNTIME_DIR/taskrt/taskrt.sock, else /tmp/taskrt-$UID/taskrt.sock)")
       ->type_name("PATH");
   app.add_option("--target", ctx.global.target,
-                 "gRPC target of the daemon instead of the socket, e.g. 127.0.0.1:7070")
+                 "gRPC target of the daemon instead of the socket, e.g. 127.0.0.1:7070 "
+                 "(default: $TASKRT_TARGET unless --socket is given)")
       ->type_name("HOST:PORT");
+  AddSecurityOptions(app, ctx.global);
   app.add_option("--output,-o", ctx.global.output,
                  "Output format: table (for people) or json (proto JSON, field names "
                  "as in the .proto)")

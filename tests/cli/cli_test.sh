@@ -205,7 +205,8 @@ expect_contains "--cpu-workers" stdout
 expect_contains "--plugin" stdout
 
 check "taskrt --help" 0 -- "$TASKRT_BIN" --help
-for word in --socket submit exec explain wait status cancel handlers "Exit status"; do
+for word in --socket submit exec explain wait status cancel handlers "Exit status" \
+  --token-file --tls-ca --tls-cert --tls-key --tls-server-name TASKRT_TOKEN TASKRT_TARGET; do
   expect_contains "$word" stdout
 done
 
@@ -340,6 +341,27 @@ expect_contains "--timeout" stderr
 check "daemon not running" 4 -- "$TASKRT_BIN" --socket "$DIR/none.sock" handlers
 expect_contains "taskrtd" stderr
 expect_contains "start it" stderr
+
+# --- credentials and socket safety (no TCP daemon needed: refused before connecting) ---
+
+printf 'feedface\n' >"$DIR/token"
+chmod 644 "$DIR/token"
+check "a token file others can read is refused" 2 -- \
+  "$TASKRT_BIN" --target 127.0.0.1:1 --token-file "$DIR/token" handlers
+expect_contains "chmod 600 $DIR/token" stderr
+expect_not_contains "feedface"
+chmod 600 "$DIR/token"
+check "no token in clear text to a host that is not loopback" 2 -- \
+  "$TASKRT_BIN" --target 192.0.2.1:7070 --token-file "$DIR/token" handlers
+expect_contains "refusing to send the token in clear text to 192.0.2.1" stderr
+check "TASKRT_TARGET and TASKRT_TOKEN are honoured" 2 -- \
+  env TASKRT_TARGET=192.0.2.1:7070 TASKRT_TOKEN=feedface "$TASKRT_BIN" handlers
+expect_contains "in clear text to 192.0.2.1" stderr
+mkdir -m 0777 "$DIR/open"
+ln -s "$SOCK" "$DIR/open/t.sock"
+check "a socket in a directory others can write is refused" 6 -- \
+  "$TASKRT_BIN" --socket "$DIR/open/t.sock" handlers
+expect_contains "chmod go-w $DIR/open" stderr
 
 # --- timeouts --------------------------------------------------------------------------
 

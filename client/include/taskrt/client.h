@@ -36,12 +36,45 @@ namespace taskrt {
 // /tmp/taskrt-<uid>/taskrt.sock.
 std::string DefaultSocketPath();
 
+// Security. A unix socket needs no credentials (the daemon knows the caller's uid), and
+// before connecting to one the client refuses a socket that someone else may have put
+// there: the socket and its directory must belong to the caller or root (or, for the
+// system service's /run/taskrt/taskrt.sock, to the service's user), and the directory
+// must not be writable by other users. The error is PERMISSION_DENIED, saying what to
+// remove. A TCP target needs the daemon's token, sent on every call as the metadata
+// "authorization: Bearer <token>"; without one the daemon answers UNAUTHENTICATED, and
+// the message says where the token is. The token is never sent over a unix socket, nor
+// in clear text to a host that is not loopback: Connect refuses that (INVALID_ARGUMENT)
+// unless TLS is on.
 struct ClientOptions {
   // Unix socket of the daemon. Empty: DefaultSocketPath(), or the system service's
   // /run/taskrt/taskrt.sock when that does not exist and TASKRT_SOCKET is unset.
   std::string socket_path;
-  // A gRPC target ("127.0.0.1:7070", "unix:/path"); overrides socket_path when set.
+  // A gRPC target ("127.0.0.1:7070", "dns:///host:7070", "unix:/path"); overrides
+  // socket_path when set. Empty: use socket_path.
   std::string target;
+
+  // The daemon's bearer token, for TCP targets. Empty: read token_file; else
+  // $TASKRT_TOKEN (the token itself); else the file $TASKRT_TOKEN_FILE; else no token.
+  std::string token;
+  // A file holding the token (the daemon writes <state-dir>/token), read once by
+  // Connect, surrounding whitespace trimmed. Refused (INVALID_ARGUMENT) when unreadable
+  // or readable by group or others (`chmod 600` it). Empty: see `token`.
+  std::string token_file;
+  // TLS for TCP targets, with the system's root certificates unless tls_ca_file is set.
+  // Default false; implied by any of the tls_* files below.
+  bool tls = false;
+  // PEM root certificates that the daemon's certificate must chain to. Empty:
+  // $TASKRT_TLS_CA, else the system roots (when TLS is on).
+  std::string tls_ca_file;
+  // A PEM client certificate and its key, for daemons that require mutual TLS
+  // (taskrtd --tls-client-ca). Both or neither. Default: none.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The name the daemon's certificate must carry, when it differs from the target's
+  // host (e.g. connecting by IP address). Empty: the target's host.
+  std::string tls_server_name;
+
   // How long Connect waits for the daemon to answer.
   absl::Duration connect_timeout = absl::Seconds(3);
   // How long Wait and WaitAll keep trying while the daemon is unreachable (for example
