@@ -68,11 +68,12 @@ absl::StatusOr<bool> IsLoopback(const std::string& address) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
-  if (host == "localhost") return true;
   in_addr v4{};
   in6_addr v6{};
-  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6) != 0;
+  if (host == "localhost" || ::inet_pton(AF_INET, host.c_str(), &v4) == 1 ||
+      ::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    return internal::IsLoopbackHost(host);
+  }
   return absl::InvalidArgumentError(absl::StrCat(
       "--listen ", internal::QuoteForError(address), ": ", host, " is not an IP address"));
 }
@@ -143,14 +144,6 @@ std::string DefaultStateDir() {
   return absl::StrCat("/tmp/taskrt-", ::getuid(), "/state");
 }
 
-// The per-user socket path, ignoring $TASKRT_SOCKET.
-std::string PerUserSocketPath() {
-  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0') {
-    return absl::StrCat(xdg, "/taskrt/taskrt.sock");
-  }
-  return absl::StrCat("/tmp/taskrt-", ::getuid(), "/taskrt.sock");
-}
-
 }  // namespace
 
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
@@ -218,7 +211,7 @@ absl::Status Daemon::PrepareAccess() {
     }
   }
   if (options_.state_dir.empty()) {
-    options_.state_dir = options_.socket_path == PerUserSocketPath()
+    options_.state_dir = options_.socket_path == internal::PerUserSocketPath()
                              ? DefaultStateDir()
                              : options_.socket_path + ".state";
   }

@@ -275,6 +275,7 @@ TEST(DaemonStartTest, ServesLoopbackTcpToo) {
   ASSERT_EQ((*d)->tcp_ports().size(), 1u);
   ClientOptions copts;
   copts.target = absl::StrCat("127.0.0.1:", (*d)->tcp_ports()[0]);
+  copts.token_file = (*d)->token_file();  // created 0600 in the state directory
   auto client = Client::Connect(copts);
   ASSERT_TRUE(client.ok()) << client.status();
   auto task = (*client)->Run(MakeTask("sys.noop", ""), absl::Seconds(30));
