@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/mutex.h"
+#include "daemon/validation.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -317,6 +318,14 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
   static constexpr size_t kMaxBacklog = 100000;
 
   WatchReactor(TaskManager& manager, const v1::WatchRequest* request) : manager_(manager) {
+    // Only the fixed id limits apply here (none of them is a taskrtd option).
+    if (absl::Status s = ValidateTaskIds(request->task_ids(), ValidationLimits(),
+                                         /*allow_empty=*/true);
+        !s.ok()) {
+      internal::MutexLock lock(&mu_);
+      FinishLocked(ToGrpc(s));
+      return;
+    }
     StartSendInitialMetadata();
     handle_ = manager_.Watch(request->task_ids(), [this](const v1::TaskEvent& e) { Push(e); });
   }
@@ -437,6 +446,10 @@ grpc::ServerUnaryReactor* TaskServiceImpl::List(grpc::CallbackServerContext* ctx
                                                 const v1::ListRequest* request,
                                                 v1::ListResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (absl::Status s = ValidateListRequest(*request, ValidationLimits()); !s.ok()) {
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
   auto tasks = manager_.List(*request);
   CopyTasks(tasks, response->mutable_tasks());
   reactor->Finish(grpc::Status::OK);

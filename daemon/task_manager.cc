@@ -16,6 +16,7 @@
 #include "asio/post.hpp"
 #include "asio/write.hpp"
 #include "common/util.h"
+#include "daemon/validation.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -73,6 +74,16 @@ int64_t BackoffUs(const v1::TaskSpec& spec, int attempt) {
   int64_t ms = base_ms;
   for (int i = 1; i < attempt && ms < 60'000; ++i) ms *= 2;
   return std::min<int64_t>(ms, 60'000) * 1000;
+}
+
+// What callers may send, from the daemon's options (daemon/validation.h).
+ValidationLimits LimitsOf(const TaskManagerOptions& o) {
+  ValidationLimits limits;
+  limits.max_input_bytes = o.max_input_bytes;
+  limits.max_batch = o.max_batch;
+  limits.max_timeout_ms = o.max_timeout_ms;
+  limits.max_attempts = o.max_attempts_limit;
+  return limits;
 }
 
 }  // namespace
@@ -329,49 +340,20 @@ void TaskManager::RunDeferred(std::vector<std::function<void()>>& deferred) {
 // Submit and validation.
 
 absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
-  if (spec.handler().empty()) {
-    return absl::InvalidArgumentError("handler is required (see `taskrt handlers`)");
-  }
-  if (handlers_.count(spec.handler()) == 0) {
-    std::vector<std::string> known;
-    for (const auto& [name, info] : handlers_) known.push_back(name);
-    return absl::InvalidArgumentError(
-        absl::StrCat("handler '", spec.handler(),
-                     "' is not registered (known: ", absl::StrJoin(known, ", "), ")"));
-  }
-  if (spec.input().size() > options_.max_input_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("input of ", spec.input().size(), " bytes exceeds the limit of ",
-                     options_.max_input_bytes, " bytes (taskrtd --max-input-bytes)"));
-  }
-  if (!v1::TaskClass_IsValid(spec.requested_class())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("requested_class ", spec.requested_class(), " is not one of AUTO, CPU, IO"));
-  }
-  if (spec.timeout_ms() > options_.max_timeout_ms) {
-    return absl::InvalidArgumentError(absl::StrCat("timeout of ", spec.timeout_ms(),
-                                                   " ms exceeds the maximum of ",
-                                                   options_.max_timeout_ms, " ms"));
-  }
-  if (spec.max_attempts() > options_.max_attempts_limit) {
-    return absl::InvalidArgumentError(absl::StrCat("max_attempts ", spec.max_attempts(),
-                                                   " exceeds the limit of ",
-                                                   options_.max_attempts_limit));
-  }
-  if (spec.idempotency_key().size() > 256) {
-    return absl::InvalidArgumentError("idempotency_key is longer than 256 bytes");
-  }
-  return absl::OkStatus();
+  return ValidateSpec(
+      spec, LimitsOf(options_),
+      [this](std::string_view h)
+          ABSL_NO_THREAD_SAFETY_ANALYSIS { return handlers_.count(std::string(h)) != 0; },
+      [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        std::vector<std::string> known;
+        for (const auto& [name, info] : handlers_) known.push_back(name);
+        return absl::StrJoin(known, ", ");
+      });
 }
 
 absl::StatusOr<SubmitResult> TaskManager::Submit(
     const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs, ResultCallback each) {
-  if (specs.empty()) return absl::InvalidArgumentError("no tasks to submit");
-  if (static_cast<size_t>(specs.size()) > options_.max_batch) {
-    return absl::InvalidArgumentError(absl::StrCat("a batch of ", specs.size(),
-                                                   " tasks exceeds the limit of ",
-                                                   options_.max_batch, " per Submit"));
-  }
+  if (absl::Status s = ValidateBatchSize(specs.size(), LimitsOf(options_)); !s.ok()) return s;
   SubmitResult result;
   std::vector<std::string>& ids = result.ids;
   ids.reserve(specs.size());
@@ -480,9 +462,9 @@ absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
     auto it = tasks_.find(seq);
     if (it != tasks_.end() && it->second.task.id() == id) return seq;
   }
-  return absl::NotFoundError(absl::StrCat("task '", id, "' not found (the daemon keeps the last ",
-                                          options_.max_retained,
-                                          " finished tasks; see `taskrt list`)"));
+  return absl::NotFoundError(
+      absl::StrCat("task ", QuoteInput(id), " not found (the daemon keeps the last ",
+                   options_.max_retained, " finished tasks; see `taskrt list`)"));
 }
 
 // ---------------------------------------------------------------------------------
@@ -1064,8 +1046,8 @@ uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>
     handle = next_handle_++;
     if (stopping_) {
       deferred_.push_back([done] { done(absl::UnavailableError("taskrtd is shutting down")); });
-    } else if (ids.empty()) {
-      deferred_.push_back([done] { done(absl::InvalidArgumentError("no task ids to wait for")); });
+    } else if (absl::Status s = ValidateTaskIds(ids, LimitsOf(options_)); !s.ok()) {
+      deferred_.push_back([done, s] { done(s); });
     } else {
       Waiter& w = waiters_[handle];
       w.done = std::move(done);
@@ -1086,7 +1068,8 @@ uint64_t TaskManager::Wait(const google::protobuf::RepeatedPtrField<std::string>
       if (!error.ok() || w.remaining == 0) {
         CompleteWaiterLocked(handle, error);
       } else if (timeout_ms > 0) {
-        deadlines_.emplace(NowUnixMicros() + static_cast<int64_t>(timeout_ms) * 1000,
+        const uint64_t ms = ClampWaitTimeoutMs(timeout_ms, LimitsOf(options_));
+        deadlines_.emplace(NowUnixMicros() + static_cast<int64_t>(ms) * 1000,
                            ~handle);  // waiter handles are stored complemented
       }
     }
@@ -1175,7 +1158,7 @@ void TaskManager::CheckDeadlinesLocked() {
 
 absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
     const google::protobuf::RepeatedPtrField<std::string>& ids) {
-  if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
+  if (absl::Status s = ValidateTaskIds(ids, LimitsOf(options_)); !s.ok()) return s;
   OpLock lock(this);
   std::vector<v1::Task> out;
   for (const auto& id : ids) {
@@ -1188,7 +1171,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
 
 absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
     const google::protobuf::RepeatedPtrField<std::string>& ids) {
-  if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
+  if (absl::Status s = ValidateTaskIds(ids, LimitsOf(options_)); !s.ok()) return s;
   std::vector<std::function<void()>> deferred;
   std::vector<v1::Task> out;
   {
@@ -1231,7 +1214,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
 }
 
 std::vector<v1::Task> TaskManager::List(const v1::ListRequest& request) {
-  const size_t limit = request.limit() == 0 ? 100 : std::min<size_t>(request.limit(), 100000);
+  const size_t limit = ListLimit(request, LimitsOf(options_));
   std::vector<v1::Task> out;
   OpLock lock(this);
   for (auto it = tasks_.rbegin(); it != tasks_.rend() && out.size() < limit; ++it) {
