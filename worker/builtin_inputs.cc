@@ -37,6 +37,10 @@ absl::StatusOr<uint64_t> UintField(const char* handler, const json& obj, const c
   return it->get<uint64_t>();
 }
 
+// The string becomes a C string (a path, argv, environment, directory): a NUL would
+// silently cut it, and a different file or command than the one named would be used.
+bool HasNul(const std::string& s) { return s.find('\0') != std::string::npos; }
+
 }  // namespace
 
 absl::StatusOr<SleepInput> ParseSleepInput(std::string_view input) {
@@ -71,6 +75,9 @@ absl::StatusOr<Sha256Input> ParseSha256Input(std::string_view input) {
       return absl::InvalidArgumentError("hash.sha256: \"path\" must be a string");
     }
     out.path = path->get<std::string>();
+    if (HasNul(*out.path)) {
+      return absl::InvalidArgumentError("hash.sha256: \"path\" must not contain NUL (\\u0000)");
+    }
   } else if (auto data = obj.find("data"); data != obj.end()) {
     if (!data->is_string()) {
       return absl::InvalidArgumentError("hash.sha256: \"data\" must be a string");
@@ -89,7 +96,11 @@ absl::StatusOr<ReadFileInput> ParseReadFileInput(std::string_view input) {
   }
   auto max_bytes = UintField("io.read_file", *obj, "max_bytes", kDefaultReadFileMaxBytes);
   if (!max_bytes.ok()) return max_bytes.status();
-  return ReadFileInput{path_it->get<std::string>(), *max_bytes};
+  ReadFileInput out{path_it->get<std::string>(), *max_bytes};
+  if (HasNul(out.path)) {
+    return absl::InvalidArgumentError("io.read_file: \"path\" must not contain NUL (\\u0000)");
+  }
+  return out;
 }
 
 absl::StatusOr<ExecSpec> ParseExecInput(std::string_view input) {
@@ -107,6 +118,9 @@ absl::StatusOr<ExecSpec> ParseExecInput(std::string_view input) {
     if (!a.is_string())
       return absl::InvalidArgumentError("sys.exec: \"argv\" items must be strings");
     spec.argv.push_back(a.get<std::string>());
+    if (HasNul(spec.argv.back())) {
+      return absl::InvalidArgumentError("sys.exec: \"argv\" items must not contain NUL (\\u0000)");
+    }
   }
   if (auto env = obj.find("env"); env != obj.end()) {
     if (!env->is_object()) return absl::InvalidArgumentError("sys.exec: \"env\" must be an object");
@@ -115,12 +129,20 @@ absl::StatusOr<ExecSpec> ParseExecInput(std::string_view input) {
         return absl::InvalidArgumentError(
             absl::StrCat("sys.exec: env entry '", k, "' must be NAME: \"string\""));
       }
-      spec.env[k] = v.get<std::string>();
+      std::string value = v.get<std::string>();
+      if (HasNul(k) || HasNul(value)) {
+        return absl::InvalidArgumentError(
+            "sys.exec: env names and values must not contain NUL (\\u0000)");
+      }
+      spec.env[k] = std::move(value);
     }
   }
   if (auto cwd = obj.find("cwd"); cwd != obj.end()) {
     if (!cwd->is_string()) return absl::InvalidArgumentError("sys.exec: \"cwd\" must be a string");
     spec.cwd = cwd->get<std::string>();
+    if (HasNul(spec.cwd)) {
+      return absl::InvalidArgumentError("sys.exec: \"cwd\" must not contain NUL (\\u0000)");
+    }
   }
   if (auto in = obj.find("stdin"); in != obj.end()) {
     if (!in->is_string()) return absl::InvalidArgumentError("sys.exec: \"stdin\" must be a string");

@@ -115,6 +115,8 @@ void BuiltinSeeds(const fs::path& dir) {
   Write(dir, "read_file", R"({"path": "/etc/hostname", "max_bytes": 4096})");
   Write(dir, "exec",
         R"({"argv": ["echo", "hi"], "env": {"LANG": "C"}, "cwd": "/tmp", "stdin": "x\n"})");
+  // Regression: a NUL cut argv[0] to "/bin/true" before the parser refused it.
+  Write(dir, "exec_nul", R"({"argv": ["/bin/true\u0000-not-this"], "cwd": "/"})");
   Write(dir, "escapes", R"({"argv": ["a\u00e9\n"], "data": "\ud83d\ude00", "ms": -1})");
 }
 
