@@ -43,10 +43,11 @@ for h in "${HARNESSES[@]}"; do
   "$BUILD_DIR/fuzz/$h" -max_total_time="$FUZZ_SECONDS" -max_len=4096 -timeout=10 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$run/artifacts/" \
     "${dict[@]}" "$run/corpus" >"$run/log" 2>&1 || rc=$?
+  # A run that crashes on a seed prints no stats: then these stay empty ("?").
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$run/log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$run/log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$run/log" | tail -1 | cut -d' ' -f2)
-  ft=$(grep -o 'ft: [0-9]*' "$run/log" | tail -1 | cut -d' ' -f2)
+  cov=$(grep -o 'cov: [0-9]*' "$run/log" | tail -1 | cut -d' ' -f2 || true)
+  ft=$(grep -o 'ft: [0-9]*' "$run/log" | tail -1 | cut -d' ' -f2 || true)
   corp=$(find "$run/corpus" -type f | wc -l)
   line=$(printf '%-24s %10s execs (%s/s)  cov %s  ft %s  corpus %s' "$h" "${execs:-?}" \
     "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corp")
