@@ -128,22 +128,4 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
   return d;
 }
 
-std::string QuoteForError(absl::string_view input, size_t max) {
-  std::string out = "'";
-  for (size_t i = 0; i < input.size() && i < max; ++i) {
-    const unsigned char c = static_cast<unsigned char>(input[i]);
-    if (c == '\\' || c == '\'') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
-    }
-  }
-  out += "'";
-  if (input.size() > max) absl::StrAppend(&out, "…(", input.size(), " bytes)");
-  return out;
-}
-
 }  // namespace taskrt::internal

@@ -40,11 +40,6 @@ std::string FormatMicros(int64_t us);
 // The caller destroys it.
 void InitCleanSpawnAttr(posix_spawnattr_t* attr, short extra_flags = 0);
 
-// Caller input quoted for an error message: at most `max` bytes of it, non-printable
-// bytes escaped, and "…(N bytes)" when it was longer, so that no message echoes an
-// input at any length.
-std::string QuoteForError(absl::string_view input, size_t max = 200);
-
 // Parses "250ms", "30s", "2m", "1h", "1.5s"; a bare number is seconds.
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text);
 

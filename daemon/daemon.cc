@@ -27,6 +27,7 @@
 #include "common/util.h"
 #include "daemon/poller_keep_awake.h"
 #include "daemon/service.h"
+#include "daemon/validation.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -61,7 +62,7 @@ absl::StatusOr<bool> IsLoopback(const std::string& address) {
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
       port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("--listen ", internal::QuoteForError(address),
+    return absl::InvalidArgumentError(absl::StrCat("--listen ", QuoteInput(address),
                                                    ": expected HOST:PORT, e.g. 127.0.0.1:7070"));
   }
   std::string host = address.substr(0, colon);
@@ -75,7 +76,7 @@ absl::StatusOr<bool> IsLoopback(const std::string& address) {
     return internal::IsLoopbackHost(host);
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--listen ", internal::QuoteForError(address), ": ", host, " is not an IP address"));
+      "--listen ", QuoteInput(address), ": ", host, " is not an IP address"));
 }
 
 // The socket's directory: created (0700, plus search permission for whom `socket_mode`
@@ -157,7 +158,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   if (options.socket_path.empty()) options.socket_path = internal::DefaultSocketPath();
   if (options.socket_path.size() >= 100) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "socket path ", internal::QuoteForError(options.socket_path),
+        "socket path ", QuoteInput(options.socket_path),
         " is too long for a unix socket (", options.socket_path.size(),
         " bytes; the limit is 107): choose a shorter --socket"));
   }

@@ -9,6 +9,7 @@
 #include "common/util.h"
 #include "absl/strings/str_cat.h"
 #include "common/mutex.h"
+#include "daemon/validation.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -330,6 +331,14 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
   WatchReactor(TaskManager& manager, const Caller& caller, const v1::WatchRequest* request,
                size_t max_backlog_bytes)
       : manager_(manager), max_backlog_bytes_(max_backlog_bytes) {
+    // Only the fixed id limits apply here (none of them is a taskrtd option).
+    if (absl::Status s = ValidateTaskIds(request->task_ids(), ValidationLimits(),
+                                         /*allow_empty=*/true);
+        !s.ok()) {
+      internal::MutexLock lock(&mu_);
+      FinishLocked(ToGrpc(s));
+      return;
+    }
     StartSendInitialMetadata();
     auto handle =
         manager_.Watch(caller, request->task_ids(), [this](const v1::TaskEvent& e) { Push(e); });
@@ -429,7 +438,7 @@ absl::StatusOr<Caller> IdentifyCaller(const CallerIdentity& identity,
                    absl::StartsWith(peer, "ipv6:");
   if (!tcp || identity.tokens == nullptr) {
     return absl::UnauthenticatedError(absl::StrCat("the daemon cannot tell who is calling from ",
-                                                   internal::QuoteForError(peer, 64)));
+                                                   QuoteInput(peer, 64)));
   }
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find("authorization");
@@ -529,6 +538,10 @@ grpc::ServerUnaryReactor* TaskServiceImpl::List(grpc::CallbackServerContext* ctx
   auto caller = IdentifyCaller(identity_, *ctx);
   if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
+  if (absl::Status s = ValidateListRequest(*request, ValidationLimits()); !s.ok()) {
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
   auto tasks = manager_.List(*caller, *request);
   CopyTasks(tasks, response->mutable_tasks());
   reactor->Finish(grpc::Status::OK);

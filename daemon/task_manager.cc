@@ -18,6 +18,7 @@
 #include "asio/write.hpp"
 #include "common/status_macros.h"
 #include "common/util.h"
+#include "daemon/validation.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -80,6 +81,16 @@ int64_t BackoffUs(const v1::TaskSpec& spec, int attempt) {
   int64_t ms = base_ms;
   for (int i = 1; i < attempt && ms < 60'000; ++i) ms *= 2;
   return std::min<int64_t>(ms, 60'000) * 1000;
+}
+
+// What callers may send, from the daemon's options (daemon/validation.h).
+ValidationLimits LimitsOf(const TaskManagerOptions& o) {
+  ValidationLimits limits;
+  limits.max_input_bytes = o.max_input_bytes;
+  limits.max_batch = o.max_batch;
+  limits.max_timeout_ms = o.max_timeout_ms;
+  limits.max_attempts = o.max_attempts_limit;
+  return limits;
 }
 
 }  // namespace
@@ -339,50 +350,21 @@ void TaskManager::RunDeferred(std::vector<std::function<void()>>& deferred) {
 // Submit and validation.
 
 absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
-  if (spec.handler().empty()) {
-    return absl::InvalidArgumentError("handler is required (see `taskrt handlers`)");
-  }
-  if (handlers_.count(spec.handler()) == 0) {
-    std::vector<std::string> known;
-    for (const auto& [name, info] : handlers_) known.push_back(name);
-    return absl::InvalidArgumentError(
-        absl::StrCat("handler '", spec.handler(),
-                     "' is not registered (known: ", absl::StrJoin(known, ", "), ")"));
-  }
-  if (spec.input().size() > options_.max_input_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("input of ", spec.input().size(), " bytes exceeds the limit of ",
-                     options_.max_input_bytes, " bytes (taskrtd --max-input-bytes)"));
-  }
-  if (!v1::TaskClass_IsValid(spec.requested_class())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("requested_class ", spec.requested_class(), " is not one of AUTO, CPU, IO"));
-  }
-  if (spec.timeout_ms() > options_.max_timeout_ms) {
-    return absl::InvalidArgumentError(absl::StrCat("timeout of ", spec.timeout_ms(),
-                                                   " ms exceeds the maximum of ",
-                                                   options_.max_timeout_ms, " ms"));
-  }
-  if (spec.max_attempts() > options_.max_attempts_limit) {
-    return absl::InvalidArgumentError(absl::StrCat("max_attempts ", spec.max_attempts(),
-                                                   " exceeds the limit of ",
-                                                   options_.max_attempts_limit));
-  }
-  if (spec.idempotency_key().size() > 256) {
-    return absl::InvalidArgumentError("idempotency_key is longer than 256 bytes");
-  }
-  return absl::OkStatus();
+  return ValidateSpec(
+      spec, LimitsOf(options_),
+      [this](std::string_view h)
+          ABSL_NO_THREAD_SAFETY_ANALYSIS { return handlers_.count(std::string(h)) != 0; },
+      [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        std::vector<std::string> known;
+        for (const auto& [name, info] : handlers_) known.push_back(name);
+        return absl::StrJoin(known, ", ");
+      });
 }
 
 absl::StatusOr<SubmitResult> TaskManager::Submit(
     const Caller& caller, const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs,
     ResultCallback each) {
-  if (specs.empty()) return absl::InvalidArgumentError("no tasks to submit");
-  if (static_cast<size_t>(specs.size()) > options_.max_batch) {
-    return absl::InvalidArgumentError(absl::StrCat("a batch of ", specs.size(),
-                                                   " tasks exceeds the limit of ",
-                                                   options_.max_batch, " per Submit"));
-  }
+  if (absl::Status s = ValidateBatchSize(specs.size(), LimitsOf(options_)); !s.ok()) return s;
   SubmitResult result;
   std::vector<std::string>& ids = result.ids;
   ids.reserve(specs.size());
@@ -501,7 +483,7 @@ absl::Status TaskManager::AdmitLocked(
     } else if (!google::protobuf::util::MessageDifferencer::Equals(specs[first->second], spec)) {
       return absl::AlreadyExistsError(absl::StrCat(
           "tasks ", first->second + 1, " and ", i + 1, " of the batch share the idempotency key ",
-          internal::QuoteForError(spec.idempotency_key()),
+          QuoteInput(spec.idempotency_key()),
           " with different specs; nothing was submitted"));
     }
   }
@@ -535,9 +517,9 @@ absl::StatusOr<std::optional<uint64_t>> TaskManager::KnownKeyLocked(const std::s
   if (normalized.timeout_ms() == 0) normalized.set_timeout_ms(options_.default_timeout_ms);
   if (!google::protobuf::util::MessageDifferencer::Equals(task.spec(), normalized)) {
     return absl::AlreadyExistsError(absl::StrCat(
-        "idempotency key ", internal::QuoteForError(spec.idempotency_key()),
+        "idempotency key ", QuoteInput(spec.idempotency_key()),
         " was used for task ", task.id(), " with a different spec (handler ",
-        internal::QuoteForError(task.spec().handler()), "); use a new key for a new task, ",
+        QuoteInput(task.spec().handler()), "); use a new key for a new task, ",
         "or resubmit the same spec to get that task"));
   }
   return known->second;
@@ -579,7 +561,7 @@ absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
 }
 
 absl::Status TaskManager::NotFoundLocked(const std::string& id) {
-  return absl::NotFoundError(absl::StrCat("task ", internal::QuoteForError(id),
+  return absl::NotFoundError(absl::StrCat("task ", QuoteInput(id),
                                           " not found (the daemon keeps the last ",
                                           options_.max_retained,
                                           " finished tasks; see `taskrt list`)"));
@@ -1172,8 +1154,8 @@ uint64_t TaskManager::Wait(const Caller& caller,
     handle = next_handle_++;
     if (stopping_) {
       deferred_.push_back([done] { done(absl::UnavailableError("taskrtd is shutting down")); });
-    } else if (ids.empty()) {
-      deferred_.push_back([done] { done(absl::InvalidArgumentError("no task ids to wait for")); });
+    } else if (absl::Status s = ValidateTaskIds(ids, LimitsOf(options_)); !s.ok()) {
+      deferred_.push_back([done, s] { done(s); });
     } else {
       Waiter& w = waiters_[handle];
       w.done = std::move(done);
@@ -1194,7 +1176,8 @@ uint64_t TaskManager::Wait(const Caller& caller,
       if (!error.ok() || w.remaining == 0) {
         CompleteWaiterLocked(handle, error);
       } else if (timeout_ms > 0) {
-        deadlines_.emplace(NowUnixMicros() + static_cast<int64_t>(timeout_ms) * 1000,
+        const uint64_t ms = ClampWaitTimeoutMs(timeout_ms, LimitsOf(options_));
+        deadlines_.emplace(NowUnixMicros() + static_cast<int64_t>(ms) * 1000,
                            ~handle);  // waiter handles are stored complemented
       }
     }
@@ -1283,7 +1266,7 @@ void TaskManager::CheckDeadlinesLocked() {
 
 absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
     const Caller& caller, const google::protobuf::RepeatedPtrField<std::string>& ids) {
-  if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
+  if (absl::Status s = ValidateTaskIds(ids, LimitsOf(options_)); !s.ok()) return s;
   OpLock lock(this);
   std::vector<v1::Task> out;
   for (const auto& id : ids) {
@@ -1296,7 +1279,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Get(
 
 absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
     const Caller& caller, const google::protobuf::RepeatedPtrField<std::string>& ids) {
-  if (ids.empty()) return absl::InvalidArgumentError("no task ids given");
+  if (absl::Status s = ValidateTaskIds(ids, LimitsOf(options_)); !s.ok()) return s;
   std::vector<std::function<void()>> deferred;
   std::vector<v1::Task> out;
   {
@@ -1339,7 +1322,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
 }
 
 std::vector<v1::Task> TaskManager::List(const Caller& caller, const v1::ListRequest& request) {
-  const size_t limit = request.limit() == 0 ? 100 : std::min<size_t>(request.limit(), 100000);
+  const size_t limit = ListLimit(request, LimitsOf(options_));
   std::vector<v1::Task> out;
   OpLock lock(this);
   for (auto it = tasks_.rbegin(); it != tasks_.rend() && out.size() < limit; ++it) {

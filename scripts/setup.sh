@@ -16,6 +16,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev  # tests
   python3            # the CLI test checks JSON output with it
   systemd            # systemd-analyze, to verify deploy/taskrtd.service
+  clang-14 libclang-rt-14-dev  # the fuzz build (scripts/fuzz.sh): clang++-14 -fsanitize=fuzzer
 )
 
 missing=()

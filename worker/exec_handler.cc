@@ -30,6 +30,7 @@
 #include "asio/write.hpp"
 #include "common/util.h"
 #include "nlohmann/json.hpp"
+#include "worker/builtin_inputs.h"
 #include "worker/registry.h"
 
 extern char** environ;
@@ -39,50 +40,6 @@ namespace {
 
 using json = nlohmann::json;
 constexpr size_t kMaxCapture = 64u << 20;
-
-struct ExecSpec {
-  std::vector<std::string> argv;
-  std::map<std::string, std::string> env;
-  std::string cwd;
-  std::string stdin_data;
-};
-
-absl::StatusOr<ExecSpec> ParseSpec(std::string_view input) {
-  json obj = json::parse(input, nullptr, false);
-  if (obj.is_discarded() || !obj.is_object()) {
-    return absl::InvalidArgumentError(
-        "sys.exec: input must be a JSON object like {\"argv\": [\"echo\", \"hi\"]}");
-  }
-  ExecSpec spec;
-  auto argv = obj.find("argv");
-  if (argv == obj.end() || !argv->is_array() || argv->empty()) {
-    return absl::InvalidArgumentError("sys.exec: \"argv\" must be a non-empty array of strings");
-  }
-  for (const auto& a : *argv) {
-    if (!a.is_string())
-      return absl::InvalidArgumentError("sys.exec: \"argv\" items must be strings");
-    spec.argv.push_back(a.get<std::string>());
-  }
-  if (auto env = obj.find("env"); env != obj.end()) {
-    if (!env->is_object()) return absl::InvalidArgumentError("sys.exec: \"env\" must be an object");
-    for (const auto& [k, v] : env->items()) {
-      if (!v.is_string() || k.empty() || k.find('=') != std::string::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("sys.exec: env entry '", k, "' must be NAME: \"string\""));
-      }
-      spec.env[k] = v.get<std::string>();
-    }
-  }
-  if (auto cwd = obj.find("cwd"); cwd != obj.end()) {
-    if (!cwd->is_string()) return absl::InvalidArgumentError("sys.exec: \"cwd\" must be a string");
-    spec.cwd = cwd->get<std::string>();
-  }
-  if (auto in = obj.find("stdin"); in != obj.end()) {
-    if (!in->is_string()) return absl::InvalidArgumentError("sys.exec: \"stdin\" must be a string");
-    spec.stdin_data = in->get<std::string>();
-  }
-  return spec;
-}
 
 // One running child and everything the loop watches for it.
 struct Child : std::enable_shared_from_this<Child> {
@@ -317,7 +274,7 @@ void Started(asio::io_context& loop, const std::shared_ptr<AsyncCall>& call, Lau
 }
 
 void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
-  auto spec = ParseSpec(call->input());
+  auto spec = ParseExecInput(call->input());
   if (!spec.ok()) return call->Finish({spec.status()});
   auto launch = std::make_shared<Launch>();
   launch->spec = *std::move(spec);
