@@ -246,6 +246,8 @@ std::string FailureName(v1::FailureKind k) {
       return "daemon-restart";
     case v1::FAILURE_KIND_MEMORY_LIMIT:
       return "memory-limit";
+    case v1::FAILURE_KIND_OUTPUT_TOO_LARGE:
+      return "output-too-large";
     default:
       return absl::StrCat("failure ", static_cast<int>(k));
   }

@@ -18,6 +18,8 @@ uint32_t DecodeLength(const char* p) {
 
 }  // namespace
 
+size_t FrameBytes(const v1::internal::WorkerFrame& frame) { return 4 + frame.ByteSizeLong(); }
+
 void AppendFrame(const v1::internal::WorkerFrame& frame, std::string* out) {
   const size_t size = frame.ByteSizeLong();
   const size_t start = out->size();
@@ -44,9 +46,9 @@ void FrameDecoder::Append(std::string_view bytes) {
 absl::StatusOr<bool> FrameDecoder::Next(v1::internal::WorkerFrame* frame) {
   if (buffered() < 4) return false;
   const uint32_t size = DecodeLength(buffer_.data() + offset_);
-  if (size > kMaxFrameBytes) {
+  if (size > max_frame_bytes_) {
     return absl::DataLossError(
-        absl::StrCat("frame of ", size, " bytes exceeds the limit of ", kMaxFrameBytes));
+        absl::StrCat("frame of ", size, " bytes exceeds the limit of ", max_frame_bytes_));
   }
   if (buffered() < 4 + static_cast<size_t>(size)) return false;
   if (!frame->ParseFromArray(buffer_.data() + offset_ + 4, static_cast<int>(size))) {

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -126,6 +127,61 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
     return absl::InvalidArgumentError("duration must not be negative");
   }
   return d;
+}
+
+namespace {
+
+bool InRange(unsigned char c, unsigned char lo, unsigned char hi) { return c >= lo && c <= hi; }
+
+}  // namespace
+
+size_t Utf8SequenceLength(std::string_view s) {
+  if (s.empty()) return 0;
+  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
+  if (InRange(c, 0xC2, 0xDF)) {
+    len = 2;
+  } else if (InRange(c, 0xE0, 0xEF)) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (InRange(c, 0xF0, 0xF4)) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (s.size() < len || !InRange(b(1), lo, hi)) return 0;
+  for (size_t i = 2; i < len; ++i) {
+    if (!InRange(b(i), 0x80, 0xBF)) return 0;
+  }
+  return len;
+}
+
+std::string BoundedUtf8(std::string_view text, size_t max_bytes) {
+  const std::string note = absl::StrCat("... [cut: ", text.size(), " bytes in all]");
+  const size_t keep =
+      text.size() <= max_bytes || note.size() >= max_bytes ? max_bytes : max_bytes - note.size();
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes));
+  size_t i = 0;
+  while (i < text.size()) {
+    const size_t len = Utf8SequenceLength(text.substr(i));
+    if (out.size() + std::max<size_t>(len, 1) > keep) break;
+    if (len == 0) {
+      out.push_back('?');
+      ++i;
+    } else {
+      out.append(text.substr(i, len));
+      i += len;
+    }
+  }
+  if (i < text.size() && out.size() + note.size() <= max_bytes) out += note;
+  return out;
 }
 
 }  // namespace taskrt::internal

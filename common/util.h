@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include "absl/strings/string_view.h"
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -42,6 +43,15 @@ void InitCleanSpawnAttr(posix_spawnattr_t* attr, short extra_flags = 0);
 
 // Parses "250ms", "30s", "2m", "1h", "1.5s"; a bare number is seconds.
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text);
+
+// The length of the valid UTF-8 sequence at the start of `s` (RFC 3629: no overlong
+// forms, no surrogates, nothing past U+10FFFF), or 0 when there is none (or `s` is empty).
+size_t Utf8SequenceLength(std::string_view s);
+
+// `text` as valid UTF-8 (protobuf `string` fields must be) of at most `max_bytes`
+// bytes: each invalid byte becomes '?', and a longer text is cut at a character
+// boundary and ends with a note of its full size. `max_bytes` should be at least 64.
+std::string BoundedUtf8(std::string_view text, size_t max_bytes);
 
 }  // namespace taskrt::internal
 

@@ -2,6 +2,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "common/frame.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
 
@@ -100,6 +101,12 @@ int main(int argc, char** argv) {
                  "Largest task input accepted; a request over this plus 4 MiB is refused "
                  "before it is read whole")
       ->default_val(16u << 20);
+  app.add_option("--max-output-bytes", t.max_output_bytes,
+                 "Largest result of one task: sys.exec keeps at most this much of each of "
+                 "stdout and stderr (and marks the rest as truncated); any other result "
+                 "larger than this fails its task alone with output-too-large (default: 16 MiB)")
+      ->default_val(taskrt::internal::kDefaultMaxOutputBytes)
+      ->check(CLI::Range(size_t{1024}, taskrt::internal::kMaxOutputBytesLimit));
   app.add_option("--max-retained", t.max_retained,
                  "Finished tasks kept for status/wait/list (oldest evicted first)")
       ->default_val(100000);

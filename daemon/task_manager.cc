@@ -703,6 +703,7 @@ void TaskManager::SpawnOnLoop(Pool pool, int slot) {
   launch.threads = pool == Pool::kCpu ? 1 : options_.io_threads;
   launch.plugins = options_.plugins;
   if (pool == Pool::kCpu) launch.memory_limit_bytes = options_.cpu_memory_limit_bytes;
+  launch.max_output_bytes = options_.max_output_bytes;
   auto spawned = SpawnWorker(launch);
   if (!spawned.ok()) {
     if (startup_error_.ok()) startup_error_ = spawned.status();
@@ -715,7 +716,7 @@ void TaskManager::SpawnOnLoop(Pool pool, int slot) {
   w->retiring = false;
   w->recycle = false;
   w->kill_reason.clear();
-  w->decoder = internal::FrameDecoder();
+  w->decoder = internal::FrameDecoder(internal::FrameLimitFor(options_.max_output_bytes));
   w->outbox.clear();
   w->inflight.clear();
   w->writing = false;

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -44,6 +45,9 @@ absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch) {
   }
   std::vector<std::string> args = {launch.worker_path,           "--pool", launch.pool, "--threads",
                                    absl::StrCat(launch.threads), "--fd",   "3"};
+  args.push_back("--max-output-bytes");
+  args.push_back(
+      absl::StrCat(std::clamp<size_t>(launch.max_output_bytes, 1, internal::kMaxOutputBytesLimit)));
   if (launch.memory_limit_bytes > 0) {
     args.push_back("--memory-limit");
     args.push_back(absl::StrCat(launch.memory_limit_bytes));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/frame.h"
 
 namespace taskrt::daemon {
 
@@ -20,6 +21,8 @@ struct WorkerLaunch {
   int threads = 1;                   // thread-pool size
   std::vector<std::string> plugins;  // passed as --plugin
   uint64_t memory_limit_bytes = 0;   // address-space limit (RLIMIT_AS); 0 = none
+  // Largest task result (--max-output-bytes), clamped to 1..internal::kMaxOutputBytesLimit.
+  size_t max_output_bytes = internal::kDefaultMaxOutputBytes;
 };
 
 struct SpawnedWorker {

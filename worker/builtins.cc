@@ -123,7 +123,7 @@ void Sleep(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
 
 }  // namespace
 
-void RegisterBuiltins(Registry& registry) {
+void RegisterBuiltins(Registry& registry, const BuiltinOptions& options) {
   registry.RegisterAsync("sys.noop", ClassHint::kIo,
                          "does nothing; measures the runtime's own overhead", Noop);
   registry.RegisterAsync("sys.sleep", ClassHint::kIo,
@@ -134,7 +134,7 @@ void RegisterBuiltins(Registry& registry) {
                      "SHA-256 of {\"path\": P}, {\"data\": S} or of the raw input bytes", Sha256});
   registry.Register({"io.read_file", ClassHint::kIo,
                      "returns the bytes of {\"path\": P} (max_bytes, default 64 MiB)", ReadFile});
-  RegisterExecHandler(registry);
+  RegisterExecHandler(registry, options);
 }
 
 }  // namespace taskrt::worker

@@ -4,10 +4,17 @@
 //
 // Input:  {"argv": ["cmd", "arg"...], "env": {"K": "V"}, "cwd": "/dir", "stdin": "..."}
 // Output: {"exit_code", "signal", "signal_name", "stdout", "stderr", "stdout_truncated",
-//          "stderr_truncated", "cpu_time_us", "peak_rss_kb"}
+//          "stderr_truncated", "stdout_bytes", "stderr_bytes", "cpu_time_us",
+//          "peak_rss_kb"}
 // The task succeeds whenever the command was started and waited for, whatever its exit
 // status (like subprocess.run without check); a command that cannot be started is
 // invalid input.
+//
+// Output limit (taskrtd --max-output-bytes): at most that many bytes of each of stdout
+// and stderr are kept; the rest is read and dropped, so the command never blocks on a
+// full pipe. The kept text is then trimmed (at a character boundary) until the JSON
+// result, escapes included, fits in the limit. "stdout_truncated" says text was left
+// out, "stdout_bytes" how many bytes the command wrote in all (same for stderr).
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -39,19 +46,58 @@ namespace taskrt::worker {
 namespace {
 
 using json = nlohmann::json;
-constexpr size_t kMaxCapture = 64u << 20;
+
+// An upper bound of the bytes the ASCII byte `c` takes inside a JSON string.
+size_t JsonAsciiCost(unsigned char c) {
+  if (c == '"' || c == '\\') return 2;
+  if (c >= 0x20) return 1;
+  return (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') ? 2 : 6;  // \u00XX
+}
+
+struct JsonFit {
+  size_t bytes = 0;  // leading bytes of the text that fit
+  size_t cost = 0;   // what they take inside a JSON string
+};
+
+// How much of `text` fits in `budget` bytes of a JSON string, cut at a character
+// boundary. An invalid UTF-8 byte counts as the U+FFFD (3 bytes) that replaces it.
+JsonFit FitJson(std::string_view text, size_t budget) {
+  JsonFit fit;
+  while (fit.bytes < text.size()) {
+    const auto c = static_cast<unsigned char>(text[fit.bytes]);
+    size_t len = 1, cost = 0;
+    if (c < 0x80) {
+      cost = JsonAsciiCost(c);
+    } else {
+      len = internal::Utf8SequenceLength(text.substr(fit.bytes));
+      cost = len == 0 ? 3 : len;
+      len = std::max<size_t>(len, 1);
+    }
+    if (fit.cost + cost > budget) break;
+    fit.cost += cost;
+    fit.bytes += len;
+  }
+  return fit;
+}
 
 // One running child and everything the loop watches for it.
 struct Child : std::enable_shared_from_this<Child> {
-  Child(asio::io_context& loop, std::shared_ptr<AsyncCall> call)
-      : call(std::move(call)), out(loop), err(loop), in(loop), pidfd(loop), grace(loop) {}
+  Child(asio::io_context& loop, std::shared_ptr<AsyncCall> call, size_t max_output_bytes)
+      : call(std::move(call)),
+        max_output_bytes(max_output_bytes),
+        out(loop),
+        err(loop),
+        in(loop),
+        pidfd(loop),
+        grace(loop) {}
 
   std::shared_ptr<AsyncCall> call;
+  const size_t max_output_bytes;  // kept of each stream, and of the whole JSON result
   pid_t pid = -1;
   asio::posix::stream_descriptor out, err, in, pidfd;
   asio::steady_timer grace;
   std::string stdout_data, stderr_data, stdin_data;
-  bool stdout_truncated = false, stderr_truncated = false;
+  uint64_t stdout_bytes = 0, stderr_bytes = 0;  // written by the command, kept or not
   bool out_open = true, err_open = true, exited = false;
   int status = 0;
   struct rusage usage {};
@@ -69,18 +115,19 @@ struct Child : std::enable_shared_from_this<Child> {
                     [self = shared_from_this(), is_out](std::error_code ec) {
                       auto& d = is_out ? self->out : self->err;
                       auto& data = is_out ? self->stdout_data : self->stderr_data;
-                      auto& truncated = is_out ? self->stdout_truncated : self->stderr_truncated;
+                      auto& seen = is_out ? self->stdout_bytes : self->stderr_bytes;
+                      const size_t cap = self->max_output_bytes;
                       auto& buf = ReadBuffer();
                       // A bounded number of reads per wake-up, so a child that writes without pause
                       // cannot hold the loop.
                       for (int i = 0; i < 16 && !ec; ++i) {
                         const size_t n = d.read_some(asio::buffer(buf), ec);
                         if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-                        if (n > 0) {
-                          const size_t room = kMaxCapture - std::min(kMaxCapture, data.size());
-                          data.append(buf.data(), std::min(n, room));
-                          if (n > room) truncated = true;
-                        }
+                        // Past the cap, bytes are read and dropped: the command must
+                        // never block on a full pipe.
+                        seen += n;
+                        const size_t room = cap - std::min(cap, data.size());
+                        data.append(buf.data(), std::min(n, room));
                       }
                       if (!ec || ec == asio::error::would_block || ec == asio::error::try_again) {
                         self->ReadPipe(is_out);
@@ -124,24 +171,69 @@ struct Child : std::enable_shared_from_this<Child> {
     if (call->cancelled()) {
       return call->Finish({absl::CancelledError("sys.exec: cancelled; the command was killed")});
     }
+    const int64_t cpu_us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1'000'000LL +
+                           usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+    AsyncResult r;
+    r.output = ResultJson(cpu_us);
+    r.cpu_time_us = cpu_us;
+    r.peak_rss_kb = usage.ru_maxrss;
+    call->Finish(std::move(r));
+  }
+
+  static std::string Dump(const json& j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+
+  // The result, with stdout and stderr trimmed so that it fits in max_output_bytes.
+  std::string ResultJson(int64_t cpu_us) {
     json result;
     result["exit_code"] = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     result["signal"] = sig;
     result["signal_name"] = sig ? internal::SignalName(sig) : "";
-    result["stdout"] = stdout_data;
-    result["stderr"] = stderr_data;
-    result["stdout_truncated"] = stdout_truncated;
-    result["stderr_truncated"] = stderr_truncated;
-    const int64_t cpu_us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1'000'000LL +
-                           usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+    result["stdout"] = "";
+    result["stderr"] = "";
+    result["stdout_truncated"] = false;  // "false" is the longer: an upper bound
+    result["stderr_truncated"] = false;
+    result["stdout_bytes"] = stdout_bytes;
+    result["stderr_bytes"] = stderr_bytes;
     result["cpu_time_us"] = cpu_us;
     result["peak_rss_kb"] = usage.ru_maxrss;
-    AsyncResult r;
-    r.output = result.dump(-1, ' ', false, json::error_handler_t::replace);
-    r.cpu_time_us = cpu_us;
-    r.peak_rss_kb = usage.ru_maxrss;
-    call->Finish(std::move(r));
+    const size_t base = Dump(result).size();
+    size_t budget = max_output_bytes - std::min(max_output_bytes, base);
+    std::string dumped;
+    // FitJson's costs are exact or over; a second round only if the replacement of
+    // invalid UTF-8 came out longer than counted. Beyond that the worker's own check
+    // fails the task with OUTPUT_TOO_LARGE.
+    for (int round = 0; round < 3; ++round) {
+      TrimToJsonBudget(budget);
+      result["stdout"] = stdout_data;
+      result["stderr"] = stderr_data;
+      result["stdout_truncated"] = stdout_data.size() < stdout_bytes;
+      result["stderr_truncated"] = stderr_data.size() < stderr_bytes;
+      dumped = Dump(result);
+      if (dumped.size() <= max_output_bytes) break;
+      budget -= std::min(budget, dumped.size() - max_output_bytes);
+    }
+    return dumped;
+  }
+
+  // Trims stdout and stderr so that their JSON strings take at most `budget` bytes
+  // together; a stream that needs less than half leaves the rest to the other.
+  void TrimToJsonBudget(size_t budget) {
+    if ((stdout_data.size() + stderr_data.size()) * 6 <= budget) return;  // escapes: <= 6x
+    const size_t out_cost = FitJson(stdout_data, SIZE_MAX).cost;
+    const size_t err_cost = FitJson(stderr_data, SIZE_MAX).cost;
+    if (out_cost + err_cost <= budget) return;
+    const size_t half = budget / 2;
+    size_t out_budget = half, err_budget = budget - half;
+    if (err_cost <= err_budget) {
+      out_budget = budget - err_cost;
+    } else if (out_cost <= out_budget) {
+      err_budget = budget - out_cost;
+    }
+    stdout_data.resize(FitJson(stdout_data, out_budget).bytes);
+    stderr_data.resize(FitJson(stderr_data, err_budget).bytes);
   }
 };
 
@@ -159,6 +251,7 @@ struct Pipes {
 // and back.
 struct Launch {
   ExecSpec spec;
+  size_t max_output_bytes = 0;  // BuiltinOptions::max_output_bytes
   Pipes pipes;  // stdin's pipe only when there is input: otherwise /dev/null
   pid_t pid = -1;
   int pipe_errno = 0;
@@ -247,7 +340,7 @@ void Started(asio::io_context& loop, const std::shared_ptr<AsyncCall>& call, Lau
     return call->Finish({absl::InternalError(
         absl::StrCat("sys.exec: pidfd_open: ", std::strerror(l.pidfd_errno)))});
   }
-  auto child = std::make_shared<Child>(loop, call);
+  auto child = std::make_shared<Child>(loop, call, l.max_output_bytes);
   child->pid = l.pid;
   child->pidfd.assign(l.pidfd);
   if (l.pipes.fds[0][1] >= 0) child->in.assign(std::exchange(l.pipes.fds[0][1], -1));
@@ -273,11 +366,12 @@ void Started(asio::io_context& loop, const std::shared_ptr<AsyncCall>& call, Lau
                     });
 }
 
-void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
+void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call, size_t max_output_bytes) {
   auto spec = ParseExecInput(call->input());
   if (!spec.ok()) return call->Finish({spec.status()});
   auto launch = std::make_shared<Launch>();
   launch->spec = *std::move(spec);
+  launch->max_output_bytes = max_output_bytes;
   asio::post(Spawners(), [&loop, call = std::move(call), launch]() mutable {
     Spawn(*launch);
     asio::post(loop, [&loop, call = std::move(call), launch] { Started(loop, call, *launch); });
@@ -286,12 +380,15 @@ void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
 
 }  // namespace
 
-void RegisterExecHandler(Registry& registry) {
+void RegisterExecHandler(Registry& registry, const BuiltinOptions& options) {
+  const size_t max_output_bytes = options.max_output_bytes;
   registry.RegisterAsync(
       "sys.exec", ClassHint::kIo,
-      "runs {\"argv\": [...], \"env\", \"cwd\", \"stdin\"}; captures stdout, stderr, "
-      "exit status, CPU time and peak RSS",
-      Exec);
+      "runs {\"argv\": [...], \"env\", \"cwd\", \"stdin\"}; captures stdout, stderr "
+      "(up to taskrtd --max-output-bytes), exit status, CPU time and peak RSS",
+      [max_output_bytes](asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
+        Exec(loop, std::move(call), max_output_bytes);
+      });
 }
 
 }  // namespace taskrt::worker

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
+#include "common/frame.h"
 #include "worker/worker.h"
 
 int main(int argc, char** argv) {
@@ -17,6 +18,11 @@ int main(int argc, char** argv) {
   app.add_option("--plugin", options.plugins, "Plugin shared object to load (repeatable)");
   app.add_option("--memory-limit", options.memory_limit_bytes,
                  "Address-space limit of this worker in bytes (0 = none)");
+  app.add_option("--max-output-bytes", options.max_output_bytes,
+                 "Largest task result sent to the daemon; sys.exec keeps at most this much "
+                 "of each of stdout and stderr")
+      ->default_val(taskrt::internal::kDefaultMaxOutputBytes)
+      ->check(CLI::Range(size_t{1}, taskrt::internal::kMaxOutputBytesLimit));
   CLI11_PARSE(app, argc, argv);
   return taskrt::worker::RunWorker(options);
 }

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "asio/io_context.hpp"
+#include "common/frame.h"
 #include "taskrt/handler.h"
 #include "taskrt/v1/service.pb.h"
 
@@ -103,10 +104,18 @@ class Registry : public HandlerRegistry {
   absl::Status registration_error_;
 };
 
+// What the built-in handlers are told about the worker's limits.
+struct BuiltinOptions {
+  // The largest result the worker sends (taskrtd --max-output-bytes): sys.exec keeps at
+  // most this much of each of stdout and stderr, and trims them further so that its
+  // JSON result fits too.
+  size_t max_output_bytes = internal::kDefaultMaxOutputBytes;
+};
+
 // Registers sys.noop, sys.sleep, sys.exec, math.primes, hash.sha256 and io.read_file.
-void RegisterBuiltins(Registry& registry);
+void RegisterBuiltins(Registry& registry, const BuiltinOptions& options);
 // sys.exec lives in its own file.
-void RegisterExecHandler(Registry& registry);
+void RegisterExecHandler(Registry& registry, const BuiltinOptions& options);
 
 }  // namespace taskrt::worker
 

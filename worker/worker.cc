@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -81,6 +82,7 @@ class Worker {
       : options_(options),
         registry_(registry),
         is_cpu_(options.pool == "cpu"),
+        max_output_bytes_(std::min(options.max_output_bytes, internal::kMaxOutputBytesLimit)),
         socket_(loop_),
         pool_(is_cpu_ ? 1 : std::max(1, options.threads)) {}
 
@@ -216,9 +218,30 @@ class Worker {
       done->set_output(std::move(*output));
     } else {
       done->set_failure(KindOf(output.status()));
-      done->set_error(std::string(output.status().message()));
+      // Capped and made valid UTF-8: an error can never make the frame too large or
+      // unparsable (which would cost the daemon this worker and all its tasks).
+      const absl::string_view message = output.status().message();
+      done->set_error(internal::BoundedUtf8(std::string_view(message.data(), message.size()),
+                                            internal::kMaxErrorBytes));
       done->set_retryable(absl::IsUnavailable(output.status()));
     }
+  }
+
+  // A result the daemon would refuse (output over --max-output-bytes, or a frame over
+  // the daemon's limit) becomes a failure of its task alone, so that the daemon never
+  // sees an over-size frame, and the worker and its other tasks go on.
+  void EnforceOutputLimit(WorkerFrame* frame) const {
+    v1::internal::TaskDone* done = frame->mutable_done();
+    const size_t output = done->output().size();
+    const size_t bytes = internal::FrameBytes(*frame);
+    if (output <= max_output_bytes_ && bytes <= internal::FrameLimitFor(max_output_bytes_)) return;
+    done->clear_output();
+    done->set_ok(false);
+    done->set_retryable(false);
+    done->set_failure(v1::FAILURE_KIND_OUTPUT_TOO_LARGE);
+    done->set_error(absl::StrCat("the output of ", output > max_output_bytes_ ? output : bytes,
+                                 " bytes exceeds the limit of ", max_output_bytes_,
+                                 " bytes (taskrtd --max-output-bytes)"));
   }
 
   // Loop thread only. Coalesces frames written while a write is in flight.
@@ -226,6 +249,7 @@ class Worker {
     running_.erase(done.seq());
     WorkerFrame frame;
     *frame.mutable_done() = std::move(done);
+    EnforceOutputLimit(&frame);
     internal::AppendFrame(frame, &outbox_);
     Flush();
   }
@@ -245,6 +269,7 @@ class Worker {
   const WorkerOptions options_;
   Registry& registry_;
   const bool is_cpu_;
+  const size_t max_output_bytes_;
   asio::io_context loop_;
   asio::local::stream_protocol::socket socket_;
   asio::thread_pool pool_;
@@ -272,7 +297,8 @@ int RunWorker(const WorkerOptions& options) {
   ::fcntl(options.fd, F_SETFD, FD_CLOEXEC);  // children of sys.exec must not inherit it
 
   Registry registry;
-  RegisterBuiltins(registry);
+  RegisterBuiltins(
+      registry, BuiltinOptions{std::min(options.max_output_bytes, internal::kMaxOutputBytesLimit)});
   v1::internal::WorkerFrame hello_frame;
   auto* hello = hello_frame.mutable_hello();
   hello->set_pid(::getpid());

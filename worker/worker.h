@@ -8,8 +8,12 @@
 #ifndef TASKRT_WORKER_WORKER_H_
 #define TASKRT_WORKER_WORKER_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
+
+#include "common/frame.h"
 
 namespace taskrt::worker {
 
@@ -19,6 +23,10 @@ struct WorkerOptions {
   int fd = 3;                        // socket connected to the daemon
   std::vector<std::string> plugins;  // shared objects to load
   uint64_t memory_limit_bytes = 0;   // RLIMIT_AS for this process; 0 = none
+  // The largest task result sent to the daemon (taskrtd --max-output-bytes): a bigger
+  // one fails its task with OUTPUT_TOO_LARGE; sys.exec captures at most this much of
+  // each of stdout and stderr. Clamped to internal::kMaxOutputBytesLimit.
+  size_t max_output_bytes = internal::kDefaultMaxOutputBytes;
 };
 
 // Runs until the daemon goes away. Returns the process exit code.

@@ -276,6 +276,8 @@ struct ExecResult {
   std::string stderr_text;
   bool stdout_truncated = false;
   bool stderr_truncated = false;
+  uint64_t stdout_bytes = 0;  // what the command wrote in all (0 from older workers)
+  uint64_t stderr_bytes = 0;
 
   // The status a shell would report: the exit code, or 128+N when killed by signal N.
   int ShellStatus() const { return signal > 0 ? kSignalExitBase + signal : exit_code; }
@@ -296,6 +298,8 @@ absl::StatusOr<ExecResult> ParseExecOutput(const std::string& output) {
     r.stderr_text = j.value("stderr", std::string());
     r.stdout_truncated = j.value("stdout_truncated", false);
     r.stderr_truncated = j.value("stderr_truncated", false);
+    r.stdout_bytes = j.value("stdout_bytes", uint64_t{0});
+    r.stderr_bytes = j.value("stderr_bytes", uint64_t{0});
   } catch (const nlohmann::json::exception& e) {
     return absl::InternalError(
         absl::StrCat(kExecHandler, " returned unexpected output: ", JsonErrorText(e)));
@@ -334,6 +338,13 @@ int ShellStatusOf(const v1::Task& task) {
   return result.ok() ? result->ShellStatus() : kExitTaskFailed;
 }
 
+// "stdout (kept 1048576 of 300000000 bytes)", or "" when not truncated.
+std::string TruncationNote(absl::string_view stream, bool truncated, size_t kept, uint64_t total) {
+  if (!truncated) return "";
+  if (total == 0) return std::string(stream);
+  return absl::StrCat(stream, " (kept ", kept, " of ", total, " bytes)");
+}
+
 // Reports one finished sys.exec task the way running the command locally would: its
 // stdout and stderr verbatim. Returns the shell status, or 1 when the task failed.
 int ReportExec(const v1::Task& task, absl::string_view what) {
@@ -358,9 +369,13 @@ int ReportExec(const v1::Task& task, absl::string_view what) {
   std::cout << result->stdout_text << std::flush;
   std::cerr << result->stderr_text << std::flush;
   if (result->stdout_truncated || result->stderr_truncated) {
-    PrintError(absl::StrCat("the worker truncated the ", result->stdout_truncated ? "stdout" : "",
+    PrintError(absl::StrCat("the worker truncated the ",
+                            TruncationNote("stdout", result->stdout_truncated,
+                                           result->stdout_text.size(), result->stdout_bytes),
                             result->stdout_truncated && result->stderr_truncated ? " and " : "",
-                            result->stderr_truncated ? "stderr" : "", " of ", what));
+                            TruncationNote("stderr", result->stderr_truncated,
+                                           result->stderr_text.size(), result->stderr_bytes),
+                            " of ", what, " (taskrtd --max-output-bytes raises the limit)"));
   }
   return result->ShellStatus();
 }

@@ -97,6 +97,24 @@ TASKRT_PLUGIN(registry) {
                        std::vector<char> block(bytes, 1);
                        return std::to_string(block.size() >> 20);
                      }});
+  // Returns N bytes (input "N"): the output-limit tests make it exceed
+  // --max-output-bytes.
+  registry.Register({"test.big_output", taskrt::ClassHint::kIo, "returns N bytes of 'x'",
+                     [](taskrt::TaskContext&, std::string_view in) -> absl::StatusOr<std::string> {
+                       return std::string(std::strtoull(std::string(in).c_str(), nullptr, 10), 'x');
+                     }});
+  // Fails with an error message of about N bytes (input "N"): an 'a' and then 'é'
+  // (2 bytes each), so that a cut at an even length lands inside a character. Input
+  // "N invalid" ends the message with a byte that is not UTF-8.
+  registry.Register({"test.big_error", taskrt::ClassHint::kIo,
+                     "fails with an error message of N bytes",
+                     [](taskrt::TaskContext&, std::string_view in) -> absl::StatusOr<std::string> {
+                       const size_t n = std::strtoull(std::string(in).c_str(), nullptr, 10);
+                       std::string message = "a";
+                       while (message.size() + 2 <= n) message += "\xc3\xa9";
+                       if (in.find(" invalid") != std::string_view::npos) message += '\xff';
+                       return absl::InternalError(message);
+                     }});
   // No hint: the classifier must learn these two.
   registry.Register(
       {"test.burn", taskrt::ClassHint::kNone,

@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/util.h"
+
 namespace taskrt::internal {
 namespace {
 
@@ -84,6 +86,54 @@ TEST(FrameTest, TruncatedStreamIsDataLoss) {
   WorkerFrame f;
   EXPECT_EQ(ReadFrame(fds[1], &f).code(), absl::StatusCode::kDataLoss);
   ::close(fds[1]);
+}
+
+TEST(FrameTest, DecoderRefusesFramesOverItsLimit) {
+  std::string stream;
+  AppendFrame(RunFrame(1, std::string(1000, 'x')), &stream);
+  FrameDecoder small(500);
+  small.Append(stream);
+  WorkerFrame f;
+  auto next = small.Next(&f);
+  ASSERT_FALSE(next.ok());
+  EXPECT_EQ(next.status().code(), absl::StatusCode::kDataLoss);
+  FrameDecoder enough(stream.size() - 4);
+  enough.Append(stream);
+  next = enough.Next(&f);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_TRUE(*next);
+  EXPECT_EQ(FrameBytes(f), stream.size());
+}
+
+TEST(FrameTest, FrameLimitLeavesRoomForTheOutputAndStaysUnderTheWireLimit) {
+  EXPECT_EQ(FrameLimitFor(1u << 20), (1u << 20) + kFrameOverheadBytes);
+  EXPECT_GT(FrameLimitFor(0), kMaxErrorBytes);
+  EXPECT_EQ(FrameLimitFor(kMaxOutputBytesLimit), kMaxFrameBytes);
+  EXPECT_EQ(FrameLimitFor(~size_t{0}), kMaxFrameBytes);
+  EXPECT_EQ(FrameDecoder(~size_t{0}).max_frame_bytes(), kMaxFrameBytes);
+}
+
+TEST(BoundedUtf8Test, KeepsValidTextAndReplacesInvalidBytes) {
+  EXPECT_EQ(BoundedUtf8("plain", 100), "plain");
+  EXPECT_EQ(BoundedUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 100),
+            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+  EXPECT_EQ(BoundedUtf8("a\xff"
+                        "b\xc3"
+                        "c\xc0\xaf"
+                        "d\xed\xa0\x80",
+                        100),
+            "a?b?c??d???");
+}
+
+TEST(BoundedUtf8Test, CutsLongTextAtACharacterBoundaryWithANote) {
+  std::string text = "a";
+  for (int i = 0; i < 1000; ++i) text += "\xc3\xa9";
+  const std::string cut = BoundedUtf8(text, 100);
+  EXPECT_LE(cut.size(), 100u);
+  EXPECT_NE(cut.find("[cut: 2001 bytes in all]"), std::string::npos) << cut;
+  const std::string kept = cut.substr(0, cut.find("..."));
+  EXPECT_EQ(BoundedUtf8(kept, 100), kept);  // still valid: no half character
+  EXPECT_EQ(kept.size() % 2, 1u);
 }
 
 }  // namespace
