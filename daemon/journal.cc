@@ -69,14 +69,13 @@ constexpr char kSalvage[] = "docs/RELIABILITY.md, \"Corrupted journal\"";
 // rest says that nothing was changed and what the operator can do about it.
 absl::Status Refusal(absl::StatusCode code, const std::string& path, const std::string& problem) {
   return absl::Status(
-      code,
-      absl::StrCat(
-          "journal ", path, ": ", problem,
-          "; the files were left untouched. To start anyway, move ", path,
-          "* aside and start with an empty journal (its tasks are then not "
-          "recovered), or restore it from a backup; to salvage the rows of a "
-          "damaged journal, run `sqlite3 journal.db .recover | sqlite3 salvaged.db` on a copy (",
-          kSalvage, ")"));
+      code, absl::StrCat("journal ", path, ": ", problem,
+                         "; the files were left untouched. To start anyway, move ", path,
+                         "* aside and start with an empty journal (its tasks are then not "
+                         "recovered), or restore it from a backup; to salvage the rows of a "
+                         "damaged journal, run `sqlite3 journal.db .recover | sqlite3 salvaged.db` "
+                         "(or .dump) on a copy (",
+                         kSalvage, ")"));
 }
 
 struct DbCloser {
