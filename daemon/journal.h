@@ -75,7 +75,8 @@ class Journal {
   // PERMISSION_DENIED for a file of another user. A journal of an earlier taskrt
   // (application_id 0, schema version 1 and exactly the journal's table) is adopted:
   // its application_id is set. Only then are group and other permission bits cleared
-  // from the existing files and the database opened for writing.
+  // from the existing files and the database opened for writing. Cost: the check reads
+  // and parses every row, as LoadAll does again afterwards.
   static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path,
                                                        Durability durability);
   ~Journal();
