@@ -113,8 +113,10 @@ absl::Status PrepareSocketDir(const std::string& dir, unsigned socket_mode) {
 // Takes an exclusive flock on `path` (created 0600) and writes our pid into it.
 // ALREADY_EXISTS, naming the holder, when another process has it.
 absl::StatusOr<int> TakeLock(const std::string& path, const std::string& what) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  // 0600 whatever the umask, also for a lock file an earlier version left.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    if (fd >= 0) ::close(fd);
     return absl::PermissionDeniedError(
         absl::StrCat("cannot open lock file ", path, ": ", std::strerror(errno)));
   }
@@ -220,6 +222,7 @@ absl::Status Daemon::PrepareAccess() {
   if (options_.token_file.empty()) {
     absl::Status made = MakePrivateDirs(options_.state_dir);
     if (!made.ok()) return absl::Status(made.code(), absl::StrCat("state directory: ", made.message()));
+    RETURN_IF_ERROR(SecureStateDir(options_.state_dir));
     options_.token_file = options_.state_dir + "/token";
     ASSIGN_OR_RETURN(const bool created, TokenStore::CreateIfMissing(options_.token_file));
     if (created && options_.verbose) {
@@ -244,6 +247,7 @@ absl::Status Daemon::OpenJournal() {
         absl::StrCat("state directory ", dir, " is not writable (", std::strerror(errno),
                      "): fix its permissions or choose another with --state-dir"));
   }
+  RETURN_IF_ERROR(SecureStateDir(dir));  // private before journal.lock is created in it
   auto state_lock = TakeLock(
       dir + "/journal.lock",
       absl::StrCat("using the state directory ", dir, ": give each daemon its own --state-dir"));

@@ -1,18 +1,36 @@
 #include "daemon/journal.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
 
 namespace taskrt::daemon {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// The journal's one table. Earlier versions created it with CREATE TABLE IF NOT EXISTS
+// and this text; SQLite stores it from the table name on, so both read back as this.
+constexpr char kCreateTasks[] =
+    "CREATE TABLE tasks ("
+    " seq INTEGER PRIMARY KEY,"
+    " id TEXT NOT NULL,"
+    " idempotency_key TEXT,"
+    " final INTEGER NOT NULL,"
+    " body BLOB NOT NULL)";
+constexpr std::string_view kSqliteMagic("SQLite format 3\0", 16);
+constexpr size_t kSqliteHeaderSize = 100;
 
 bool IsFinal(v1::TaskState s) {
   return s == v1::TASK_STATE_SUCCEEDED || s == v1::TASK_STATE_FAILED ||
@@ -36,10 +54,335 @@ absl::Status SqliteError(sqlite3* db, const std::string& what) {
   return absl::InternalError(message);
 }
 
-std::string RecoveryAdvice(const std::string& path) {
-  return absl::StrCat("; the journal was left untouched. To start anyway, move ", path,
-                      "* aside (its tasks are then not recovered) or restore it from a backup; "
-                      "docs/RELIABILITY.md explains how to salvage rows from it");
+absl::Status ExecSql(sqlite3* db, const char* sql) {
+  if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    // Name the statement by its first words; the full SQL is noise for an operator.
+    const std::string_view text(sql);
+    return SqliteError(db, std::string(text.substr(0, text.find(" (", 0))));
+  }
+  return absl::OkStatus();
+}
+
+constexpr char kSalvage[] = "docs/RELIABILITY.md, \"Corrupted journal\"";
+
+// The error for an existing journal that Open refuses: `problem` says what is wrong; the
+// rest says that nothing was changed and what the operator can do about it.
+absl::Status Refusal(absl::StatusCode code, const std::string& path, const std::string& problem) {
+  return absl::Status(
+      code, absl::StrCat("journal ", path, ": ", problem,
+                         "; the files were left untouched. To start anyway, move ", path,
+                         "* aside and start with an empty journal (its tasks are then not "
+                         "recovered), or restore it from a backup; to salvage the rows of a "
+                         "damaged journal, run `sqlite3 journal.db .recover | sqlite3 salvaged.db` "
+                         "(or .dump) on a copy (",
+                         kSalvage, ")"));
+}
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close(db); }
+};
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
+};
+using DbHandle = std::unique_ptr<sqlite3, DbCloser>;
+using Statement = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+absl::StatusOr<Statement> Prepare(sqlite3* db, const char* sql) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) {
+    sqlite3_finalize(stmt);
+    return SqliteError(db, sql);
+  }
+  return Statement(stmt);
+}
+
+// --- The files, before SQLite sees them -----------------------------------------------
+
+struct FileFacts {
+  bool exists = false;
+  off_t size = 0;
+  mode_t mode = 0;
+};
+
+// What lstat says of one journal file: absent, or a regular file of this user (a symbolic
+// link, another kind of file, or a file of another user is refused).
+absl::StatusOr<FileFacts> InspectFile(const std::string& journal, const std::string& file) {
+  struct stat st {};
+  if (::lstat(file.c_str(), &st) != 0) {
+    if (errno == ENOENT) return FileFacts{};
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot open journal ", journal, ": ", file, ": ", std::strerror(errno)));
+  }
+  if (S_ISLNK(st.st_mode)) {
+    return Refusal(
+        absl::StatusCode::kFailedPrecondition, journal,
+        absl::StrCat(file, " is a symbolic link; a journal file must be a regular file"));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Refusal(absl::StatusCode::kFailedPrecondition, journal,
+                   absl::StrCat(file, " is not a regular file"));
+  }
+  if (st.st_uid != ::geteuid()) {
+    return Refusal(absl::StatusCode::kPermissionDenied, journal,
+                   absl::StrCat(file, " is owned by uid ", st.st_uid, ", not by this user (uid ",
+                                ::geteuid(), ")"));
+  }
+  return FileFacts{true, st.st_size, st.st_mode & 07777};
+}
+
+struct JournalFiles {
+  FileFacts db, wal, shm;
+};
+
+absl::StatusOr<JournalFiles> InspectFiles(const std::string& path) {
+  JournalFiles files;
+  ASSIGN_OR_RETURN(files.db, InspectFile(path, path));
+  ASSIGN_OR_RETURN(files.wal, InspectFile(path, path + "-wal"));
+  ASSIGN_OR_RETURN(files.shm, InspectFile(path, path + "-shm"));
+  return files;
+}
+
+// The first bytes of a non-empty journal.db are an SQLite header.
+absl::Status CheckHeader(const std::string& path, off_t size) {
+  if (static_cast<size_t>(size) < kSqliteHeaderSize) {
+    return Refusal(absl::StatusCode::kDataLoss, path,
+                   absl::StrCat("it is truncated: ", size, " bytes, less than an SQLite header (",
+                                kSqliteHeaderSize, " bytes)"));
+  }
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  char magic[kSqliteMagic.size()];
+  const ssize_t n = fd < 0 ? -1 : ::pread(fd, magic, sizeof(magic), 0);
+  const int error = errno;
+  if (fd >= 0) ::close(fd);
+  if (n < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot read journal ", path, ": ", std::strerror(error)));
+  }
+  if (std::string_view(magic, static_cast<size_t>(n)) != kSqliteMagic) {
+    return Refusal(absl::StatusCode::kDataLoss, path,
+                   "it is not an SQLite database (it does not begin with \"SQLite format 3\")");
+  }
+  return absl::OkStatus();
+}
+
+// Creates journal.db as an empty file of mode 0600 whatever the umask; SQLite gives the
+// -wal and -shm files it creates later the mode of journal.db.
+absl::Status CreatePrivateFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create journal ", path, ": ", std::strerror(error)));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+// Clears the group and other permission bits of an existing journal file.
+absl::Status MakeFilePrivate(const std::string& file, const FileFacts& facts) {
+  if (!facts.exists || (facts.mode & 077) == 0) return absl::OkStatus();
+  const int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 || ::fchmod(fd, facts.mode & ~mode_t{077}) != 0) {
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot make ", file, " private (chmod go-rwx): ", std::strerror(error)));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+// --- The read-only check of an existing journal ---------------------------------------
+
+// The error for an SQLite failure while checking the journal at `path`.
+absl::Status ReadError(const std::string& path, const absl::Status& s) {
+  if (absl::IsDataLoss(s)) {
+    return Refusal(s.code(), path, absl::StrCat("SQLite cannot read it (", s.message(), ")"));
+  }
+  return absl::Status(s.code(), absl::StrCat("cannot read journal ", path, ": ", s.message()));
+}
+
+absl::StatusOr<int64_t> PragmaInt(sqlite3* db, const char* sql) {
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(db, sql));
+  if (sqlite3_step(stmt.get()) != SQLITE_ROW) return SqliteError(db, sql);
+  return sqlite3_column_int64(stmt.get(), 0);
+}
+
+// What marks a database as a taskrt journal.
+struct Marks {
+  uint32_t application_id = 0;
+  int64_t user_version = 0;
+  bool schema = false;  // exactly the journal's one table
+};
+
+absl::StatusOr<Marks> ReadMarks(sqlite3* db) {
+  Marks marks;
+  ASSIGN_OR_RETURN(const int64_t id, PragmaInt(db, "PRAGMA application_id"));
+  marks.application_id = static_cast<uint32_t>(id);
+  ASSIGN_OR_RETURN(marks.user_version, PragmaInt(db, "PRAGMA user_version"));
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(db, "SELECT type, name, sql FROM sqlite_schema"));
+  int rows = 0;
+  int rc;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+    auto text = [&](int i) {
+      const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), i));
+      return std::string_view(t == nullptr ? "" : t);
+    };
+    ++rows;
+    marks.schema = text(0) == "table" && text(1) == "tasks" && text(2) == kCreateTasks;
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, "reading the schema");
+  marks.schema = marks.schema && rows == 1;
+  return marks;
+}
+
+// Whether `marks` are those of a journal this taskrt reads; true for one of an earlier
+// taskrt, which did not set the application_id (0) but had the same schema and version.
+absl::StatusOr<bool> JudgeMarks(const Marks& marks, const std::string& path) {
+  const std::string ours = absl::StrFormat("0x%08x \"tskr\"", Journal::kApplicationId);
+  const int64_t version = marks.user_version;
+  if (marks.application_id == 0) {
+    if (marks.schema && version == Journal::kSchemaVersion) return true;
+    return Refusal(absl::StatusCode::kFailedPrecondition, path,
+                   absl::StrCat("it is an SQLite database but not a taskrt journal (its "
+                                "application_id is 0, not ",
+                                ours, ", and its tables are not the journal's)"));
+  }
+  if (marks.application_id != Journal::kApplicationId) {
+    return Refusal(absl::StatusCode::kFailedPrecondition, path,
+                   absl::StrFormat("it is the SQLite database of another program (application_id "
+                                   "0x%08x; a taskrt journal has %s)",
+                                   marks.application_id, ours));
+  }
+  if (version != Journal::kSchemaVersion) {
+    return Refusal(
+        absl::StatusCode::kFailedPrecondition, path,
+        absl::StrCat(
+            "it has schema version ", version,
+            ", which this taskrt does not know (it reads version ", Journal::kSchemaVersion, ")",
+            version > Journal::kSchemaVersion ? ": a newer taskrt wrote it, run that one" : ""));
+  }
+  if (!marks.schema) {
+    return Refusal(absl::StatusCode::kDataLoss, path,
+                   "it is marked as a taskrt journal but its tables are not the journal's");
+  }
+  return false;
+}
+
+absl::Status CheckIntegrity(sqlite3* db, const std::string& path) {
+  absl::StatusOr<Statement> stmt = Prepare(db, "PRAGMA quick_check");
+  if (!stmt.ok()) return ReadError(path, stmt.status());
+  std::string problem;
+  int rc = SQLITE_DONE;
+  while (problem.empty() && (rc = sqlite3_step(stmt->get())) == SQLITE_ROW) {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt->get(), 0));
+    if (text != nullptr && std::string_view(text) != "ok") problem = text;
+  }
+  if (problem.empty() && rc != SQLITE_DONE) problem = sqlite3_errmsg(db);
+  if (problem.empty()) return absl::OkStatus();
+  return Refusal(absl::StatusCode::kDataLoss, path,
+                 absl::StrCat("it fails SQLite's integrity check (", problem, ")"));
+}
+
+absl::Status CheckRows(sqlite3* db, const std::string& path) {
+  absl::StatusOr<Statement> stmt = Prepare(db, "SELECT seq, body FROM tasks");
+  if (!stmt.ok()) return ReadError(path, stmt.status());
+  v1::Task task;
+  int rc;
+  while ((rc = sqlite3_step(stmt->get())) == SQLITE_ROW) {
+    const int size = sqlite3_column_bytes(stmt->get(), 1);
+    if (!task.ParseFromArray(sqlite3_column_blob(stmt->get(), 1), size)) {
+      return Refusal(
+          absl::StatusCode::kDataLoss, path,
+          absl::StrCat("row ", sqlite3_column_int64(stmt->get(), 0), " does not hold a task (its ",
+                       size, " bytes do not parse as ", task.GetTypeName(), ")"));
+    }
+  }
+  if (rc != SQLITE_DONE) return ReadError(path, SqliteError(db, "reading the tasks"));
+  return absl::OkStatus();
+}
+
+// `path` as an SQLite URI with `query`.
+std::string UriOf(const std::string& path, const char* query) {
+  std::string uri = "file:";
+  for (const unsigned char c : path) {
+    if (std::isalnum(c) || std::strchr("/-_.~", c) != nullptr) {
+      uri += static_cast<char>(c);
+    } else {
+      absl::StrAppendFormat(&uri, "%%%02X", c);
+    }
+  }
+  return absl::StrCat(uri, "?", query);
+}
+
+// Checks the existing journal at `path` without writing to it or creating a file beside
+// it; returns whether it is an earlier taskrt's journal to adopt. A read-only connection
+// does not write the database, but would create a missing -wal (and -shm). So without a
+// -wal, where journal.db is the whole journal, it is read as immutable: no lock, no
+// other file. With one, the "unix-none" VFS takes no file locks (the caller holds the
+// journal's lock file), so exclusive locking mode, set before the first read, needs no
+// write lock on the read-only descriptor and keeps the WAL index in memory: no -shm
+// file is created. Without locks SQLite would checkpoint (and delete an empty -wal) at
+// close: NO_CKPT_ON_CLOSE prevents that.
+absl::StatusOr<bool> CheckExisting(const std::string& path, bool has_wal) {
+  sqlite3* raw = nullptr;
+  const int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW;
+  const int rc = has_wal ? sqlite3_open_v2(path.c_str(), &raw, flags, "unix-none")
+                         : sqlite3_open_v2(UriOf(path, "immutable=1").c_str(), &raw,
+                                           flags | SQLITE_OPEN_URI, nullptr);
+  DbHandle db(raw);
+  if (rc != SQLITE_OK) return ReadError(path, SqliteError(raw, "open"));
+  sqlite3_db_config(raw, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  absl::Status s = ExecSql(raw, "PRAGMA locking_mode=EXCLUSIVE");
+  if (!s.ok()) return ReadError(path, s);
+  absl::StatusOr<Marks> marks = ReadMarks(raw);
+  if (!marks.ok()) return ReadError(path, marks.status());
+  ASSIGN_OR_RETURN(const bool adopt, JudgeMarks(*marks, path));
+  RETURN_IF_ERROR(CheckIntegrity(raw, path));
+  RETURN_IF_ERROR(CheckRows(raw, path));
+  return adopt;
+}
+
+std::string DirectoryOf(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// What Open found.
+struct Found {
+  bool fresh = false;  // a new journal: no schema yet
+  bool adopt = false;  // an earlier taskrt's journal, without the application_id
+};
+
+// Checks the files at `path`, creates journal.db if it is missing, and clears group and
+// other permission bits once all checks passed.
+absl::StatusOr<Found> PrepareFiles(const std::string& path) {
+  absl::Status dir = SecureStateDir(DirectoryOf(path));
+  if (!dir.ok()) {
+    return absl::Status(dir.code(),
+                        absl::StrCat("cannot open journal ", path, ": ", dir.message()));
+  }
+  ASSIGN_OR_RETURN(const JournalFiles files, InspectFiles(path));
+  Found found;
+  // An empty journal.db is one whose creation was interrupted: it holds nothing to lose.
+  found.fresh = files.db.size == 0;
+  if (found.fresh && files.wal.size > 0) {
+    return Refusal(absl::StatusCode::kFailedPrecondition, path,
+                   absl::StrCat("it is missing or empty but ", path, "-wal holds ", files.wal.size,
+                                " bytes, the log of a journal that was moved or "
+                                "deleted (SQLite would apply or delete it)"));
+  }
+  if (!files.db.exists) RETURN_IF_ERROR(CreatePrivateFile(path));
+  if (!found.fresh) {
+    RETURN_IF_ERROR(CheckHeader(path, files.db.size));
+    ASSIGN_OR_RETURN(found.adopt, CheckExisting(path, files.wal.exists));
+  }
+  RETURN_IF_ERROR(MakeFilePrivate(path, files.db));
+  RETURN_IF_ERROR(MakeFilePrivate(path + "-wal", files.wal));
+  RETURN_IF_ERROR(MakeFilePrivate(path + "-shm", files.shm));
+  return found;
 }
 
 }  // namespace
@@ -52,6 +395,39 @@ absl::StatusOr<Durability> ParseDurability(const std::string& text) {
       absl::StrCat("durability '", text, "' is not one of none, process, full"));
 }
 
+absl::Status SecureStateDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0) {
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open the state directory ", dir, ": ", std::strerror(error)));
+  }
+  absl::Status s;
+  if (st.st_uid != ::geteuid()) {
+    s = absl::PermissionDeniedError(absl::StrCat(
+        "the state directory ", dir, " is owned by uid ", st.st_uid, ", not by this user (uid ",
+        ::geteuid(),
+        "); the journal must be private: give taskrtd a directory of its own with --state-dir"));
+  } else if ((st.st_mode & 077) != 0) {
+    const mode_t tight = st.st_mode & 07700;
+    if (::fchmod(fd, tight) == 0) {
+      std::fprintf(stderr,
+                   "taskrtd: the state directory %s was mode %04o; made it %04o so that only its "
+                   "owner can read the journal\n",
+                   dir.c_str(), static_cast<unsigned>(st.st_mode & 07777),
+                   static_cast<unsigned>(tight));
+    } else {
+      s = absl::PermissionDeniedError(
+          absl::StrCat("cannot make the state directory ", dir,
+                       " private (chmod go-rwx): ", std::strerror(errno)));
+    }
+  }
+  ::close(fd);
+  return s;
+}
+
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
                                                        Durability durability) {
   // SQLite counts its memory under a global mutex on every allocation unless told not
@@ -61,94 +437,72 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
     return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK;
   }();
   (void)memstatus_off;
+  ASSIGN_OR_RETURN(const Found found, PrepareFiles(path));
+  // The checks passed: only now is the journal opened for writing. It exists (no CREATE).
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(
-      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, nullptr);
   if (rc != SQLITE_OK) {
     absl::Status s = SqliteError(db, absl::StrCat("cannot open journal ", path));
     sqlite3_close(db);
     return s;
   }
-  std::unique_ptr<Journal> j(new Journal(db, durability));
-  // The first statements fail on a file that is not a database or is damaged.
-  absl::Status s = j->Exec("PRAGMA journal_mode=WAL");
-  if (s.ok()) {
-    s = j->Exec(durability == Durability::kFull ? "PRAGMA synchronous=FULL"
-                                                : "PRAGMA synchronous=NORMAL");
-  }
-  // One process owns the journal (journal.lock): exclusive locking spares the per-commit
-  // shared-memory locking.
-  if (s.ok()) s = j->Exec("PRAGMA locking_mode=EXCLUSIVE");
-  // A checkpoint every 1000 pages (4 MiB of WAL) keeps the WAL small enough to be
-  // rewritten from its start: fdatasync after overwriting blocks the file already has is
-  // cheaper than after growing it (no size change to journal in the filesystem). With
-  // 10000 pages a Run's p50 was ~25 % higher for the first 40 MiB; throughput is the same.
-  if (s.ok()) s = j->Exec("PRAGMA wal_autocheckpoint=1000");
-  // 16 MiB of page cache (default 2 MiB): the pages of recently accepted tasks, which
-  // their results rewrite, stay in memory instead of being read back from the WAL.
-  if (s.ok()) s = j->Exec("PRAGMA cache_size=-16384");
-  if (s.ok()) {
-    sqlite3_stmt* check = nullptr;
-    std::string result = "ok";
-    if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &check, nullptr) == SQLITE_OK) {
-      while (sqlite3_step(check) == SQLITE_ROW) {
-        const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(check, 0));
-        if (text != nullptr && std::string(text) != "ok") {
-          result = text;
-          break;
-        }
-      }
-    } else {
-      result = sqlite3_errmsg(db);
-    }
-    sqlite3_finalize(check);
-    if (result != "ok") {
-      s = absl::DataLossError(absl::StrCat("integrity check failed: ", result));
-    }
-  }
-  if (s.ok()) {
-    sqlite3_stmt* version = nullptr;
-    int have = 0;
-    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &version, nullptr) == SQLITE_OK &&
-        sqlite3_step(version) == SQLITE_ROW) {
-      have = sqlite3_column_int(version, 0);
-    }
-    sqlite3_finalize(version);
-    if (have > kSchemaVersion) {
-      s = absl::FailedPreconditionError(absl::StrCat("it was written by a newer taskrt (schema ",
-                                                     have, ", this one reads ", kSchemaVersion,
-                                                     ")"));
-    }
-  }
-  if (s.ok()) {
-    s = j->Exec(
-        "CREATE TABLE IF NOT EXISTS tasks ("
-        " seq INTEGER PRIMARY KEY,"
-        " id TEXT NOT NULL,"
-        " idempotency_key TEXT,"
-        " final INTEGER NOT NULL,"
-        " body BLOB NOT NULL)");
-  }
-  if (s.ok()) s = j->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
-  if (s.ok() &&
-      (sqlite3_prepare_v2(db,
-                          "INSERT OR REPLACE INTO tasks(seq, id, idempotency_key, final, body)"
-                          " VALUES(?, ?, ?, ?, ?)",
-                          -1, &j->put_, nullptr) != SQLITE_OK ||
-       sqlite3_prepare_v2(db, "DELETE FROM tasks WHERE seq BETWEEN ? AND ?", -1, &j->erase_,
-                          nullptr) != SQLITE_OK)) {
-    s = SqliteError(db, "cannot prepare journal statements");
-  }
+  std::unique_ptr<Journal> j(new Journal(db, durability, path));
+  absl::Status s = j->Setup(found.fresh, found.adopt);
   if (!s.ok()) {
     std::string message = absl::StrCat("journal ", path, ": ", s.message());
-    if (absl::IsDataLoss(s)) message += RecoveryAdvice(path);
+    if (absl::IsDataLoss(s)) absl::StrAppend(&message, " (", kSalvage, ")");
     return absl::Status(s.code(), message);
   }
   j->writer_ = std::thread([raw = j.get()] { raw->WriterLoop(); });
   return j;
 }
 
-Journal::Journal(sqlite3* db, Durability durability) : db_(db), durability_(durability) {}
+absl::Status Journal::Setup(bool fresh, bool adopt) {
+  // One process owns the journal (journal.lock): exclusive locking spares the per-commit
+  // shared-memory locking. Set before the first access, it also keeps the WAL index in
+  // memory, so there is no journal.db-shm.
+  RETURN_IF_ERROR(Exec("PRAGMA locking_mode=EXCLUSIVE"));
+  // A new journal gets its table and its marks in one transaction, so that an
+  // interrupted creation leaves an empty file rather than an unmarked database.
+  if (fresh) {
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    absl::Status s = Exec(kCreateTasks);
+    if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+    if (s.ok()) s = Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str());
+    if (s.ok()) s = Exec("COMMIT");
+    if (!s.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return s;
+    }
+  } else if (adopt) {
+    RETURN_IF_ERROR(Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str()));
+  }
+  RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL"));
+  RETURN_IF_ERROR(Exec(durability_ == Durability::kFull ? "PRAGMA synchronous=FULL"
+                                                        : "PRAGMA synchronous=NORMAL"));
+  // A checkpoint every 1000 pages (4 MiB of WAL) keeps the WAL small enough to be
+  // rewritten from its start: fdatasync after overwriting blocks the file already has is
+  // cheaper than after growing it (no size change to journal in the filesystem). With
+  // 10000 pages a Run's p50 was ~25 % higher for the first 40 MiB; throughput is the same.
+  RETURN_IF_ERROR(Exec("PRAGMA wal_autocheckpoint=1000"));
+  // 16 MiB of page cache (default 2 MiB): the pages of recently accepted tasks, which
+  // their results rewrite, stay in memory instead of being read back from the WAL.
+  RETURN_IF_ERROR(Exec("PRAGMA cache_size=-16384"));
+  if (sqlite3_prepare_v2(db_,
+                         "INSERT OR REPLACE INTO tasks(seq, id, idempotency_key, final, body)"
+                         " VALUES(?, ?, ?, ?, ?)",
+                         -1, &put_, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(db_, "DELETE FROM tasks WHERE seq BETWEEN ? AND ?", -1, &erase_,
+                         nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "cannot prepare journal statements");
+  }
+  return absl::OkStatus();
+}
+
+Journal::Journal(sqlite3* db, Durability durability, std::string path)
+    : db_(db), durability_(durability), path_(std::move(path)) {}
 
 Journal::~Journal() {
   Close();
@@ -157,17 +511,7 @@ Journal::~Journal() {
   sqlite3_close(db_);
 }
 
-absl::Status Journal::Exec(const char* sql) {
-  char* error = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    // Name the statement by its first words; the full SQL is noise for an operator.
-    const std::string_view text(sql);
-    absl::Status s = SqliteError(db_, std::string(text.substr(0, text.find(" (", 0))));
-    sqlite3_free(error);
-    return s;
-  }
-  return absl::OkStatus();
-}
+absl::Status Journal::Exec(const char* sql) { return ExecSql(db_, sql); }
 
 absl::StatusOr<std::vector<StoredTask>> Journal::LoadAll() {
   sqlite3_stmt* stmt = nullptr;
@@ -184,8 +528,9 @@ absl::StatusOr<std::vector<StoredTask>> Journal::LoadAll() {
     const int size = sqlite3_column_bytes(stmt, 1);
     if (!t.task.ParseFromArray(blob, size)) {
       sqlite3_finalize(stmt);
-      return absl::DataLossError(
-          absl::StrCat("journal row ", t.seq, " does not hold a task (", size, " bytes)"));
+      return absl::DataLossError(absl::StrCat("journal ", path_, ": row ", t.seq,
+                                              " does not hold a task (", size, " bytes; ", kSalvage,
+                                              ")"));
     }
     out.push_back(std::move(t));
   }

@@ -8,6 +8,11 @@
 // must not act before their write is durable (answering a Submit, starting a task)
 // register an AfterCommit callback for their ticket.
 //
+// The files are private: the directory holding the journal is 0700 and journal.db (and
+// the -wal and -shm files SQLite derives from it, with its mode) 0600, whatever the
+// umask. The database is marked as a taskrt journal (PRAGMA application_id kApplicationId,
+// user_version the schema version) so that Open can tell it from any other file.
+//
 // Thread-safety: all methods may be called from any thread. Callbacks run on the
 // writer thread, in ticket order, without any Journal lock held.
 #ifndef TASKRT_DAEMON_JOURNAL_H_
@@ -41,6 +46,11 @@ enum class Durability {
 // Parses "none", "process", "full".
 absl::StatusOr<Durability> ParseDurability(const std::string& text);
 
+// Makes the existing directory `dir` private before journal files are created in it:
+// one owned by another user is refused (PERMISSION_DENIED); one of ours with group or
+// other permission bits loses them (0755 becomes 0700), and a line on stderr says so.
+absl::Status SecureStateDir(const std::string& dir);
+
 struct StoredTask {
   uint64_t seq = 0;
   v1::Task task;
@@ -48,9 +58,25 @@ struct StoredTask {
 
 class Journal {
  public:
-  // Opens (creating if needed) the journal at `path` and checks its integrity. A file
-  // that is not a journal or is corrupted is an error that names the file and says how
-  // to recover; nothing is changed then.
+  // PRAGMA application_id of a taskrt journal: "tskr".
+  static constexpr uint32_t kApplicationId = 0x74736b72;
+  // PRAGMA user_version: the schema this taskrt reads and writes.
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens (creating if needed) the journal at `path`, after SecureStateDir on its
+  // directory. An existing file is checked through a read-only connection that changes
+  // no byte and creates no file (so the caller must hold the journal's lock file): it
+  // must be a regular file of this user, an SQLite database with kApplicationId and
+  // kSchemaVersion and the journal's table, pass SQLite's quick_check, and hold a task
+  // in every row. Anything else is refused with an error that names the file, says what
+  // is wrong and how to salvage it (docs/RELIABILITY.md), and leaves the files as they
+  // were: DATA_LOSS for a damaged journal or a file that is not SQLite,
+  // FAILED_PRECONDITION for another program's database or an unknown schema version,
+  // PERMISSION_DENIED for a file of another user. A journal of an earlier taskrt
+  // (application_id 0, schema version 1 and exactly the journal's table) is adopted:
+  // its application_id is set. Only then are group and other permission bits cleared
+  // from the existing files and the database opened for writing. Cost: the check reads
+  // and parses every row, as LoadAll does again afterwards.
   static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path,
                                                        Durability durability);
   ~Journal();
@@ -89,7 +115,9 @@ class Journal {
   uint64_t coalesced();
 
  private:
-  Journal(sqlite3* db, Durability durability);
+  Journal(sqlite3* db, Durability durability, std::string path);
+  // Sets the connection up; creates the schema when `fresh`, marks an adopted journal.
+  absl::Status Setup(bool fresh, bool adopt);
   void WriterLoop();
   absl::Status Exec(const char* sql);
 
@@ -112,6 +140,7 @@ class Journal {
   // so the connection is opened without SQLite's own mutex.
   sqlite3* const db_;
   const Durability durability_;
+  const std::string path_;
   sqlite3_stmt* put_ = nullptr;
   sqlite3_stmt* erase_ = nullptr;
   std::thread writer_;

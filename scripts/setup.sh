@@ -15,6 +15,9 @@ PACKAGES=(
   libgoogle-perftools-dev  # tcmalloc_minimal, the allocator of taskrtd and taskrt-worker
   libgtest-dev libgmock-dev  # tests
   python3            # the CLI test checks JSON output with it
+  python3-pytest     # the security tests (tests/security) run the attacks with it
+  util-linux         # setpriv and prlimit: the security tests' other uid and fd limit
+  openssl            # the security tests make a test CA for TLS
   systemd            # systemd-analyze, to verify deploy/taskrtd.service
   clang-14 libclang-rt-14-dev  # the fuzz build (scripts/fuzz.sh): clang++-14 -fsanitize=fuzzer
 )

@@ -1,12 +1,17 @@
 #include "daemon/journal.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -135,10 +140,321 @@ TEST_F(JournalTest, CorruptFileIsRefusedAndLeftAlone) {
   EXPECT_EQ(std::filesystem::file_size(path_), 8192u);  // untouched
 }
 
+TEST_F(JournalTest, ReopensAtAPathWithUriCharacters) {
+  path_ = dir_ + "/a?b#c%41 d.db";
+  for (int round = 0; round < 2; ++round) {
+    auto j = Journal::Open(path_, Durability::kProcess);
+    ASSERT_TRUE(j.ok()) << j.status();
+    auto all = (*j)->LoadAll();
+    ASSERT_TRUE(all.ok()) << all.status();
+    EXPECT_EQ(all->size(), static_cast<size_t>(round));
+    ASSERT_TRUE(AwaitCommit(**j, (*j)->Put(1, MakeTask("a", v1::TASK_STATE_QUEUED))).ok());
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/a"));
+}
+
 TEST_F(JournalTest, UnwritableLocationIsAClearError) {
   auto j = Journal::Open("/dev/null/journal.db", Durability::kFull);
   ASSERT_FALSE(j.ok());
   EXPECT_NE(j.status().message().find("/dev/null/journal.db"), std::string::npos);
+}
+
+// The journal refuses files that are not its own and leaves them as they were; its own
+// files are private. Every test here failed before the journal checked its files.
+class JournalSecurityTest : public JournalTest {
+ protected:
+  // Every file in the journal's directory: name -> owner, mode and all the bytes.
+  std::map<std::string, std::string> Snapshot() const {
+    std::map<std::string, std::string> files;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+      struct stat st {};
+      ::lstat(entry.path().c_str(), &st);
+      std::ostringstream bytes;
+      bytes << st.st_uid << " " << std::oct << (st.st_mode & 07777) << " ";
+      if (S_ISREG(st.st_mode)) bytes << std::ifstream(entry.path(), std::ios::binary).rdbuf();
+      files[entry.path().filename().string()] = bytes.str();
+    }
+    return files;
+  }
+
+  // Opens the journal at path_, expects it refused with `code` and every file unchanged,
+  // and returns the error message (which must name the file and the way out).
+  std::string ExpectRefusedUntouched(absl::StatusCode code) {
+    const auto before = Snapshot();
+    auto j = Journal::Open(path_, Durability::kFull);
+    EXPECT_FALSE(j.ok());
+    if (j.ok()) return "";
+    EXPECT_EQ(j.status().code(), code) << j.status();
+    EXPECT_TRUE(Snapshot() == before) << "the files changed; " << j.status();
+    const std::string message(j.status().message());
+    for (const std::string& part : {path_, std::string("left untouched"), std::string("move"),
+                                    std::string(".recover"), std::string("docs/RELIABILITY.md")}) {
+      EXPECT_NE(message.find(part), std::string::npos) << "no '" << part << "' in: " << message;
+    }
+    return message;
+  }
+
+  // Runs `sql` on `path` with a plain SQLite connection.
+  static void RunSql(const std::string& path, const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    char* error = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+        << (error != nullptr ? error : "");
+    sqlite3_free(error);
+    sqlite3_close(db);
+  }
+
+  static int64_t PragmaOf(const std::string& path, const std::string& pragma) {
+    sqlite3* db = nullptr;
+    sqlite3_stmt* stmt = nullptr;
+    int64_t value = -1;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, ("PRAGMA " + pragma).c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+      value = sqlite3_column_int64(stmt, 0);
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return value;
+  }
+
+  // A journal at path_ with `rows` tasks, closed.
+  void MakeJournal(int rows) {
+    auto j = Journal::Open(path_, Durability::kProcess);
+    ASSERT_TRUE(j.ok()) << j.status();
+    for (int i = 1; i <= rows; ++i) {
+      (*j)->Put(i, MakeTask("task-" + std::to_string(i), v1::TASK_STATE_QUEUED));
+    }
+    ASSERT_TRUE(AwaitCommit(**j, (*j)->last_ticket()).ok());
+  }
+
+  // What an earlier taskrt left: its statements, no application_id, one task.
+  void MakeOldJournal() {
+    const std::string body = MakeTask("old-1", v1::TASK_STATE_SUCCEEDED).SerializeAsString();
+    std::string hex;
+    for (unsigned char c : body) {
+      static const char kDigits[] = "0123456789abcdef";
+      hex += kDigits[c >> 4];
+      hex += kDigits[c & 15];
+    }
+    RunSql(path_,
+           "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS tasks ( seq INTEGER PRIMARY KEY,"
+           " id TEXT NOT NULL, idempotency_key TEXT, final INTEGER NOT NULL, body BLOB NOT NULL);"
+           " PRAGMA user_version=1; INSERT INTO tasks VALUES(7, 'old-1', NULL, 1, x'" +
+               hex + "')");
+  }
+
+  // Runs `sql` in a child process that dies without closing the database, as a daemon
+  // killed with -9 does: the rows stay in journal.db-wal.
+  void RunSqlAndCrash(const std::string& sql) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      sqlite3* db = nullptr;
+      sqlite3_open(path_.c_str(), &db);
+      const int rc = sqlite3_exec(db,
+                                  ("PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; "
+                                   "PRAGMA wal_autocheckpoint=0; " +
+                                   sql)
+                                      .c_str(),
+                                  nullptr, nullptr, nullptr);
+      ::_exit(rc == SQLITE_OK ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ASSERT_TRUE(std::filesystem::exists(path_ + "-wal"));
+  }
+
+  static mode_t ModeOf(const std::string& path) {
+    struct stat st {};
+    ::stat(path.c_str(), &st);
+    return st.st_mode & 07777;
+  }
+
+  // Opens a new journal under `mask` and expects every file private.
+  void ExpectPrivateUnderUmask(mode_t mask) {
+    ::chmod(dir_.c_str(), 0777 & ~mask);  // as mkdir would have made it under `mask`
+    const mode_t old_mask = ::umask(mask);
+    auto j = Journal::Open(path_, Durability::kFull);
+    ::umask(old_mask);
+    ASSERT_TRUE(j.ok()) << j.status();
+    ASSERT_TRUE(AwaitCommit(**j, (*j)->Put(1, MakeTask("a", v1::TASK_STATE_QUEUED))).ok());
+    EXPECT_EQ(ModeOf(dir_), 0700u);
+    EXPECT_TRUE(std::filesystem::exists(path_ + "-wal"));
+    for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+      EXPECT_EQ(ModeOf(entry.path()), 0600u) << entry.path();
+    }
+  }
+
+  static constexpr int64_t kTaskrtApplicationId = 0x74736b72;
+};
+
+TEST_F(JournalSecurityTest, NotSqliteIsRefusedUntouched) {
+  std::ofstream(path_, std::ios::binary) << std::string(8192, 'Z');
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss).find("not an SQLite database"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, GarbageHeaderIsRefusedUntouched) {
+  MakeJournal(10);
+  std::fstream(path_, std::ios::binary | std::ios::in | std::ios::out) << "garbage garbage!";
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss).find("not an SQLite database"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, TruncatedHeaderIsRefusedUntouched) {
+  MakeJournal(10);
+  std::filesystem::resize_file(path_, 60);
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss).find("truncated: 60 bytes"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, TruncatedFileIsRefusedUntouched) {
+  MakeJournal(2000);
+  std::filesystem::resize_file(path_, std::filesystem::file_size(path_) / 2 / 4096 * 4096);
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss).find("malformed"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, FailedIntegrityCheckIsRefusedUntouched) {
+  MakeJournal(2000);
+  // Overwrite the cell pointers of page 4, a leaf of the tasks table.
+  std::fstream file(path_, std::ios::binary | std::ios::in | std::ios::out);
+  file.seekp(3 * 4096 + 8);
+  file << std::string(8, '\xff');
+  file.close();
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss).find("integrity check"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, RowThatIsNotATaskIsRefusedUntouched) {
+  MakeJournal(3);
+  RunSql(path_, "UPDATE tasks SET body = x'ffffffff' WHERE seq = 2");
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss)
+                .find("row 2 does not hold a task (its 4 bytes do not parse as taskrt.v1.Task)"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, BadRowInTheWalOfACrashIsRefusedUntouched) {
+  MakeJournal(3);
+  RunSqlAndCrash("UPDATE tasks SET body = x'ffffffff' WHERE seq = 3");
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss).find("row 3 does not hold"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, ForeignDatabaseIsRefusedUntouched) {
+  RunSql(path_, "CREATE TABLE t(a); INSERT INTO t VALUES(1)");
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kFailedPrecondition)
+                .find("an SQLite database but not a taskrt journal"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, OtherApplicationIdIsRefusedUntouched) {
+  MakeOldJournal();
+  RunSql(path_, "PRAGMA application_id=305419896");  // 0x12345678
+  // A read-only look leaves an empty journal.db-wal and a journal.db-shm; they stay too.
+  ASSERT_EQ(PragmaOf(path_, "application_id"), 0x12345678);
+  ASSERT_TRUE(std::filesystem::exists(path_ + "-wal"));
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kFailedPrecondition)
+                .find("another program (application_id 0x12345678"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, UnknownSchemaVersionIsRefusedUntouched) {
+  MakeJournal(3);
+  RunSql(path_, "PRAGMA user_version=2");
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kFailedPrecondition)
+                .find("schema version 2, which this taskrt does not know"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, WalWithoutItsDatabaseIsRefusedUntouched) {
+  MakeJournal(3);
+  RunSqlAndCrash("DELETE FROM tasks WHERE seq = 1");
+  std::filesystem::remove(path_);
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kFailedPrecondition)
+                .find("missing or empty but " + path_ + "-wal holds"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, SymbolicLinkIsRefusedUntouched) {
+  const std::string real = path_;
+  path_ = dir_ + "/elsewhere.db";
+  MakeJournal(3);
+  path_ = real;
+  std::filesystem::create_symlink(dir_ + "/elsewhere.db", path_);
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kFailedPrecondition).find("symbolic link"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, FileOfAnotherUserIsRefusedUntouched) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the file to another user";
+  MakeJournal(3);
+  ASSERT_EQ(::chown(path_.c_str(), 12345, 12345), 0);
+  ::chmod(path_.c_str(), 0644);
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kPermissionDenied).find("owned by uid 12345"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, DirectoryOfAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give the directory to another user";
+  ASSERT_EQ(::chown(dir_.c_str(), 12345, 12345), 0);
+  auto j = Journal::Open(path_, Durability::kFull);
+  ASSERT_FALSE(j.ok());
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kPermissionDenied) << j.status();
+  EXPECT_NE(j.status().message().find("state directory " + dir_ + " is owned by uid 12345"),
+            std::string::npos)
+      << j.status();
+  EXPECT_FALSE(std::filesystem::exists(path_));
+}
+
+TEST_F(JournalSecurityTest, NewJournalIsMarked) {
+  MakeJournal(1);
+  EXPECT_EQ(PragmaOf(path_, "application_id"), kTaskrtApplicationId);
+  EXPECT_EQ(PragmaOf(path_, "user_version"), 1);
+}
+
+TEST_F(JournalSecurityTest, JournalOfAnEarlierTaskrtIsAdopted) {
+  MakeOldJournal();
+  ASSERT_EQ(PragmaOf(path_, "application_id"), 0);
+  {
+    auto j = Journal::Open(path_, Durability::kFull);
+    ASSERT_TRUE(j.ok()) << j.status();
+    auto all = (*j)->LoadAll();
+    ASSERT_TRUE(all.ok()) << all.status();
+    ASSERT_EQ(all->size(), 1u);
+    EXPECT_EQ((*all)[0].seq, 7u);
+    EXPECT_EQ((*all)[0].task.id(), "old-1");
+  }
+  EXPECT_EQ(PragmaOf(path_, "application_id"), kTaskrtApplicationId);
+  EXPECT_EQ(PragmaOf(path_, "user_version"), 1);
+}
+
+TEST_F(JournalSecurityTest, RowsOnlyInTheWalOfACrashAreRecovered) {
+  MakeJournal(1);
+  RunSqlAndCrash("UPDATE tasks SET id = 'in-wal' WHERE seq = 1");
+  auto j = Journal::Open(path_, Durability::kFull);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_FALSE(std::filesystem::exists(path_ + "-shm"));
+  auto all = (*j)->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 1u);
+}
+
+TEST_F(JournalSecurityTest, FilesArePrivateUnderUmask0) { ExpectPrivateUnderUmask(0); }
+
+TEST_F(JournalSecurityTest, FilesArePrivateUnderUmask022) { ExpectPrivateUnderUmask(022); }
+
+TEST_F(JournalSecurityTest, ExistingFilesAreMadePrivate) {
+  MakeJournal(3);
+  ::chmod(path_.c_str(), 0644);
+  ::chmod(dir_.c_str(), 0755);
+  auto j = Journal::Open(path_, Durability::kFull);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(ModeOf(dir_), 0700u);
+  EXPECT_EQ(ModeOf(path_), 0600u);
+  EXPECT_EQ(ModeOf(path_ + "-wal"), 0600u);
 }
 
 TEST(DurabilityTest, Parses) {
