@@ -250,6 +250,13 @@ class AsyncWaits {
         } else {
           s = FromGrpc(call->status);
           if (absl::IsUnavailable(s) && BackOffLocked(call)) continue;
+          if (absl::IsUnavailable(s) && stopping_) {
+            // It failed just before the client went away (too late for TryCancel): it
+            // would have retried, so it ends as the client's destruction, not the outage.
+            s = absl::CancelledError(absl::StrCat(
+                "the client was destroyed while waiting for the daemon to come back (task ",
+                call->id, ")"));
+          }
         }
         in_flight_.erase(call);
       }
