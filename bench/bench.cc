@@ -700,6 +700,10 @@ std::vector<Result> QueuedMemory(Context& ctx) {
   DaemonProcessOptions options = ctx.options.daemon;
   options.args = WithoutFlag(WithoutFlag(options.args, "--max-queued"), "--drain-timeout");
   options.args.push_back(absl::StrCat("--max-queued=", n + 1000));
+  // One client holds them all: lift the per-owner share too (WithoutFlag keeps
+  // --max-queued-per-owner apart from --max-queued).
+  options.args = WithoutFlag(options.args, "--max-queued-per-owner");
+  options.args.push_back(absl::StrCat("--max-queued-per-owner=", n + 1000));
   options.args.push_back("--drain-timeout=0s");  // the blockers would hold the stop
   absl::StatusOr<std::unique_ptr<DaemonProcess>> other = DaemonProcess::Start(options);
   if (!other.ok()) return {Failed(name, "B/task", other.status())};
