@@ -15,18 +15,12 @@
 #include <string_view>
 
 #include "worker/builtin_inputs.h"
+#include "fuzz_check.h"
 
 namespace {
 
 using namespace taskrt::worker;  // NOLINT: a harness, not library code
 
-#define FUZZ_CHECK(cond)                                                                \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
 
 template <typename T>
 bool Ok(const absl::StatusOr<T>& r) {

@@ -18,6 +18,7 @@
 
 #include "common/frame.h"
 #include "google/protobuf/stubs/logging.h"
+#include "fuzz_check.h"
 
 namespace {
 
@@ -26,13 +27,6 @@ using taskrt::internal::FrameDecoder;
 using taskrt::internal::kMaxFrameBytes;
 using taskrt::v1::internal::WorkerFrame;
 
-#define FUZZ_CHECK(cond)                                                                \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
 
 // What one decoding of the stream produced.
 struct Outcome {

@@ -21,19 +21,13 @@
 #include "daemon/validation.h"
 #include "google/protobuf/stubs/logging.h"
 #include "taskrt/v1/service.pb.h"
+#include "fuzz_check.h"
 
 namespace {
 
 using namespace taskrt;          // NOLINT: a harness, not library code
 using namespace taskrt::daemon;  // NOLINT
 
-#define FUZZ_CHECK(cond)                                                                \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
 
 const std::set<std::string, std::less<>>& Handlers() {
   static const auto* handlers = new std::set<std::string, std::less<>>{
