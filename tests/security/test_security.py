@@ -340,7 +340,7 @@ def test_the_listener_survives_descriptor_exhaustion(daemons):
         if r.code == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert r.code == 0, r
+    assert r.code == 0, (r, d.output()[-3000:])
 
 
 def test_an_idle_connection_is_closed(daemons):
