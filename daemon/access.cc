@@ -67,20 +67,21 @@ Caller Caller::Daemon() { return Caller{UidOwner(::geteuid()), true, true}; }
 
 std::string UidOwner(uid_t uid) { return absl::StrCat("uid:", uid); }
 
-absl::StatusOr<AccessPolicy> AccessPolicy::Create(const AccessOptions& options,
-                                                  uid_t daemon_uid) {
+absl::StatusOr<AccessPolicy> AccessPolicy::Create(const AccessOptions& options, uid_t daemon_uid) {
   AccessPolicy p;
   p.daemon_uid_ = daemon_uid;
   if (!options.admin_group.empty()) {
     auto gid = ParseGroup(options.admin_group);
-    if (!gid.ok()) return absl::InvalidArgumentError(absl::StrCat("--admin-group: ", gid.status().message()));
+    if (!gid.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--admin-group: ", gid.status().message()));
     p.admin_gid_ = *gid;
   }
   for (const std::string& entry : options.allow_exec) {
     const auto colon = entry.find(':');
     const absl::string_view kind = absl::string_view(entry).substr(0, colon);
-    const absl::string_view value =
-        colon == std::string::npos ? absl::string_view() : absl::string_view(entry).substr(colon + 1);
+    const absl::string_view value = colon == std::string::npos
+                                        ? absl::string_view()
+                                        : absl::string_view(entry).substr(colon + 1);
     absl::Status error;
     if (entry == "all") {
       p.exec_all_ = true;
@@ -171,9 +172,11 @@ absl::StatusOr<TokenStore> TokenStore::Load(const std::string& path, uid_t daemo
     std::vector<absl::string_view> fields =
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (fields.size() > 2 || fields[0].size() < kMinTokenLength) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token file ", path, " line ", line_no, ": expected 'TOKEN [OWNER]' with a token of at "
-          "least ", kMinTokenLength, " characters (e.g. `openssl rand -hex 32`)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token file ", path, " line ", line_no,
+                       ": expected 'TOKEN [OWNER]' with a token of at "
+                       "least ",
+                       kMinTokenLength, " characters (e.g. `openssl rand -hex 32`)"));
     }
     Entry e{Sha256(fields[0]), fields.size() == 2 ? std::string(fields[1]) : UidOwner(daemon_uid)};
     store.entries_.push_back(std::move(e));

@@ -4,8 +4,8 @@
 #include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <grpcpp/server.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -75,8 +75,8 @@ absl::StatusOr<bool> IsLoopback(const std::string& address) {
       ::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
     return internal::IsLoopbackHost(host);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--listen ", QuoteInput(address), ": ", host, " is not an IP address"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--listen ", QuoteInput(address), ": ", host, " is not an IP address"));
 }
 
 // The socket's directory: created (0700, plus search permission for whom `socket_mode`
@@ -99,9 +99,10 @@ absl::Status PrepareSocketDir(const std::string& dir, unsigned socket_mode) {
     problem = absl::StrCat("is owned by uid ", st.st_uid, ", not by you (uid ", me,
                            "): someone else may have created it to receive your tasks");
   } else if ((st.st_mode & 022) != 0 && (st.st_mode & S_ISVTX) == 0) {
-    problem = absl::StrFormat("can be written by others (mode %04o), so anyone could replace "
-                              "the socket",
-                              st.st_mode & 07777);
+    problem = absl::StrFormat(
+        "can be written by others (mode %04o), so anyone could replace "
+        "the socket",
+        st.st_mode & 07777);
   }
   if (problem.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(
@@ -160,9 +161,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   if (options.socket_path.empty()) options.socket_path = internal::DefaultSocketPath();
   if (options.socket_path.size() >= 100) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "socket path ", QuoteInput(options.socket_path),
-        " is too long for a unix socket (", options.socket_path.size(),
-        " bytes; the limit is 107): choose a shorter --socket"));
+        "socket path ", QuoteInput(options.socket_path), " is too long for a unix socket (",
+        options.socket_path.size(), " bytes; the limit is 107): choose a shorter --socket"));
   }
   if (options.tasks.cpu_workers < 1 || options.tasks.io_workers < 1 ||
       options.tasks.io_threads < 1) {
@@ -207,10 +207,11 @@ absl::Status Daemon::PrepareAccess() {
   for (const auto& addr : options_.listen) {
     ASSIGN_OR_RETURN(const bool loopback, IsLoopback(addr));
     if (!loopback && !tls) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--listen ", addr, ": an address other than loopback needs TLS, or tokens and tasks "
-          "would cross the network in clear text: pass --tls-cert and --tls-key (and "
-          "--tls-client-ca for client certificates)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--listen ", addr,
+                       ": an address other than loopback needs TLS, or tokens and tasks "
+                       "would cross the network in clear text: pass --tls-cert and --tls-key (and "
+                       "--tls-client-ca for client certificates)"));
     }
   }
   if (options_.state_dir.empty()) {
@@ -221,7 +222,8 @@ absl::Status Daemon::PrepareAccess() {
   if (options_.listen.empty()) return absl::OkStatus();
   if (options_.token_file.empty()) {
     absl::Status made = MakePrivateDirs(options_.state_dir);
-    if (!made.ok()) return absl::Status(made.code(), absl::StrCat("state directory: ", made.message()));
+    if (!made.ok())
+      return absl::Status(made.code(), absl::StrCat("state directory: ", made.message()));
     RETURN_IF_ERROR(SecureStateDir(options_.state_dir));
     options_.token_file = options_.state_dir + "/token";
     ASSIGN_OR_RETURN(const bool created, TokenStore::CreateIfMissing(options_.token_file));
@@ -270,7 +272,8 @@ static absl::StatusOr<std::string> ReadPem(const std::string& path, const char* 
   return text;
 }
 
-static absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(const DaemonOptions& o) {
+static absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
+    const DaemonOptions& o) {
   grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   ASSIGN_OR_RETURN(pair.private_key, ReadPem(o.tls_key_file, "--tls-key"));
@@ -311,8 +314,8 @@ absl::Status Daemon::StartServer() {
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot start the gRPC server", tls ? " (is a --listen address in use?)" : ""));
+    return absl::UnavailableError(absl::StrCat("cannot start the gRPC server",
+                                               tls ? " (is a --listen address in use?)" : ""));
   }
   for (size_t i = 0; i < ports.size(); ++i) {
     if (tls && ports[i] == 0) {

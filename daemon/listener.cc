@@ -17,9 +17,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 
 namespace taskrt::daemon {
@@ -187,9 +187,9 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Tcp(const std::string& addre
   if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, SOMAXCONN) != 0) {
     const int err = errno;
     ::close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ",
-                                               std::strerror(err),
-                                               err == EADDRINUSE ? " (another program has it)" : ""));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address, ": ", std::strerror(err),
+                     err == EADDRINUSE ? " (another program has it)" : ""));
   }
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof(bound);
@@ -244,8 +244,8 @@ bool Listener::AcceptOne() {
       if (shed >= 0) Shed(shed, "the daemon is out of file descriptors (RLIMIT_NOFILE)");
       reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
       const absl::Duration last = absl::AbsDuration(backoff_);
-      backoff_ = last == absl::ZeroDuration() ? absl::Milliseconds(100)
-                                              : std::min(last * 2, kMaxBackoff);
+      backoff_ =
+          last == absl::ZeroDuration() ? absl::Milliseconds(100) : std::min(last * 2, kMaxBackoff);
     }
     return false;  // EAGAIN, ECONNABORTED, EINTR...: poll again
   }

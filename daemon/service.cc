@@ -5,10 +5,10 @@
 #include <memory>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
-#include "common/util.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/mutex.h"
+#include "common/util.h"
 #include "daemon/validation.h"
 
 namespace taskrt::daemon {
@@ -119,7 +119,8 @@ class RunReactor final : public WaitingReactor<RunState> {
     google::protobuf::RepeatedPtrField<std::string> ids;
     *ids.Add() = id;
     handle_ = manager_.Wait(
-        caller, ids, timeout_ms, [state = state_, id, timeout_ms](absl::StatusOr<std::vector<v1::Task>> r) {
+        caller, ids, timeout_ms,
+        [state = state_, id, timeout_ms](absl::StatusOr<std::vector<v1::Task>> r) {
           if (!r.ok()) {
             if (absl::IsDeadlineExceeded(r.status())) {
               state->Complete(absl::DeadlineExceededError(absl::StrCat(
@@ -169,9 +170,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
       internal::MutexLock lock(&shared_->mu);
       slot = shared_->slots++;
     }
-    auto submitted = manager_.Submit(caller_, request_.tasks(), [shared = shared_](v1::TaskResult r) {
-      shared->AddResult(std::move(r));
-    });
+    auto submitted =
+        manager_.Submit(caller_, request_.tasks(),
+                        [shared = shared_](v1::TaskResult r) { shared->AddResult(std::move(r)); });
     if (!submitted.ok()) {
       shared_->AddAccepted(slot, tag, submitted.status(), {});
     } else {
@@ -434,11 +435,11 @@ absl::StatusOr<Caller> IdentifyCaller(const CallerIdentity& identity,
   if (info.has_value() && info->unix_socket) {
     return identity.policy->ForPeer(info->uid, info->gid, info->groups);
   }
-  const bool tcp = info.has_value() || absl::StartsWith(peer, "ipv4:") ||
-                   absl::StartsWith(peer, "ipv6:");
+  const bool tcp =
+      info.has_value() || absl::StartsWith(peer, "ipv4:") || absl::StartsWith(peer, "ipv6:");
   if (!tcp || identity.tokens == nullptr) {
-    return absl::UnauthenticatedError(absl::StrCat("the daemon cannot tell who is calling from ",
-                                                   QuoteInput(peer, 64)));
+    return absl::UnauthenticatedError(
+        absl::StrCat("the daemon cannot tell who is calling from ", QuoteInput(peer, 64)));
   }
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find("authorization");

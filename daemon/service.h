@@ -19,7 +19,7 @@ namespace taskrt::daemon {
 struct CallerIdentity {
   ConnectionRegistry* registry = nullptr;
   const AccessPolicy* policy = nullptr;
-  const TokenStore* tokens = nullptr;  // null: no TCP listener, so no token accepted
+  const TokenStore* tokens = nullptr;     // null: no TCP listener, so no token accepted
   size_t watch_backlog_bytes = 8u << 20;  // a Watch whose client lags more is ended
 };
 
@@ -32,11 +32,8 @@ absl::StatusOr<Caller> IdentifyCaller(const CallerIdentity& identity,
 class TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
   // `stream_result_backlog`: see DaemonOptions.
-  TaskServiceImpl(TaskManager& manager, CallerIdentity identity,
-                  int stream_result_backlog = 10000)
-      : manager_(manager),
-        identity_(identity),
-        stream_result_backlog_(stream_result_backlog) {}
+  TaskServiceImpl(TaskManager& manager, CallerIdentity identity, int stream_result_backlog = 10000)
+      : manager_(manager), identity_(identity), stream_result_backlog_(stream_result_backlog) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,

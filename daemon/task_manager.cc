@@ -14,11 +14,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "asio/post.hpp"
-#include "google/protobuf/util/message_differencer.h"
 #include "asio/write.hpp"
 #include "common/status_macros.h"
 #include "common/util.h"
 #include "daemon/validation.h"
+#include "google/protobuf/util/message_differencer.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -483,8 +483,7 @@ absl::Status TaskManager::AdmitLocked(
     } else if (!google::protobuf::util::MessageDifferencer::Equals(specs[first->second], spec)) {
       return absl::AlreadyExistsError(absl::StrCat(
           "tasks ", first->second + 1, " and ", i + 1, " of the batch share the idempotency key ",
-          QuoteInput(spec.idempotency_key()),
-          " with different specs; nothing was submitted"));
+          QuoteInput(spec.idempotency_key()), " with different specs; nothing was submitted"));
     }
   }
   if (unfinished_ + fresh > options_.max_queued) {
@@ -508,7 +507,7 @@ absl::Status TaskManager::AdmitLocked(
 }
 
 absl::StatusOr<std::optional<uint64_t>> TaskManager::KnownKeyLocked(const std::string& owner,
-                                                                     const v1::TaskSpec& spec) {
+                                                                    const v1::TaskSpec& spec) {
   if (spec.idempotency_key().empty()) return std::nullopt;
   auto known = by_key_.find(KeyIndex(owner, spec.idempotency_key()));
   if (known == by_key_.end()) return std::nullopt;
@@ -517,16 +516,14 @@ absl::StatusOr<std::optional<uint64_t>> TaskManager::KnownKeyLocked(const std::s
   if (normalized.timeout_ms() == 0) normalized.set_timeout_ms(options_.default_timeout_ms);
   if (!google::protobuf::util::MessageDifferencer::Equals(task.spec(), normalized)) {
     return absl::AlreadyExistsError(absl::StrCat(
-        "idempotency key ", QuoteInput(spec.idempotency_key()),
-        " was used for task ", task.id(), " with a different spec (handler ",
-        QuoteInput(task.spec().handler()), "); use a new key for a new task, ",
-        "or resubmit the same spec to get that task"));
+        "idempotency key ", QuoteInput(spec.idempotency_key()), " was used for task ", task.id(),
+        " with a different spec (handler ", QuoteInput(task.spec().handler()),
+        "); use a new key for a new task, ", "or resubmit the same spec to get that task"));
   }
   return known->second;
 }
 
-absl::StatusOr<uint64_t> TaskManager::FindOwnedLocked(const Caller& caller,
-                                                      const std::string& id) {
+absl::StatusOr<uint64_t> TaskManager::FindOwnedLocked(const Caller& caller, const std::string& id) {
   absl::StatusOr<uint64_t> seq = FindLocked(id);
   if (seq.ok() && !caller.admin && tasks_.at(*seq).task.owner() != caller.name) {
     return NotFoundLocked(id);  // the same error as an unknown id: existence is not leaked
@@ -561,10 +558,9 @@ absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
 }
 
 absl::Status TaskManager::NotFoundLocked(const std::string& id) {
-  return absl::NotFoundError(absl::StrCat("task ", QuoteInput(id),
-                                          " not found (the daemon keeps the last ",
-                                          options_.max_retained,
-                                          " finished tasks; see `taskrt list`)"));
+  return absl::NotFoundError(
+      absl::StrCat("task ", QuoteInput(id), " not found (the daemon keeps the last ",
+                   options_.max_retained, " finished tasks; see `taskrt list`)"));
 }
 
 // ---------------------------------------------------------------------------------
@@ -1344,13 +1340,12 @@ absl::StatusOr<uint64_t> TaskManager::Watch(
     EventSink sink) {
   OpLock lock(this);
   size_t& mine = watchers_by_owner_[caller.name];
-  if (subscribers_.size() >= options_.max_watchers ||
-      mine >= options_.max_watchers_per_owner) {
+  if (subscribers_.size() >= options_.max_watchers || mine >= options_.max_watchers_per_owner) {
     const bool all = subscribers_.size() >= options_.max_watchers;
     if (mine == 0) watchers_by_owner_.erase(caller.name);
     return absl::ResourceExhaustedError(absl::StrCat(
-        all ? "the daemon" : caller.name, " has ",
-        all ? subscribers_.size() : mine, " Watch calls open, the limit (taskrtd ",
+        all ? "the daemon" : caller.name, " has ", all ? subscribers_.size() : mine,
+        " Watch calls open, the limit (taskrtd ",
         all ? "--max-watchers" : "--max-watchers-per-owner", "); close one and retry"));
   }
   ++mine;
@@ -1384,12 +1379,13 @@ v1::Stats TaskManager::GetStats(const Caller& caller) {
       o->set_queued(counts[v1::TASK_STATE_QUEUED]);
       o->set_running(counts[v1::TASK_STATE_RUNNING]);
       for (v1::TaskState st : {v1::TASK_STATE_SUCCEEDED, v1::TASK_STATE_FAILED,
-                                v1::TASK_STATE_CANCELLED, v1::TASK_STATE_TIMED_OUT}) {
+                               v1::TASK_STATE_CANCELLED, v1::TASK_STATE_TIMED_OUT}) {
         o->set_finished(o->finished() + counts[st]);
       }
     }
-    std::sort(stats.mutable_owners()->begin(), stats.mutable_owners()->end(),
-              [](const v1::OwnerCount& a, const v1::OwnerCount& b) { return a.owner() < b.owner(); });
+    std::sort(
+        stats.mutable_owners()->begin(), stats.mutable_owners()->end(),
+        [](const v1::OwnerCount& a, const v1::OwnerCount& b) { return a.owner() < b.owner(); });
   }
   stats.set_daemon_pid(daemon_pid_);
   stats.set_started_unix_us(started_us_);

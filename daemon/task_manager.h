@@ -17,8 +17,8 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -67,17 +67,17 @@ struct TaskManagerOptions {
   std::vector<std::string> privileged_handlers = {"sys.exec", "io.read_file", "hash.sha256"};
   // Tasks recovered from a journal that predates owners belong to this uid.
   uid_t daemon_uid = 0;
-  uint32_t max_attempts_limit = 100;               // largest TaskSpec.max_attempts accepted
-  int64_t startup_timeout_ms = 15000;              // for the first workers to say hello
+  uint32_t max_attempts_limit = 100;    // largest TaskSpec.max_attempts accepted
+  int64_t startup_timeout_ms = 15000;   // for the first workers to say hello
   uint64_t worker_max_tasks = 0;        // recycle a worker after this many tasks (0 = never)
   int64_t worker_max_rss_kb = 0;        // ...or once its peak RSS exceeds this (0 = never)
   uint64_t cpu_memory_limit_bytes = 0;  // address-space limit of cpu workers (0 = none)
   // Largest result of one task (output, or its TaskDone frame); a bigger one fails that
   // task alone with OUTPUT_TOO_LARGE. Passed to every worker; sets the frame limit.
   size_t max_output_bytes = internal::kDefaultMaxOutputBytes;
-  int64_t kill_grace_ms = 2000;         // SIGTERM -> SIGKILL when cancelling a CPU task
-  int64_t stuck_grace_ms = 10000;       // an io task still running this long after its
-                                        // cancellation gets its worker recycled
+  int64_t kill_grace_ms = 2000;    // SIGTERM -> SIGKILL when cancelling a CPU task
+  int64_t stuck_grace_ms = 10000;  // an io task still running this long after its
+                                   // cancellation gets its worker recycled
   // Where accepted tasks and their state changes are recorded; null = not durable.
   // Not owned; must outlive the TaskManager.
   Journal* journal = nullptr;

@@ -252,7 +252,7 @@ struct Pipes {
 struct Launch {
   ExecSpec spec;
   size_t max_output_bytes = 0;  // BuiltinOptions::max_output_bytes
-  Pipes pipes;  // stdin's pipe only when there is input: otherwise /dev/null
+  Pipes pipes;                  // stdin's pipe only when there is input: otherwise /dev/null
   pid_t pid = -1;
   int pipe_errno = 0;
   int spawn_error = 0;  // posix_spawnp's result

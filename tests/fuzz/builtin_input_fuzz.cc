@@ -14,13 +14,12 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "worker/builtin_inputs.h"
 #include "fuzz_check.h"
+#include "worker/builtin_inputs.h"
 
 namespace {
 
 using namespace taskrt::worker;  // NOLINT: a harness, not library code
-
 
 template <typename T>
 bool Ok(const absl::StatusOr<T>& r) {

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "common/frame.h"
-#include "google/protobuf/stubs/logging.h"
 #include "fuzz_check.h"
+#include "google/protobuf/stubs/logging.h"
 
 namespace {
 
@@ -26,7 +26,6 @@ using taskrt::internal::AppendFrame;
 using taskrt::internal::FrameDecoder;
 using taskrt::internal::kMaxFrameBytes;
 using taskrt::v1::internal::WorkerFrame;
-
 
 // What one decoding of the stream produced.
 struct Outcome {

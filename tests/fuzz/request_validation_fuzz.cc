@@ -19,15 +19,14 @@
 #include <string_view>
 
 #include "daemon/validation.h"
+#include "fuzz_check.h"
 #include "google/protobuf/stubs/logging.h"
 #include "taskrt/v1/service.pb.h"
-#include "fuzz_check.h"
 
 namespace {
 
 using namespace taskrt;          // NOLINT: a harness, not library code
 using namespace taskrt::daemon;  // NOLINT
-
 
 const std::set<std::string, std::less<>>& Handlers() {
   static const auto* handlers = new std::set<std::string, std::less<>>{

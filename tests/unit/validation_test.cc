@@ -28,8 +28,7 @@ TEST(ValidationTest, UnknownHandlerIsNamedButNotEchoedWhole) {
   const ValidationLimits limits;
   auto s = ValidateSpec(Spec("math.prime"), limits, Known, KnownList);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(s.message(),
-            "handler 'math.prime' is not registered (known: math.primes, sys.noop)");
+  EXPECT_EQ(s.message(), "handler 'math.prime' is not registered (known: math.primes, sys.noop)");
   s = ValidateSpec(Spec(std::string(20u << 20, 'h')), limits, Known, KnownList);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_LT(s.message().size(), 400u);
