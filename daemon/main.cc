@@ -68,8 +68,7 @@ int main(int argc, char** argv) {
                  "Unfinished tasks of one owner; beyond, that owner's submits fail with "
                  "RESOURCE_EXHAUSTED")
       ->default_val(250000);
-  app.add_option("--max-watchers", t.max_watchers, "Watch calls open at once")
-      ->default_val(256);
+  app.add_option("--max-watchers", t.max_watchers, "Watch calls open at once")->default_val(256);
   app.add_option("--max-watchers-per-owner", t.max_watchers_per_owner,
                  "Watch calls open at once by one owner")
       ->default_val(16);
@@ -168,36 +167,28 @@ int main(int argc, char** argv) {
   options.verbose = !quiet;
   t.classifier.default_class =
       default_class == "io" ? taskrt::v1::TASK_CLASS_IO : taskrt::v1::TASK_CLASS_CPU;
-  auto timeout = taskrt::internal::ParseDurationFlag(default_timeout);
-  if (!timeout.ok()) {
-    std::fprintf(stderr, "taskrtd: --default-timeout: %s\n",
-                 std::string(timeout.status().message()).c_str());
-    return 2;
+  // Every duration option, parsed in one place: a bad one names itself and exits 2.
+  absl::Duration timeout, drain, retain, stuck;
+  const std::pair<const char*, std::pair<const std::string*, absl::Duration*>> durations[] = {
+      {"--default-timeout", {&default_timeout, &timeout}},
+      {"--drain-timeout", {&drain_timeout, &drain}},
+      {"--retain-for", {&retain_for, &retain}},
+      {"--stuck-grace", {&stuck_grace, &stuck}},
+      {"--idle-timeout", {&idle_timeout, &options.idle_timeout}},
+  };
+  for (const auto& [flag, text_and_out] : durations) {
+    auto parsed = taskrt::internal::ParseDurationFlag(*text_and_out.first);
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "taskrtd: %s: %s\n", flag,
+                   std::string(parsed.status().message()).c_str());
+      return 2;
+    }
+    *text_and_out.second = *parsed;
   }
-  t.default_timeout_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(*timeout));
-  auto drain = taskrt::internal::ParseDurationFlag(drain_timeout);
-  auto retain = taskrt::internal::ParseDurationFlag(retain_for);
-  if (!drain.ok() || !retain.ok()) {
-    std::fprintf(stderr, "taskrtd: %s\n",
-                 std::string((drain.ok() ? retain.status() : drain.status()).message()).c_str());
-    return 2;
-  }
-  options.drain_timeout = *drain;
-  auto stuck = taskrt::internal::ParseDurationFlag(stuck_grace);
-  if (!stuck.ok()) {
-    std::fprintf(stderr, "taskrtd: --stuck-grace: %s\n",
-                 std::string(stuck.status().message()).c_str());
-    return 2;
-  }
-  t.stuck_grace_ms = absl::ToInt64Milliseconds(*stuck);
-  auto idle = taskrt::internal::ParseDurationFlag(idle_timeout);
-  if (!idle.ok()) {
-    std::fprintf(stderr, "taskrtd: --idle-timeout: %s\n",
-                 std::string(idle.status().message()).c_str());
-    return 2;
-  }
-  options.idle_timeout = *idle;
-  t.retain_for_ms = absl::ToInt64Milliseconds(*retain);
+  t.default_timeout_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(timeout));
+  options.drain_timeout = drain;
+  t.stuck_grace_ms = absl::ToInt64Milliseconds(stuck);
+  t.retain_for_ms = absl::ToInt64Milliseconds(retain);
   options.durability = *taskrt::daemon::ParseDurability(durability);
   try {
     options.socket_mode = static_cast<unsigned>(std::stoul(socket_mode, nullptr, 8)) & 0777;
