@@ -386,10 +386,11 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
   const int64_t now = NowUnixMicros();
   for (const auto& spec : specs) {
     if (!spec.idempotency_key().empty()) {
-      auto known = KnownKeyLocked(caller.name, spec);  // checked by AdmitLocked
-      if (known.ok() && known->has_value()) {  // accepted before: the same task, not a new one
-        ids.push_back(tasks_.at(**known).task.id());
-        seqs.push_back(**known);
+      // AdmitLocked compared the specs already (also those earlier in this batch).
+      auto known = by_key_.find(KeyIndex(caller.name, spec.idempotency_key()));
+      if (known != by_key_.end()) {  // accepted before: the same task, not a new one
+        ids.push_back(tasks_.at(known->second).task.id());
+        seqs.push_back(known->second);
         continue;
       }
     }
