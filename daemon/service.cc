@@ -345,8 +345,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
         manager_.Watch(caller, request->task_ids(), [this](const v1::TaskEvent& e) { Push(e); });
     internal::MutexLock lock(&mu_);
     if (!handle.ok()) {
-      FinishLocked(grpc::Status(static_cast<grpc::StatusCode>(handle.status().code()),
-                                std::string(handle.status().message())));
+      FinishLocked(ToGrpc(handle.status()));
       return;
     }
     handle_ = *handle;
