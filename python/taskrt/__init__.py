@@ -1,0 +1,9 @@
+"""taskrt for Python: submit tasks to taskrtd, and run Python functions where they belong.
+
+CPU-bound Python gains nothing from threads (the GIL lets one thread run Python at a
+time): taskrtd runs it in Python worker processes, one task each. I/O-bound Python is
+right on threads or asyncio: taskrtd runs it on the thread pool and asyncio loop of a
+Python I/O worker. Every result says where it ran and why (task.decision).
+"""
+
+__version__ = "0.1.0"
