@@ -640,8 +640,11 @@ class Worker:
         try:
             call = prepare(running.handler, running.data)
         except InvalidInput as e:
-            outcome = Outcome(failure=task_pb2.FAILURE_KIND_INVALID_INPUT, error=bounded_utf8(str(e)))
+            outcome = Outcome(failure=task_pb2.FAILURE_KIND_INVALID_INPUT, error=str(e))
             return self._finish(running, outcome, Meter(self._probe, False), started)
+        except BaseException as e:  # unpickling runs the caller's code
+            return self._finish(running, failed(e, None, running), Meter(self._probe, False),
+                                started)
         if not inspect.iscoroutinefunction(call.fn):  # py.call_async of a plain function
             running.executor = task_pb2.EXECUTOR_THREAD
             self._pool.submit(self._run_on_thread, running, call)
@@ -671,7 +674,7 @@ class Worker:
                 value = asyncio.run(_watched(value, running))
             outcome = succeeded(call, value)
         except InvalidInput as e:
-            outcome = Outcome(failure=task_pb2.FAILURE_KIND_INVALID_INPUT, error=bounded_utf8(str(e)))
+            outcome = Outcome(failure=task_pb2.FAILURE_KIND_INVALID_INPUT, error=str(e))
         except BaseException as e:  # SystemExit too: a task cannot stop its worker
             outcome = failed(e, call, running)
         finally:
