@@ -87,14 +87,14 @@ std::string MismatchHint(const v1::Decision& decision, const ClassifierOptions& 
   const char* who = decision.reason() == v1::REASON_CLIENT_DECLARED ? "declared" : "hinted";
   const double gil_share = static_cast<double>(decision.gil_wait_us()) /
                            static_cast<double>(decision.run_time_us());
-  if (decision.resolved_class() == v1::TASK_CLASS_IO && ratio >= 0.8 && decision.gil_measured() &&
+  if (decision.resolved_class() == v1::TASK_CLASS_IO && ratio >= 0.5 && decision.gil_measured() &&
       gil_share >= 0.2) {
     return absl::StrFormat(
         "%s IO but it computed: it ran Python %.0f%% of the time it did not wait for the GIL, "
-        "and waited %.0f%% of its run for the GIL behind %d other Python tasks; threads of one "
+        "and waited %.0f%% of its run for the GIL behind %d other Python task%s; threads of one "
         "process run Python one at a time (the GIL), so a thread gained it nothing: submit "
         "it as CPU to run it in a process of its own, in parallel",
-        who, ratio * 100, gil_share * 100, decision.peers());
+        who, ratio * 100, gil_share * 100, decision.peers(), decision.peers() == 1 ? "" : "s");
   }
   if (decision.resolved_class() == v1::TASK_CLASS_IO && ratio >= 0.8) {
     return absl::StrFormat(
