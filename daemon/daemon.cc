@@ -317,6 +317,11 @@ absl::Status Daemon::StartServer() {
     return absl::UnavailableError(absl::StrCat("cannot start the gRPC server",
                                                tls ? " (is a --listen address in use?)" : ""));
   }
+  // Health answers for the whole server ("") and for the service by name, as gRPC
+  // health checkers (and Kubernetes probes) ask for either.
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus("taskrt.v1.TaskService", true);
+  }
   for (size_t i = 0; i < ports.size(); ++i) {
     if (tls && ports[i] == 0) {
       return absl::UnavailableError(
