@@ -25,7 +25,8 @@ from typing import Any, Mapping
 
 from .v1 import service_pb2, task_pb2
 
-__all__ = ["Decision", "TaskError", "Attempt", "Task", "TaskEvent", "explain",
+__all__ = ["Decision", "TaskError", "Attempt", "Task", "TaskEvent", "explain", "Stats",
+           "PoolInfo", "WorkerInfo", "LearnedClass", "OwnerCount", "HandlerInfo",
            "FINAL_STATES", "CLASSES", "state_value", "class_value"]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
@@ -312,6 +313,126 @@ class TaskEvent:
     @property
     def done(self) -> bool:
         return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A worker pool: "cpu", "io", "python-cpu" or "python-io"."""
+    name: str
+    workers: int
+    queued: int
+    running: int
+    completed: int
+    respawns: int
+    recycled: int  # workers replaced on purpose (--worker-max-tasks / --worker-max-rss)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker process: state "starting", "idle" or "busy"."""
+    pool: str
+    slot: int
+    pid: int
+    state: str
+    tasks_run: int
+    running: int
+    threads: int
+    started: _dt.datetime | None
+
+
+@dataclass(frozen=True)
+class LearnedClass:
+    """What the classifier measured for a handler (and function): learned_class is None
+    until there are enough samples."""
+    handler: str
+    function: str
+    cpu_ratio: float
+    samples: int
+    learned_class: str | None
+    gil_corrected: bool
+
+
+@dataclass(frozen=True)
+class OwnerCount:
+    """Tasks of one owner ("uid:1000", "token:NAME")."""
+    owner: str
+    queued: int
+    running: int
+    finished: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The daemon's pools, workers, queues and what it learned (GetStats).
+
+    tasks_by_state maps readable states ("queued", "succeeded", ...) to counts. owners is
+    filled for admins only; caller is who the daemon takes the caller for.
+    """
+    daemon_pid: int
+    started: _dt.datetime | None
+    pools: tuple[PoolInfo, ...]
+    workers: tuple[WorkerInfo, ...]
+    learned: tuple[LearnedClass, ...]
+    tasks_by_state: Mapping[str, int]
+    tasks_submitted: int
+    owners: tuple[OwnerCount, ...]
+    caller: str
+    caller_is_admin: bool
+    proto: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, pb: service_pb2.Stats) -> "Stats":
+        by_state = {}
+        for name, count in pb.tasks_by_state.items():
+            try:
+                key = _STATE_NAMES.get(task_pb2.TaskState.Value(name), name)
+            except ValueError:
+                key = name  # a state this client does not know: the daemon's name
+            by_state[key] = count
+        return cls(
+            daemon_pid=pb.daemon_pid, started=_time_of(pb.started_unix_us),
+            pools=tuple(PoolInfo(p.name, p.workers, p.queued, p.running, p.completed,
+                                 p.respawns, p.recycled) for p in pb.pools),
+            workers=tuple(WorkerInfo(w.pool, w.slot, w.pid, w.state, w.tasks_run, w.running,
+                                     w.threads, _time_of(w.started_unix_us))
+                          for w in pb.workers),
+            learned=tuple(LearnedClass(
+                l.handler, l.function, l.cpu_ratio, l.samples,
+                None if l.learned_class == task_pb2.TASK_CLASS_AUTO
+                else _name(_CLASS_NAMES, l.learned_class, "class"), l.gil_corrected)
+                for l in pb.learned),
+            tasks_by_state=by_state, tasks_submitted=pb.tasks_submitted,
+            owners=tuple(OwnerCount(o.owner, o.queued, o.running, o.finished)
+                         for o in pb.owners),
+            caller=pb.caller, caller_is_admin=pb.caller_is_admin, proto=pb)
+
+    def pool(self, name: str) -> PoolInfo | None:
+        """The pool called `name`, or None."""
+        return next((p for p in self.pools if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    """A registered handler. hint: "cpu", "io" or None (no hint). is_async: it runs on the
+    async loop (the proto's `async`, a Python keyword). allowed: the caller may submit it.
+    runtime: "native" or "python"."""
+    name: str
+    hint: str | None
+    is_async: bool
+    description: str
+    source: str
+    privileged: bool
+    allowed: bool
+    runtime: str
+    proto: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, pb: service_pb2.HandlerInfo) -> "HandlerInfo":
+        return cls(name=pb.name,
+                   hint=(None if pb.hint == task_pb2.TASK_CLASS_AUTO
+                         else _name(_CLASS_NAMES, pb.hint, "class")),
+                   is_async=getattr(pb, "async"), description=pb.description, source=pb.source,
+                   privileged=pb.privileged, allowed=pb.allowed, runtime=pb.runtime, proto=pb)
 
 
 # --- explain: client/describe.cc's ExplainDecision, line for line ---------------------
