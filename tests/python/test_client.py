@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -48,7 +49,7 @@ class Daemon:
     """A taskrtd on `socket` with its state in `state_dir`; stop() ends it by its pid."""
 
     def __init__(self, directory: str, *, socket: str | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.dir = directory
         self.socket = socket or os.path.join(directory, "taskrt.sock")
         self.state_dir = state_dir or os.path.join(directory, "state")
@@ -56,7 +57,7 @@ class Daemon:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [TASKRTD, "--socket", self.socket, "--state-dir", self.state_dir,
-             "--plugin", FAULT_PLUGIN, "--cpu-workers", "2"],
+             "--plugin", FAULT_PLUGIN, "--cpu-workers", "2", *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
@@ -293,6 +294,37 @@ def test_unknown_id_is_not_found(client):
     assert "no-such-task" in str(e.value)
     with pytest.raises(taskrt.NotFound):
         client.wait("no-such-task", timeout=1)
+
+
+_AS_NOBODY_SCRIPT = """
+import sys, taskrt
+client = taskrt.Client(socket=sys.argv[1])
+try:
+    client.submit("sys.exec", {"argv": ["id"]})
+except taskrt.PermissionDenied as e:
+    print("PermissionDenied", e.code, e.details)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to run a client as uid 65534")
+def test_exec_as_another_uid_is_permission_denied(tmp_root):
+    directory = os.path.join(tmp_root, "shared")
+    os.mkdir(directory)
+    os.chmod(tmp_root, 0o711)  # uid 65534 may reach the socket, not list the directories
+    os.chmod(directory, 0o711)
+    d = Daemon(directory, extra_args=("--socket-mode", "0666"))
+    try:
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", _AS_NOBODY_SCRIPT, d.socket], capture_output=True, text=True,
+            timeout=CALL_TIMEOUT, env={"PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                                       "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"})
+    finally:
+        d.stop()
+        os.chmod(tmp_root, 0o700)
+    assert out.stdout.startswith("PermissionDenied PERMISSION_DENIED"), (out.stdout, out.stderr)
+    assert "sys.exec" in out.stdout, out.stdout
 
 
 def test_run_check_raises_task_failed(client):
