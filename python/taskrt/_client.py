@@ -16,7 +16,7 @@ and raises taskrt.Unavailable, saying how to start the daemon, when nothing answ
 
 Errors: every failed call raises a taskrt.Error subclass (InvalidArgument, NotFound,
 PermissionDenied, Unavailable, ...; see taskrt._errors). A task that fails is not a
-failed call: its Task says why (task.error), and `check=True` / `task_or_raise` turn
+failed call: its Task says why (task.error), and `check=True` / `task.check()` turn
 it into taskrt.TaskFailed. Wait and Run outlive a daemon restart: UNAVAILABLE is
 retried, 100 ms doubling to 2 s, for up to `reconnect_timeout` seconds.
 
@@ -125,9 +125,7 @@ def expect_count(got: int, want: int, what: str) -> None:
 
 def task_or_raise(task: Task) -> Task:
     """`task` if it succeeded, else raises TaskFailed (TaskTimedOut, TaskCancelled)."""
-    if task.done and not task.ok:
-        raise _errors.task_failed(task)
-    return task
+    return task.check()
 
 
 class Reconnect:

@@ -283,6 +283,14 @@ class Task:
         """The output decoded as text."""
         return self.output.decode(encoding)
 
+    def check(self) -> "Task":
+        """This task, unless it ended without success: then raises taskrt.TaskFailed
+        (TaskTimedOut, TaskCancelled) carrying it. A task not final yet is returned."""
+        if self.done and not self.ok:
+            from ._errors import task_failed
+            raise task_failed(self)
+        return self
+
     def explain(self) -> str:
         """Where the task ran and why, as `taskrt explain ID` prints it."""
         return explain(self)
