@@ -456,10 +456,12 @@ class Client:
 
     def watch(self, task_ids: Iterable[str] | None = None) -> "Watch":
         """Live events of `task_ids` (None: every task the caller may see), until
-        watch.cancel() or the end of a `with` block."""
+        watch.cancel() or the end of a `with` block. Returns once the daemon took the
+        watch up, so the events of what is submitted afterwards are seen."""
         ids = ids_of(task_ids, "task_ids") if task_ids is not None else []
         call = self._stub.Watch(service_pb2.WatchRequest(task_ids=ids),
                                 metadata=self._metadata)
+        call.initial_metadata()  # the daemon sends it as it registers the watch
         return Watch(call, self)
 
     def stats(self) -> Stats:

@@ -255,7 +255,8 @@ class Client:
 
 
 class Watch:
-    """An async iterator of TaskEvent from a Watch call (started at the first event)."""
+    """An async iterator of TaskEvent from a Watch call, started by `async with` (after
+    which the events of what is submitted are seen) or by the first iteration."""
 
     def __init__(self, client: Client, request: service_pb2.WatchRequest) -> None:
         self._client = client
@@ -267,6 +268,7 @@ class Watch:
         if self._call is None:
             stub = await self._client._stub_ready()
             self._call = stub.Watch(self._request, metadata=self._client._metadata)
+            await self._call.initial_metadata()  # sent as the daemon registers the watch
         return self._call
 
     def __aiter__(self) -> "Watch":
