@@ -345,8 +345,8 @@ class Client:
         """The task as it is now (NotFound for an unknown id)."""
         return self.get_many([id_of(task_id)])[0]
 
-    def get_many(self, task_ids: Iterable[str]) -> list[Task]:
-        ids = ids_of(task_ids, "task_ids")
+    def get_many(self, ids: Iterable[str]) -> list[Task]:
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         response = self._call(self._stub.Get, service_pb2.GetRequest(task_ids=ids))
@@ -358,9 +358,9 @@ class Client:
         keeps running). Survives a daemon restart (see reconnect_timeout)."""
         return self.wait_many([id_of(task_id)], timeout)[0]
 
-    def wait_many(self, task_ids: Iterable[str], timeout: float | None = None) -> list[Task]:
-        """The tasks once all are final, in the order of `task_ids`."""
-        ids = ids_of(task_ids, "task_ids")
+    def wait_many(self, ids: Iterable[str], timeout: float | None = None) -> list[Task]:
+        """The tasks once all are final, in the order of `ids`."""
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         wait_timeouts(timeout)  # type errors before any call
@@ -435,16 +435,17 @@ class Client:
 
     # Changing ------------------------------------------------------------------------
 
-    def cancel(self, task_ids: str | Task | Iterable[str]) -> Task | list[Task]:
+    def cancel(self, ids: str | Task | Iterable[str]) -> Task | list[Task]:
         """Cancels queued or running tasks (final ones stay as they are). One id: its Task
         after the cancel; an iterable: the list of them."""
-        ids = ids_of(task_ids, "task_ids")
+        one = isinstance(ids, (str, Task))
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         response = self._call(self._stub.Cancel, service_pb2.CancelRequest(task_ids=ids))
         expect_count(len(response.tasks), len(ids), "tasks")
         tasks = [Task.from_proto(t) for t in response.tasks]
-        return tasks[0] if isinstance(task_ids, (str, Task)) else tasks
+        return tasks[0] if one else tasks
 
     # Looking around ------------------------------------------------------------------
 
@@ -454,11 +455,11 @@ class Client:
         response = self._call(self._stub.List, list_request(limit, states, handler))
         return [Task.from_proto(t) for t in response.tasks]
 
-    def watch(self, task_ids: Iterable[str] | None = None) -> "Watch":
-        """Live events of `task_ids` (None: every task the caller may see), until
+    def watch(self, ids: Iterable[str] | None = None) -> "Watch":
+        """Live events of the tasks `ids` (None: every task the caller may see), until
         watch.cancel() or the end of a `with` block. Returns once the daemon took the
         watch up, so the events of what is submitted afterwards are seen."""
-        ids = ids_of(task_ids, "task_ids") if task_ids is not None else []
+        ids = ids_of(ids, "ids") if ids is not None else []
         call = self._stub.Watch(service_pb2.WatchRequest(task_ids=ids),
                                 metadata=self._metadata)
         call.initial_metadata()  # the daemon sends it as it registers the watch

@@ -142,8 +142,8 @@ class Client:
         """As taskrt.Client.get."""
         return (await self.get_many([id_of(task_id)]))[0]
 
-    async def get_many(self, task_ids: Iterable[str]) -> list[Task]:
-        ids = ids_of(task_ids, "task_ids")
+    async def get_many(self, ids: Iterable[str]) -> list[Task]:
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         response = await self._call("Get", service_pb2.GetRequest(task_ids=ids))
@@ -154,9 +154,9 @@ class Client:
         """As taskrt.Client.wait."""
         return (await self.wait_many([id_of(task_id)], timeout))[0]
 
-    async def wait_many(self, task_ids: Iterable[str],
+    async def wait_many(self, ids: Iterable[str],
                         timeout: float | None = None) -> list[Task]:
-        ids = ids_of(task_ids, "task_ids")
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         wait_timeouts(timeout)
@@ -220,15 +220,16 @@ class Client:
 
     # Changing ------------------------------------------------------------------------
 
-    async def cancel(self, task_ids: str | Task | Iterable[str]) -> Task | list[Task]:
+    async def cancel(self, ids: str | Task | Iterable[str]) -> Task | list[Task]:
         """As taskrt.Client.cancel."""
-        ids = ids_of(task_ids, "task_ids")
+        one = isinstance(ids, (str, Task))
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         response = await self._call("Cancel", service_pb2.CancelRequest(task_ids=ids))
         expect_count(len(response.tasks), len(ids), "tasks")
         tasks = [Task.from_proto(t) for t in response.tasks]
-        return tasks[0] if isinstance(task_ids, (str, Task)) else tasks
+        return tasks[0] if one else tasks
 
     # Looking around ------------------------------------------------------------------
 
@@ -238,10 +239,10 @@ class Client:
         response = await self._call("List", list_request(limit, states, handler))
         return [Task.from_proto(t) for t in response.tasks]
 
-    def watch(self, task_ids: Iterable[str] | None = None) -> "Watch":
+    def watch(self, ids: Iterable[str] | None = None) -> "Watch":
         """As taskrt.Client.watch: an async iterator of TaskEvent; `async with` or
         cancel() ends it."""
-        ids = ids_of(task_ids, "task_ids") if task_ids is not None else []
+        ids = ids_of(ids, "ids") if ids is not None else []
         return Watch(self, service_pb2.WatchRequest(task_ids=ids))
 
     async def stats(self) -> Stats:

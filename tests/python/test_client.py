@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket as socket_module
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,28 @@ def test_socket_in_a_world_writable_directory_is_refused(tmp_root):
     os.chmod(directory, 0o777)
     with pytest.raises(taskrt.ConnectionSetupError, match="chmod go-w"):
         taskrt.Client(socket=os.path.join(directory, "taskrt.sock"))
+
+
+def test_tcp_target_with_the_daemons_token(tmp_root):
+    with socket_module.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    directory = os.path.join(tmp_root, "tcp")
+    os.mkdir(directory, 0o700)
+    d = Daemon(directory, extra_args=("--listen", "127.0.0.1:%d" % port))
+    try:
+        token_file = os.path.join(d.state_dir, "token")
+        target = "127.0.0.1:%d" % port
+        with taskrt.Client(target, token_file=token_file) as c:
+            task = c.run("sys.noop", timeout=CALL_TIMEOUT, check=True)
+            assert task.owner == "uid:%d" % os.getuid()  # the daemon token is its owner's
+        with taskrt.Client(target, token="0123456789abcdef0123456789abcdef") as c:
+            with pytest.raises(taskrt.Unauthenticated):
+                c.run("sys.noop", timeout=CALL_TIMEOUT)
+        with pytest.raises(taskrt.ConnectionSetupError, match="clear text"):
+            taskrt.Client("192.0.2.1:7070", token="secret")
+    finally:
+        d.stop()
 
 
 # --- run, submit, get, wait -------------------------------------------------------------
@@ -415,6 +438,21 @@ def test_watch_sees_the_events_of_a_task(client):
     assert all(e.handler == "sys.sleep" for e in events)
     assert events[-1].decision.executor in ("async", "thread")
     assert isinstance(events[-1].time, datetime)
+
+
+def test_watch_of_named_tasks(client):
+    other = client.submit("sys.sleep", {"ms": 20000})
+    task_id = client.submit("sys.sleep", {"ms": 20000})
+    with client.watch(ids=[task_id]) as watch:
+        timer = threading.Timer(CALL_TIMEOUT, watch.cancel)
+        timer.start()
+        try:
+            client.cancel([other, task_id])
+            event = next(e for e in watch if e.done)
+        finally:
+            timer.cancel()
+    assert event.task_id == task_id and event.state == "cancelled"
+    assert event.error.kind == "cancelled"
 
 
 def test_stats(client):
