@@ -240,9 +240,14 @@ def unavailable_message(target: str, connect_timeout: float, details: str) -> st
     return None
 
 
-def map_rpc_error(e: Any, target: str, connect_timeout: float) -> _errors.Error:
+def map_rpc_error(e: Any, ep: _connection.Endpoint, connect_timeout: float) -> _errors.Error:
+    """The taskrt.Error of a failed call to `ep`, with what to do added where gRPC's words
+    do not say it (no daemon; a missing or refused token)."""
     details = (e.details() if hasattr(e, "details") else None) or ""
-    return _errors.from_rpc_error(e, unavailable_message(target, connect_timeout, details))
+    error = _errors.from_rpc_error(e, unavailable_message(ep.target, connect_timeout, details))
+    if isinstance(error, _errors.Unauthenticated) and ep.unauthenticated_hint:
+        error = _errors.Unauthenticated("%s (%s)" % (error.details, ep.unauthenticated_hint))
+    return error
 
 
 # --- The blocking client -----------------------------------------------------------------
@@ -253,7 +258,8 @@ class Client:
 
     target: "unix:/path", "host:port" (needs a token); socket: a unix socket path.
     token / token_file: for TCP targets (else $TASKRT_TOKEN, $TASKRT_TOKEN_FILE). tls,
-    tls_ca_file, tls_server_name: TLS for TCP. connect_timeout: seconds to wait for the
+    tls_ca_file (else $TASKRT_TLS_CA), tls_server_name: TLS for TCP; tls_cert_file and
+    tls_key_file: a client certificate (taskrtd --tls-client-ca). connect_timeout: seconds to wait for the
     daemon before raising Unavailable. reconnect_timeout: how long wait/run retry while
     the daemon is unreachable (e.g. restarting).
     """
@@ -261,6 +267,7 @@ class Client:
     def __init__(self, target: str | None = None, *, socket: str | None = None,
                  token: str | None = None, token_file: str | None = None,
                  tls: bool | None = None, tls_ca_file: str | None = None,
+                 tls_cert_file: str | None = None, tls_key_file: str | None = None,
                  tls_server_name: str | None = None, connect_timeout: float = 3.0,
                  reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> None:
         import grpc
@@ -268,7 +275,8 @@ class Client:
 
         self._endpoint = _connection.endpoint(
             target, socket=socket, token=token, token_file=token_file, tls=tls,
-            tls_ca_file=tls_ca_file, tls_server_name=tls_server_name)
+            tls_ca_file=tls_ca_file, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+            tls_server_name=tls_server_name)
         self.target = self._endpoint.target
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
@@ -309,7 +317,7 @@ class Client:
         try:
             return method(request, metadata=self._metadata, timeout=timeout)
         except self._grpc.RpcError as e:
-            raise map_rpc_error(e, self.target, self.connect_timeout) from None
+            raise map_rpc_error(e, self._endpoint, self.connect_timeout) from None
 
     def _retrying(self, timeout: float | None, attempt: Callable[[float | None], T]) -> T:
         """attempt(time left) until it raises anything but Unavailable, or Reconnect gives
@@ -426,7 +434,7 @@ class Client:
                 if tracker.finished:
                     break
         except self._grpc.RpcError as e:
-            raise map_rpc_error(e, self.target, self.connect_timeout) from None
+            raise map_rpc_error(e, self._endpoint, self.connect_timeout) from None
         finally:
             if not tracker.finished:
                 call.cancel()
@@ -491,7 +499,7 @@ class Watch:
         except self._client._grpc.RpcError as e:
             if e.code() == self._client._grpc.StatusCode.CANCELLED and self._call.cancelled():
                 raise StopIteration from None
-            raise map_rpc_error(e, self._client.target, self._client.connect_timeout) from None
+            raise map_rpc_error(e, self._client._endpoint, self._client.connect_timeout) from None
 
     def cancel(self) -> None:
         self._call.cancel()

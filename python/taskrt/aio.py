@@ -41,12 +41,14 @@ class Client:
     def __init__(self, target: str | None = None, *, socket: str | None = None,
                  token: str | None = None, token_file: str | None = None,
                  tls: bool | None = None, tls_ca_file: str | None = None,
+                 tls_cert_file: str | None = None, tls_key_file: str | None = None,
                  tls_server_name: str | None = None, connect_timeout: float = 3.0,
                  reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> None:
         # Resolved now: a foreign socket or a clear-text token fails here, before a loop.
         self._endpoint = _connection.endpoint(
             target, socket=socket, token=token, token_file=token_file, tls=tls,
-            tls_ca_file=tls_ca_file, tls_server_name=tls_server_name)
+            tls_ca_file=tls_ca_file, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+            tls_server_name=tls_server_name)
         self.target = self._endpoint.target
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
@@ -101,7 +103,7 @@ class Client:
         return self._stub
 
     def _map(self, e: Any) -> _errors.Error:
-        return map_rpc_error(e, self.target, self.connect_timeout)
+        return map_rpc_error(e, self._endpoint, self.connect_timeout)
 
     async def _call(self, name: str, request: Any, timeout: float | None = None) -> Any:
         import grpc

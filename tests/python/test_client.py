@@ -169,7 +169,7 @@ def test_socket_in_a_world_writable_directory_is_refused(tmp_root):
         taskrt.Client(socket=os.path.join(directory, "taskrt.sock"))
 
 
-def test_tcp_target_with_the_daemons_token(tmp_root):
+def test_tcp_target_with_the_daemons_token(tmp_root, monkeypatch):
     with socket_module.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -183,8 +183,13 @@ def test_tcp_target_with_the_daemons_token(tmp_root):
             task = c.run("sys.noop", timeout=CALL_TIMEOUT, check=True)
             assert task.owner == "uid:%d" % os.getuid()  # the daemon token is its owner's
         with taskrt.Client(target, token="0123456789abcdef0123456789abcdef") as c:
-            with pytest.raises(taskrt.Unauthenticated):
+            with pytest.raises(taskrt.Unauthenticated, match="refused the token from token="):
                 c.run("sys.noop", timeout=CALL_TIMEOUT)
+        for name in ("TASKRT_TOKEN", "TASKRT_TOKEN_FILE"):
+            monkeypatch.delenv(name, raising=False)
+        with taskrt.Client(target) as c:
+            with pytest.raises(taskrt.Unauthenticated, match="none was sent.*<state-dir>/token"):
+                c.stats()
         with pytest.raises(taskrt.ConnectionSetupError, match="clear text"):
             taskrt.Client("192.0.2.1:7070", token="secret")
     finally:
