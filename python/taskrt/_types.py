@@ -451,9 +451,6 @@ def _cxx(name: str | None) -> str:
 
 
 def _cxx_failure(kind: str | None) -> str:
-    # The C++ FailureName has no case for PERMISSION_DENIED (yet) and prints the number.
-    if kind == "permission_denied":
-        return "failure %d" % task_pb2.FAILURE_KIND_PERMISSION_DENIED
     return _cxx(kind)
 
 
