@@ -7,3 +7,5 @@ Python I/O worker. Every result says where it ran and why (task.decision).
 """
 
 __version__ = "0.1.0"
+
+from taskrt._executor import Executor, ExecutorOptions, RemoteError, TaskFuture  # noqa: E402
