@@ -8,4 +8,13 @@ Python I/O worker. Every result says where it ran and why (task.decision).
 
 __version__ = "0.1.0"
 
-from taskrt._executor import Executor, ExecutorOptions, RemoteError, TaskFuture  # noqa: E402
+from ._types import Decision, Task, TaskError, TaskEvent, explain
+from ._types import HandlerInfo, LearnedClass, PoolInfo, Stats, WorkerInfo
+from ._spec import TaskSpec
+from ._errors import (AlreadyExists, Cancelled, ConnectionSetupError, DeadlineExceeded, Error,
+                      FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied,
+                      ResourceExhausted, TaskCancelled, TaskFailed, TaskTimedOut, Unauthenticated,
+                      Unavailable)
+from ._client import Client, Watch
+from . import aio
+from ._executor import Executor, ExecutorOptions, RemoteError, TaskFuture

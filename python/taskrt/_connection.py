@@ -216,7 +216,8 @@ def not_running_message(target: str, timeout: float) -> str:
                 "is running and listens on that address" % (target, timeout))
     why = ("no daemon answered within %gs" % timeout) if _is_socket(path) else "no socket at " + path
     return ("taskrtd is not running at %s (%s): start it with `taskrtd` (or `systemctl start "
-            "taskrtd`), or point TASKRT_SOCKET at a running one" % (target, why))
+            "taskrtd`), or point TASKRT_SOCKET (or Client(socket=...)) at a running one"
+            % (target, why))
 
 
 def open_channel(ep: Endpoint):

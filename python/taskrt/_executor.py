@@ -63,7 +63,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from taskrt import _connection, _wire
+from taskrt import _connection, _errors, _wire
+from taskrt._types import Task
 
 MAX_BATCH_TASKS = 1000
 MAX_BATCH_BYTES = 8 << 20  # well under the 64 MiB message limit; one task is always sent
@@ -78,12 +79,6 @@ _SUCCEEDED, _FAILED, _CANCELLED, _QUEUED = 3, 4, 5, 1
 
 
 # --- errors ---------------------------------------------------------------------------
-
-try:  # taskrt._errors (the client's error types) -- branch py-client
-    from taskrt import _errors
-except ImportError:  # pragma: no cover - until py-client is merged
-    _errors = None
-
 
 class RemoteError(Exception):
     """A call raised an exception that could not be rebuilt here (its class is not
@@ -113,44 +108,12 @@ class _RemoteTraceback(Exception):
         return '\n"""\n%s"""' % self.tb
 
 
-_CODE_NAMES = {
-    1: "Cancelled", 2: "Error", 3: "InvalidArgument", 4: "DeadlineExceeded", 5: "NotFound",
-    6: "AlreadyExists", 7: "PermissionDenied", 8: "ResourceExhausted",
-    9: "FailedPrecondition", 10: "Aborted", 11: "OutOfRange", 12: "Unimplemented",
-    13: "Error", 14: "Unavailable", 15: "Error", 16: "Unauthenticated",
-}
-
-
 def _error_for(code: int, message: str) -> Exception:
-    """The taskrt error of a gRPC status code (taskrt._errors), with the daemon's message."""
-    if _errors is not None:
-        cls = getattr(_errors, _CODE_NAMES.get(code, "Error"), None) or _errors.Error
-        try:
-            return cls(message)
-        except TypeError:  # pragma: no cover - a different constructor shape
-            return _errors.Error(message)
-    return RuntimeError(message)  # pragma: no cover - until py-client is merged
+    """The taskrt error of a gRPC status code, with the daemon's message."""
+    return _errors.from_code(code, message)
 
 
-def _task_failed(task: Any) -> Exception:
-    if _errors is not None and hasattr(_errors, "TaskFailed"):
-        return _errors.TaskFailed(task)
-    return _FallbackTaskFailed(task)  # pragma: no cover
-
-
-class _FallbackTaskFailed(Exception):  # pragma: no cover - until py-client is merged
-    def __init__(self, task: Any) -> None:
-        error = getattr(task, "error", None)
-        super().__init__("task %s %s: %s" % (task.id, task.state,
-                                             getattr(error, "message", "") or "no error message"))
-        self.task = task
-
-
-def _task_view(result_pb: Any, spec_pb: Any) -> Any:
-    try:
-        from taskrt._types import Task
-    except ImportError:  # pragma: no cover - until py-client is merged
-        return result_pb
+def _task_view(result_pb: Any, spec_pb: Any) -> Task:
     return Task.from_result(result_pb, spec_pb)
 
 
@@ -614,11 +577,11 @@ class _Dispatcher:
             try:
                 decoded = _wire.decode_result(result.output)
             except _wire.WireError:
-                _set_exception(c.future, _task_failed(c.future.task))
+                _set_exception(c.future, _errors.task_failed(c.future.task))
                 return
             _set_exception(c.future, _exception_of(decoded))
         else:  # crashed, timed out, refused...: the daemon's error says what happened
-            _set_exception(c.future, _task_failed(c.future.task))
+            _set_exception(c.future, _errors.task_failed(c.future.task))
 
 
 def _exception_of(decoded: dict) -> BaseException:
