@@ -18,3 +18,4 @@ from ._errors import (AlreadyExists, Cancelled, ConnectionSetupError, DeadlineEx
 from ._client import Client, Watch
 from . import aio
 from ._executor import Executor, ExecutorOptions, RemoteError, TaskFuture
+from ._registry import current_task, task

@@ -63,7 +63,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from taskrt import _connection, _errors, _wire
+from taskrt import _connection, _errors, _registry, _wire
 from taskrt._types import Task
 
 MAX_BATCH_TASKS = 1000
@@ -115,16 +115,6 @@ def _error_for(code: int, message: str) -> Exception:
 
 def _task_view(result_pb: Any, spec_pb: Any) -> Task:
     return Task.from_result(result_pb, spec_pb)
-
-
-# --- the decorator's definition (taskrt._registry, branch py-worker) -------------------
-
-def _definition(fn: Callable) -> Any:
-    try:
-        from taskrt import _registry
-    except ImportError:  # pragma: no cover - until py-worker is merged
-        return getattr(fn, "__taskrt_task__", None)
-    return _registry.definition(fn)
 
 
 # --- helpers the worker imports by reference ------------------------------------------
@@ -631,7 +621,7 @@ class _Submitter:
         helper = _call_chunk_async if inspect.iscoroutinefunction(fn) else _call_chunk
         opts = self._opts
         if opts.task_class is None:
-            definition = _definition(fn)
+            definition = _registry.definition(fn)
             if definition is not None and definition.hint != "auto":
                 opts = replace(opts, task_class=definition.hint)
         name = _wire.function_name(fn)
@@ -737,7 +727,7 @@ class Executor(_Submitter, concurrent.futures.Executor):
         if not callable(fn):
             raise TypeError("fn must be callable, not %s" % type(fn).__name__)
         task_class = opts.task_class
-        definition = _definition(fn)
+        definition = _registry.definition(fn)
         handler = None
         if definition is not None:
             if task_class is None and definition.hint != "auto":
