@@ -42,7 +42,7 @@ for `connect_timeout`, or a stream that keeps breaking without answering, sets t
 exception on every unfinished future: a future is never lost and never hangs.
 
 Threading: Executor, its options() views and its futures may be used from any thread;
-the dispatcher's state is guarded by one lock (_Dispatcher._cv). Results are decoded and
+the dispatcher's state is guarded by one lock (_Dispatcher._lock). Results are decoded and
 futures completed on the dispatcher thread, so done-callbacks run there (as they run on
 ProcessPoolExecutor's management thread): keep them short.
 """
@@ -231,8 +231,10 @@ class _Dispatcher:
     """The stream, the queue of calls to send and the calls awaiting results.
 
     Threading: the public methods are called from any thread; _run is the dispatcher
-    thread and _requests gRPC's sending thread. All state is guarded by _cv's lock;
-    futures are completed outside it.
+    thread and _requests gRPC's sending thread. All state is guarded by _lock; futures
+    are completed outside it. Two conditions share it, so that a finished call does not
+    wake the sender: _cv (something to send, the stream ended, closing) and _changed (a
+    call finished or got its id: submit() waiting under max_pending, cancel()).
     """
 
     def __init__(self, ep: _connection.Endpoint, *, batch_window: float,
@@ -248,8 +250,10 @@ class _Dispatcher:
         self._key_prefix = "py-%s-" % uuid.uuid4().hex
         self._keys = itertools.count(1)
         self._tags = itertools.count(1)
-        self._cv = threading.Condition(threading.Lock())
-        # Guarded by _cv:
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)
+        # Guarded by _lock:
         self._queue: deque[_Call] = deque()  # to send (cancelled ones are skipped)
         self._by_id: dict[str, _Call] = {}   # accepted, result not yet received
         self._early: dict[str, Any] = {}     # results that came before their ids
@@ -265,11 +269,11 @@ class _Dispatcher:
 
     def add(self, fields: dict) -> TaskFuture:
         call = _Call(fields, self)
-        with self._cv:
+        with self._lock:
             if self._closing:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             while self._max_pending is not None and len(self._unfinished) >= self._max_pending:
-                self._cv.wait()
+                self._changed.wait()
                 if self._closing:
                     raise RuntimeError("cannot schedule new futures after shutdown")
             self._unfinished.add(call)
@@ -278,12 +282,15 @@ class _Dispatcher:
                 self._thread = threading.Thread(target=self._run, name="taskrt-executor",
                                                 daemon=True)
                 self._thread.start()
-            self._cv.notify_all()
+            # The sender waits for a first call, or for a full batch (batch_window);
+            # waking it for every call would cost a thread switch each.
+            if len(self._queue) in (1, MAX_BATCH_TASKS):
+                self._cv.notify_all()
         return call.future
 
     def registered(self, name: str) -> bool:
         """Whether the daemon has the Python handler `name` (asked once, then cached)."""
-        with self._cv:
+        with self._lock:
             known = self._handlers
         if known is None:
             try:
@@ -292,12 +299,12 @@ class _Dispatcher:
                 known = {h.name for h in response.handlers}
             except Exception:  # grpc.RpcError: send by reference instead; not cached
                 return False
-            with self._cv:
+            with self._lock:
                 self._handlers = known
         return name in known
 
     def cancel(self, call: _Call) -> bool:
-        with self._cv:
+        with self._lock:
             if call.finished:
                 return call.future.cancelled()
             if not call.sent:
@@ -305,7 +312,7 @@ class _Dispatcher:
                 cancel_now = True
             else:
                 cancel_now = False
-                self._cv.wait_for(lambda: call.task_id is not None or call.finished,
+                self._changed.wait_for(lambda: call.task_id is not None or call.finished,
                                   CANCEL_ID_WAIT_S)
                 if call.finished:
                     return call.future.cancelled()
@@ -337,7 +344,7 @@ class _Dispatcher:
             call = by_id.get(t.id)
             if t.state != _CANCELLED or call is None:
                 continue
-            with self._cv:
+            with self._lock:
                 if not call.finished:
                     self._finish_locked(call)
             # Its CANCELLED result may have come first: then the future is cancelled.
@@ -347,7 +354,7 @@ class _Dispatcher:
         return cancelled
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
-        with self._cv:
+        with self._lock:
             self._closing = True
             to_cancel: list[_Call] = []
             accepted: list[_Call] = []
@@ -359,6 +366,7 @@ class _Dispatcher:
                 accepted = [c for c in self._by_id.values() if not c.finished]
             thread = self._thread
             self._cv.notify_all()
+            self._changed.notify_all()
         for c in to_cancel:
             c.future._cancel_locally()
         self._cancel_queued(accepted)
@@ -373,7 +381,7 @@ class _Dispatcher:
         barren = 0
         try:
             while True:
-                with self._cv:
+                with self._lock:
                     while not self._queue and not self._closing:
                         self._cv.wait()
                     if not self._unfinished and self._closing:
@@ -382,8 +390,12 @@ class _Dispatcher:
                 stream = _StreamState()
                 error = self._one_stream(stream)
                 if error is None:
-                    barren = 0
-                    continue
+                    with self._lock:
+                        owed = sum(1 for c in self._unfinished if c.sent)
+                    if not owed:
+                        barren = 0
+                        continue
+                    error = "the stream ended with %d results missing" % owed
                 self._resend_unfinished(stream)
                 barren = 0 if stream.answered_any else barren + 1
                 if barren >= MAX_BARREN_STREAMS:
@@ -417,7 +429,7 @@ class _Dispatcher:
             for response in call:
                 stream.answered_any = True
                 done: list[tuple[_Call, Any]] = []
-                with self._cv:
+                with self._lock:
                     for accepted in response.accepted:
                         self._on_accepted_locked(stream, accepted, done)
                     for result in response.results:
@@ -433,7 +445,7 @@ class _Dispatcher:
                 return "%s: %s" % (code.name, e.details())
             raise _Fatal(_error_for(code.value[0], e.details() or code.name)) from None
         finally:
-            with self._cv:
+            with self._lock:
                 stream.dead = True
                 self._cv.notify_all()
             call.cancel()
@@ -441,7 +453,7 @@ class _Dispatcher:
     def _requests(self, stream: _StreamState) -> Iterator[Any]:
         """The StreamRequests of one call (run by gRPC's sending thread)."""
         while True:
-            with self._cv:
+            with self._lock:
                 while True:
                     if stream.dead:
                         return
@@ -450,8 +462,12 @@ class _Dispatcher:
                     if self._closing and not self._queue:
                         return
                     self._cv.wait()
-                if self._batch_window > 0 and len(self._queue) < MAX_BATCH_TASKS:
-                    self._cv.wait(self._batch_window)
+                end = time.monotonic() + self._batch_window
+                while len(self._queue) < MAX_BATCH_TASKS and not stream.dead:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
                 batch = self._take_batch_locked()
                 if not batch:
                     continue
@@ -484,7 +500,9 @@ class _Dispatcher:
         batch = stream.unanswered.pop(accepted.tag, None)
         if batch is None:
             return
-        self._cv.notify_all()  # one fewer batch in flight
+        if self._queue:
+            self._cv.notify_all()  # one fewer batch in flight
+        self._changed.notify_all()  # ids for cancel()
         if accepted.code != 0:
             error = _error_for(accepted.code, accepted.message)
             for c in batch:
@@ -513,12 +531,12 @@ class _Dispatcher:
     def _finish_locked(self, c: _Call) -> None:
         c.finished = True
         self._unfinished.discard(c)
-        self._cv.notify_all()
+        self._changed.notify_all()
 
     def _resend_unfinished(self, stream: _StreamState) -> None:
         """After a broken stream: every unfinished call goes out again (its idempotency key
         finds the task if the daemon had accepted it), ahead of calls not yet sent."""
-        with self._cv:
+        with self._lock:
             again = [c for c in self._unfinished if c.sent]
             again.sort(key=lambda c: int(c.fields["idempotency_key"].rsplit("-", 1)[1]))
             for c in again:
@@ -529,7 +547,7 @@ class _Dispatcher:
             self._early.clear()
 
     def _fail_all(self, error: Exception) -> None:
-        with self._cv:
+        with self._lock:
             calls = list(self._unfinished)
             for c in calls:
                 self._finish_locked(c)
