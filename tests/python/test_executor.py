@@ -248,9 +248,10 @@ def test_routing_by_class(ex):
 
 def test_cpu_bound_python_on_threads_shows_gil_contention(ex):
     io = ex.options(task_class="io")
-    fs = [io.submit(funcs.spin, 3_000_000) for _ in range(4)]
+    # More threads than I/O worker processes, so that threads share an interpreter.
+    fs = [io.submit(funcs.spin, 2_000_000) for _ in range(8)]
     decisions = [f.task.decision for f in concurrent.futures.wait(fs, T * 2)[0]]
-    assert len(decisions) == 4
+    assert len(decisions) == 8
     assert all(d.gil_measured for d in decisions)
     assert max(d.gil_wait / d.run_time for d in decisions) > 0.3, decisions
     assert any("GIL" in d.hint for d in decisions), [d.hint for d in decisions]
@@ -295,7 +296,7 @@ def test_pickled_call_needs_the_exec_privilege(daemon):
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["type"] == "PermissionDenied", answer
-    assert "py.call" in answer["message"], answer
+    assert "py.call" in answer["message"] or "pickled" in answer["message"], answer
 
 
 # --- isolation: crash, exit, SystemExit, hang -------------------------------------------
