@@ -134,3 +134,32 @@ def test_no_daemon_fails_futures_with_what_to_do(tmp_path):
     with pytest.raises(taskrt.Unavailable, match="taskrtd is not running"):
         ex.submit(funcs.square, 2).result(10)
     ex.shutdown()
+
+
+def test_options_reach_the_spec_and_max_pending_bounds_submit(fake):
+    with executor(fake, task_class="cpu", labels={"team": "a"}, max_pending=3) as ex:
+        view = ex.options(task_class="io", timeout=2.5, priority=4, labels={"job": "j"})
+        assert view.submit(funcs.square, 2).result(10) == 4
+        assert ex.submit(funcs.async_sleep, 0, "x").result(10) == "x"
+        fs = [ex.submit(funcs.sleep_then, 0.05, i) for i in range(10)]  # blocks at 3 unfinished
+        assert [f.result(10) for f in fs] == list(range(10))
+    specs = [t.spec for t in sorted(fake.tasks.values(), key=lambda t: int(t.id.split("-")[1]))]
+    first, second = specs[0], specs[1]
+    assert (first.handler, first.requested_class, first.timeout_ms, first.priority) == \
+        ("py.call", 2, 2500, 4)
+    assert dict(first.labels) == {"team": "a", "job": "j"}
+    assert first.function == "executor_funcs:square" and first.idempotency_key
+    assert (second.handler, second.requested_class) == ("py.call_async", 1)
+    assert len({s.idempotency_key for s in specs}) == len(specs)
+
+
+def test_bad_options_are_refused_at_once(fake):
+    with pytest.raises(ValueError, match="task_class"):
+        taskrt.Executor(socket=fake.socket, task_class="gpu")
+    with executor(fake) as ex:
+        with pytest.raises(ValueError, match="task_class"):
+            ex.options(task_class="fast")
+        with pytest.raises(ValueError, match="chunksize"):
+            ex.map(funcs.square, [1], chunksize=0)
+        with pytest.raises(TypeError, match="callable"):
+            ex.submit(42)
