@@ -31,6 +31,10 @@ struct ClassifierOptions {
 struct LearnedStats {
   double cpu_ratio = 0;  // exponential moving average of cpu/wall
   uint64_t samples = 0;
+  // Of those, runs whose worker measured the time the task waited for Python's GIL:
+  // their ratio is cpu / (wall - GIL wait), which tells a CPU-bound Python thread that
+  // waited for the GIL (ratio near 1) from one that waited for I/O (near 0).
+  uint64_t gil_samples = 0;
 };
 
 struct ClassDecision {
@@ -40,18 +44,28 @@ struct ClassDecision {
 };
 
 // `hint` is the handler's registered hint (AUTO = none); `learned` may be null.
+// `handler` is what the evidence names (the handler, or the Python function).
 ClassDecision Classify(const std::string& handler, v1::TaskClass requested, v1::TaskClass hint,
                        const LearnedStats* learned, const ClassifierOptions& options);
 
 // Folds one finished run into `stats`. Ignores runs shorter than min_wall_us.
+// `gil_wait_us` >= 0: the run's measured wait for the GIL, taken out of its wall time
+// (-1: not measured, the ratio is cpu / wall).
 void Learn(LearnedStats& stats, int64_t cpu_time_us, int64_t wall_time_us,
-           const ClassifierOptions& options);
+           const ClassifierOptions& options, int64_t gil_wait_us = -1);
+
+// What a finished Python run says about the GIL, for the decision's evidence: "held the
+// GIL 24% of its run; waited 0.76 s for it behind 3 other Python tasks on worker pid
+// 812", or that the GIL could not be measured. Empty for native runs.
+std::string GilEvidence(const v1::Decision& decision);
 
 // The class `stats` supports, or AUTO while there are too few samples.
 v1::TaskClass LearnedClass(const LearnedStats& stats, const ClassifierOptions& options);
 
 // A warning when the measurement of one run contradicts how the task was classified by
-// declaration or hint ("declared IO but used 98% CPU ..."), else empty.
+// declaration or hint ("declared IO but used 98% CPU ..."), else empty. A Python run
+// whose GIL wait was measured is judged by cpu / (wall - GIL wait), and one declared IO
+// that computed is told that the GIL serialized it.
 std::string MismatchHint(const v1::Decision& decision, const ClassifierOptions& options);
 
 }  // namespace taskrt::daemon

@@ -1,10 +1,13 @@
 // taskrtd: parses options and runs the daemon (daemon/daemon.h).
+#include <unistd.h>
+
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "common/frame.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
+#include "daemon/worker_process.h"
 
 int main(int argc, char** argv) {
   taskrt::daemon::DaemonOptions options;
@@ -93,6 +96,34 @@ int main(int argc, char** argv) {
                  "Handler plugin (.so) to load into every worker (repeatable)");
   app.add_option("--worker-path", t.worker_path,
                  "The taskrt-worker binary (default: next to taskrtd)");
+  // Python pools: on by default when the interpreter is there; optional unless asked for.
+  t.python = "/usr/bin/python3";
+  t.python_cpu_workers = t.cpu_workers;
+  auto* python_opt =
+      app.add_option("--python", t.python,
+                     "Interpreter of the Python workers (python-cpu and python-io pools; e.g. "
+                     "a venv's bin/python). Default /usr/bin/python3, when present and able "
+                     "to import taskrt (else Python is off, logged); '' = no Python workers")
+          ->default_str("/usr/bin/python3");
+  app.add_option("--python-cpu-workers", t.python_cpu_workers,
+                 "Processes in the python-cpu pool, each running one Python task at a time "
+                 "(default: number of cores)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--python-io-workers", t.python_io_workers,
+                 "Processes in the python-io pool (threads plus an asyncio loop each)")
+      ->default_val(1)
+      ->check(CLI::Range(1, 256));
+  app.add_option("--python-io-threads", t.python_io_threads,
+                 "Threads per python-io worker for synchronous Python functions")
+      ->default_val(256)
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--python-module", t.python_modules,
+                 "Python module to import in every Python worker; its @taskrt.task "
+                 "functions become handlers (repeatable)");
+  app.add_option("--python-path", t.python_path,
+                 "Directory holding the taskrt Python package, put first on the Python "
+                 "workers' PYTHONPATH (default: the build tree's python/ next to taskrtd, "
+                 "else the interpreter's own path)");
   app.add_option("--default-timeout", default_timeout,
                  "Run-time limit for tasks that set none, e.g. 30s, 5m (0 = none)")
       ->default_str("0");
@@ -165,6 +196,11 @@ int main(int argc, char** argv) {
   }
 
   options.verbose = !quiet;
+  t.python_required = python_opt->count() > 0 && !t.python.empty();
+  if (t.python_path.empty()) t.python_path = taskrt::daemon::DefaultPythonPath();
+  if (python_opt->count() == 0 && ::access(t.python.c_str(), X_OK) != 0) {
+    t.python.clear();  // no Debian python3 here: no Python pools, and nothing to log
+  }
   t.classifier.default_class =
       default_class == "io" ? taskrt::v1::TASK_CLASS_IO : taskrt::v1::TASK_CLASS_CPU;
   // Every duration option, parsed in one place: a bad one names itself and exits 2.

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -25,6 +26,8 @@ namespace {
 
 using internal::NowUnixMicros;
 constexpr int kTickMs = 10;
+// Separates the routing evidence from what a Python run added (GilEvidence).
+constexpr char kThisRun[] = "; this run: ";
 
 // The key of by_key_: idempotency keys are per owner.
 std::string KeyIndex(absl::string_view owner, absl::string_view key) {
@@ -56,7 +59,9 @@ void ResetRunFields(v1::Decision* d) {
   kept.set_requested_class(d->requested_class());
   kept.set_resolved_class(d->resolved_class());
   kept.set_reason(d->reason());
-  kept.set_evidence(d->evidence());
+  // The routing evidence, without what the last run added.
+  kept.set_evidence(std::string(d->evidence().substr(0, d->evidence().find(kThisRun))));
+  kept.set_runtime(d->runtime());
   kept.set_pool(d->pool());
   kept.set_submitted_unix_us(d->submitted_unix_us());
   kept.set_attempt(d->attempt());
@@ -107,13 +112,18 @@ TaskManager::~TaskManager() { Stop(); }
 absl::Status TaskManager::Start() {
   {
     OpLock lock(this);
-    const int total = options_.cpu_workers + options_.io_workers;
-    for (int i = 0; i < total; ++i) {
-      auto w = std::make_unique<Worker>(io_);
-      w->pool = i < options_.cpu_workers ? Pool::kCpu : Pool::kIo;
-      w->slot = i < options_.cpu_workers ? i : i - options_.cpu_workers;
-      w->state = WorkerState::kDead;
-      workers_.push_back(std::move(w));
+    python_on_ = !options_.python.empty();
+    if (!python_on_) python_status_ = "off: no interpreter (taskrtd --python PATH turns it on)";
+    for (int p = 0; p < kPools; ++p) {
+      const Pool pool = static_cast<Pool>(p);
+      pool_base_[p] = static_cast<int>(workers_.size());
+      for (int slot = 0; slot < PoolSize(pool); ++slot) {
+        auto w = std::make_unique<Worker>(io_);
+        w->pool = pool;
+        w->slot = slot;
+        w->state = WorkerState::kDead;
+        workers_.push_back(std::move(w));
+      }
     }
     for (auto& w : workers_) {
       asio::post(io_, [this, pool = w->pool, slot = w->slot] { SpawnOnLoop(pool, slot); });
@@ -131,8 +141,10 @@ absl::Status TaskManager::Start() {
   OpLock lock(this);
   auto all_ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!startup_error_.ok()) return true;
-    for (auto& w : workers_)
+    for (auto& w : workers_) {
+      if (IsPythonPool(w->pool) && !python_on_) continue;
       if (w->state != WorkerState::kReady) return false;
+    }
     return true;
   };
   if (!mu_.AwaitWithTimeout(absl::Condition(&all_ready),
@@ -142,6 +154,7 @@ absl::Status TaskManager::Start() {
                      " ms: check that ", options_.worker_path, " runs (it logs to this stderr)"));
   }
   if (!startup_error_.ok()) return startup_error_;
+  started_ = true;
   RecoverLocked(std::move(stored));  // needs the handlers the workers registered
   DispatchLocked();
   return absl::OkStatus();
@@ -158,7 +171,8 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
     CountLocked(r.task, +1);
     auto h = handlers_.find(r.task.spec().handler());
     r.async = h != handlers_.end() && h->second.async();
-    r.pool = r.task.decision().resolved_class() == v1::TASK_CLASS_CPU ? Pool::kCpu : Pool::kIo;
+    r.python = r.task.decision().runtime() == "python";
+    r.pool = PoolOf(r.task.decision().resolved_class(), r.python);
     if (!r.task.spec().idempotency_key().empty()) {
       by_key_[KeyIndex(r.task.owner(), r.task.spec().idempotency_key())] = seq;
     }
@@ -350,6 +364,11 @@ void TaskManager::RunDeferred(std::vector<std::function<void()>>& deferred) {
 // Submit and validation.
 
 absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
+  if (handlers_.count(spec.handler()) == 0) {
+    if (std::string why = PythonOffHintLocked(spec.handler()); !why.empty()) {
+      return absl::InvalidArgumentError(why);
+    }
+  }
   return ValidateSpec(
       spec, LimitsOf(options_),
       [this](std::string_view h)
@@ -398,12 +417,14 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     std::string id = absl::StrCat(id_prefix_, "-", seq);
     TaskRecord& r = tasks_[seq];
     const v1::HandlerInfo& info = handlers_[spec.handler()];
-    auto learned = learned_.find(spec.handler());
+    auto learned = learned_.find({spec.handler(), spec.function()});
     const ClassDecision cd =
-        Classify(spec.handler(), spec.requested_class(), info.hint(),
+        Classify(spec.function().empty() ? spec.handler() : spec.function(),
+                 spec.requested_class(), info.hint(),
                  learned == learned_.end() ? nullptr : &learned->second, options_.classifier);
     r.async = info.async();
-    r.pool = cd.resolved == v1::TASK_CLASS_CPU ? Pool::kCpu : Pool::kIo;
+    r.python = info.runtime() == "python";
+    r.pool = PoolOf(cd.resolved, r.python);
     v1::Task& t = r.task;
     t.set_id(id);
     t.set_owner(caller.name);
@@ -416,7 +437,8 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     d->set_resolved_class(cd.resolved);
     d->set_reason(cd.reason);
     d->set_evidence(cd.evidence);
-    d->set_pool(r.pool == Pool::kCpu ? "cpu" : "io");
+    d->set_pool(PoolName(r.pool));
+    d->set_runtime(r.python ? "python" : "native");
     d->set_submitted_unix_us(now);
     d->set_daemon_pid(daemon_pid_);
     if (!spec.idempotency_key().empty()) {
@@ -462,6 +484,17 @@ absl::Status TaskManager::AdmitLocked(
     const std::string where =
         specs.size() == 1 ? "" : absl::StrCat("task ", i + 1, " of ", specs.size(), ": ");
     const auto& privileged = options_.privileged_handlers;
+    if (!caller.may_exec && !spec.input().empty() &&
+        static_cast<unsigned char>(spec.input()[0]) == 0x80) {
+      auto h = handlers_.find(spec.handler());
+      if (h != handlers_.end() && h->second.runtime() == "python") {
+        return absl::PermissionDeniedError(absl::StrCat(
+            where, "the input of Python handler '", spec.handler(), "' is pickled (it starts ",
+            "with 0x80), and unpickling runs code: ", caller.name, " may not send pickled ",
+            "payloads; send JSON instead, or the daemon's owner can grant it with taskrtd ",
+            "--allow-exec ", caller.name, "; nothing was submitted"));
+      }
+    }
     if (!caller.may_exec &&
         std::find(privileged.begin(), privileged.end(), spec.handler()) != privileged.end()) {
       return absl::PermissionDeniedError(absl::StrCat(
@@ -542,8 +575,70 @@ void TaskManager::CountLocked(const v1::Task& task, int delta) {
 }
 
 TaskQueue& TaskManager::QueueFor(const TaskRecord& r) {
-  if (r.pool == Pool::kCpu) return cpu_queue_;
-  return r.async ? io_async_queue_ : io_sync_queue_;
+  return queues_[static_cast<int>(r.pool)][!IsCpuPool(r.pool) && r.async ? 1 : 0];
+}
+
+const char* TaskManager::PoolName(Pool p) {
+  switch (p) {
+    case Pool::kCpu:
+      return "cpu";
+    case Pool::kIo:
+      return "io";
+    case Pool::kPyCpu:
+      return "python-cpu";
+    case Pool::kPyIo:
+      return "python-io";
+  }
+  return "?";
+}
+
+TaskManager::Pool TaskManager::PoolOf(v1::TaskClass resolved, bool python) {
+  const bool cpu = resolved == v1::TASK_CLASS_CPU;
+  if (python) return cpu ? Pool::kPyCpu : Pool::kPyIo;
+  return cpu ? Pool::kCpu : Pool::kIo;
+}
+
+int TaskManager::PoolSize(Pool pool) const {
+  switch (pool) {
+    case Pool::kCpu:
+      return options_.cpu_workers;
+    case Pool::kIo:
+      return options_.io_workers;
+    case Pool::kPyCpu:
+      return options_.python.empty() ? 0 : options_.python_cpu_workers;
+    case Pool::kPyIo:
+      return options_.python.empty() ? 0 : options_.python_io_workers;
+  }
+  return 0;
+}
+
+int TaskManager::ThreadsOf(Pool pool) const {
+  if (IsCpuPool(pool)) return 1;
+  return pool == Pool::kPyIo ? options_.python_io_threads : options_.io_threads;
+}
+
+void TaskManager::TurnPythonOffLocked(const std::string& why) {
+  if (!python_on_) return;
+  python_on_ = false;
+  python_status_ = absl::StrCat("off: ", why);
+  std::fprintf(stderr,
+               "taskrtd: Python workers are off: %s; native handlers are unaffected (pass "
+               "--python PATH to require them, --python '' to silence this)\n",
+               why.c_str());
+  for (auto& w : workers_) {
+    if (!IsPythonPool(w->pool) || w->pid <= 0) continue;
+    ::kill(w->pid, SIGKILL);
+    w->killed = true;
+  }
+  for (auto it = handlers_.begin(); it != handlers_.end();) {
+    it = it->second.runtime() == "python" ? handlers_.erase(it) : std::next(it);
+  }
+}
+
+std::string TaskManager::PythonOffHintLocked(absl::string_view handler) {
+  if (python_on_ || !absl::StartsWith(handler, "py.")) return "";
+  return absl::StrCat("handler ", QuoteInput(std::string_view(handler.data(), handler.size())), " runs Python, and this taskrtd has no ",
+                      "Python workers: Python is ", python_status_);
 }
 
 absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
@@ -573,10 +668,10 @@ TaskManager::Worker* TaskManager::PickWorkerLocked(Pool pool, bool async) {
     if (w->pool != pool || w->state != WorkerState::kReady || w->killed || w->retiring) {
       continue;
     }
-    if (pool == Pool::kCpu) {
+    if (IsCpuPool(pool)) {
       if (!w->running.empty()) continue;
     } else if (async ? w->async_running >= options_.io_max_inflight
-                     : w->sync_running >= options_.io_threads) {
+                     : w->sync_running >= ThreadsOf(pool)) {
       continue;
     }
     if (best == nullptr || w->running.size() < best->running.size()) best = w.get();
@@ -586,19 +681,15 @@ TaskManager::Worker* TaskManager::PickWorkerLocked(Pool pool, bool async) {
 
 void TaskManager::DispatchLocked() {
   if (draining_ || stopping_) return;
-  struct Lane {
-    TaskQueue* queue;
-    Pool pool;
-    bool async;
-  };
-  const Lane lanes[] = {{&cpu_queue_, Pool::kCpu, false},
-                        {&io_sync_queue_, Pool::kIo, false},
-                        {&io_async_queue_, Pool::kIo, true}};
-  for (const Lane& lane : lanes) {
-    while (!lane.queue->empty()) {
-      Worker* w = PickWorkerLocked(lane.pool, lane.async);
-      if (w == nullptr) break;
-      AssignLocked(*lane.queue->Pop(), w);
+  for (int p = 0; p < kPools; ++p) {
+    const Pool pool = static_cast<Pool>(p);
+    for (int async = 0; async < (IsCpuPool(pool) ? 1 : 2); ++async) {
+      TaskQueue& queue = queues_[p][async];
+      while (!queue.empty()) {
+        Worker* w = PickWorkerLocked(pool, async == 1);
+        if (w == nullptr) break;
+        AssignLocked(*queue.Pop(), w);
+      }
     }
   }
 }
@@ -620,8 +711,8 @@ void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
   d->set_started_unix_us(now);
   d->set_queue_wait_us(now - d->submitted_unix_us());
   d->set_attempt(d->attempt() + 1);
-  d->set_executor(w->pool == Pool::kCpu ? v1::EXECUTOR_PROCESS
-                                        : (r.async ? v1::EXECUTOR_ASYNC : v1::EXECUTOR_THREAD));
+  d->set_executor(IsCpuPool(w->pool) ? v1::EXECUTOR_PROCESS
+                                     : (r.async ? v1::EXECUTOR_ASYNC : v1::EXECUTOR_THREAD));
   if (t.spec().timeout_ms() > 0) {
     r.deadline_us = now + static_cast<int64_t>(t.spec().timeout_ms()) * 1000;
     deadlines_.emplace(r.deadline_us, seq);
@@ -693,16 +784,27 @@ void TaskManager::StartWriteLocked(Worker* w) {
 void TaskManager::SpawnOnLoop(Pool pool, int slot) {
   OpLock lock(this);
   if (stopping_) return;
-  Worker* w = workers_[pool == Pool::kCpu ? slot : options_.cpu_workers + slot].get();
+  if (IsPythonPool(pool) && !python_on_) return;
+  Worker* w = workers_[pool_base_[static_cast<int>(pool)] + slot].get();
   WorkerLaunch launch;
-  launch.worker_path = options_.worker_path;
-  launch.pool = pool == Pool::kCpu ? "cpu" : "io";
-  launch.threads = pool == Pool::kCpu ? 1 : options_.io_threads;
-  launch.plugins = options_.plugins;
-  if (pool == Pool::kCpu) launch.memory_limit_bytes = options_.cpu_memory_limit_bytes;
+  launch.pool = IsCpuPool(pool) ? "cpu" : "io";
+  launch.threads = ThreadsOf(pool);
+  if (IsPythonPool(pool)) {
+    launch.python = options_.python;
+    launch.python_path = options_.python_path;
+    launch.python_modules = options_.python_modules;
+  } else {
+    launch.worker_path = options_.worker_path;
+    launch.plugins = options_.plugins;
+  }
+  if (IsCpuPool(pool)) launch.memory_limit_bytes = options_.cpu_memory_limit_bytes;
   launch.max_output_bytes = options_.max_output_bytes;
   auto spawned = SpawnWorker(launch);
   if (!spawned.ok()) {
+    if (IsPythonPool(pool) && !options_.python_required && !started_) {
+      TurnPythonOffLocked(std::string(spawned.status().message()));
+      return;
+    }
     if (startup_error_.ok()) startup_error_ = spawned.status();
     std::fprintf(stderr, "taskrtd: %s\n", std::string(spawned.status().message()).c_str());
     return;
@@ -759,20 +861,38 @@ void TaskManager::ReadOnLoop(Worker* w) {
 }
 
 void TaskManager::OnHelloLocked(Worker* w, const v1::internal::WorkerHello& hello) {
-  if (!hello.error().empty()) {
-    const auto err = absl::FailedPreconditionError(
-        absl::StrCat("worker pid ", hello.pid(), " could not start: ", hello.error()));
-    if (startup_error_.ok()) startup_error_ = err;
+  const bool python = IsPythonPool(w->pool);
+  std::string error = hello.error();
+  const auto& privileged = options_.privileged_handlers;
+  for (const auto& h : hello.handlers()) {
+    auto known = handlers_.find(h.name());
+    if (error.empty() && known != handlers_.end() &&
+        (known->second.runtime() == "python") != python) {
+      error = absl::StrCat("handler ", QuoteInput(h.name()), " is registered by ",
+                           python ? "a Python module" : "a plugin", " and by ",
+                           python ? "a native worker" : "a Python module",
+                           ": handler names must be unique");
+    }
+  }
+  if (!error.empty()) {
+    const auto err = absl::FailedPreconditionError(absl::StrCat(
+        python ? "Python worker pid " : "worker pid ", hello.pid(), " could not start: ", error));
     std::fprintf(stderr, "taskrtd: %s\n", std::string(err.message()).c_str());
+    if (python && !options_.python_required && !started_) {
+      TurnPythonOffLocked(std::string(err.message()));
+    } else if (startup_error_.ok()) {
+      startup_error_ = err;
+    }
     return;
   }
-  const auto& privileged = options_.privileged_handlers;
   for (const auto& h : hello.handlers()) {
     v1::HandlerInfo& info = handlers_[h.name()];
     info = h;
+    info.set_runtime(python ? "python" : "native");
     info.set_privileged(std::find(privileged.begin(), privileged.end(), h.name()) !=
                         privileged.end());
   }
+  if (python && !hello.runtime().empty()) python_status_ = hello.runtime();
   w->state = WorkerState::kReady;
 }
 
@@ -799,17 +919,25 @@ void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
   d->set_run_time_us(done.finished_unix_us() - done.started_unix_us());
   d->set_cpu_time_us(done.cpu_time_us());
   d->set_peak_rss_kb(done.peak_rss_kb());
+  d->set_gil_wait_us(done.gil_wait_us());
+  d->set_gil_measured(done.gil_measured());
+  d->set_peers(done.peers());
   // Asynchronous handlers spend their wait on a timer or a child: what they teach the
-  // classifier is the CPU they caused (the child's, for sys.exec).
-  Learn(learned_[r.task.spec().handler()], done.cpu_time_us(), d->run_time_us(),
-        options_.classifier);
+  // classifier is the CPU they caused (the child's, for sys.exec). A Python run's wait
+  // for the GIL is not a wait for I/O: it is taken out of the wall time.
+  Learn(learned_[{r.task.spec().handler(), r.task.spec().function()}], done.cpu_time_us(),
+        d->run_time_us(), options_.classifier, done.gil_measured() ? done.gil_wait_us() : -1);
   d->set_hint(MismatchHint(*d, options_.classifier));
+  if (std::string gil = GilEvidence(*d); !gil.empty()) {
+    d->set_evidence(absl::StrCat(d->evidence(), kThisRun, gil));
+  }
   if (IsFinalState(r.task.state())) {  // cancelled or timed out meanwhile
     PersistLocked(seq);
     return;
   }
+  // A failed Python call leaves its pickled exception in the output (the SDK re-raises it).
+  r.task.set_output(done.output());
   if (done.ok()) {
-    r.task.set_output(done.output());
     FinishLocked(seq, v1::TASK_STATE_SUCCEEDED, v1::TaskError());
   } else if (done.failure() == v1::FAILURE_KIND_CANCELLED && r.deadline_us > 0 &&
              done.finished_unix_us() >= r.deadline_us) {
@@ -844,7 +972,7 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
     const std::string how = !w->kill_reason.empty() ? w->kill_reason
                             : sig != 0 ? absl::StrCat("was killed by ", internal::SignalName(sig))
                                        : absl::StrCat("exited with status ", code);
-    const char* pool = w->pool == Pool::kCpu ? "cpu" : "io";
+    const char* pool = PoolName(w->pool);
     const bool was_starting = w->state == WorkerState::kStarting;
     for (const auto& [run_id, run] : w->running) {
       const uint64_t seq = run.seq;
@@ -865,6 +993,10 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
     }
     // A worker that keeps dying right after it starts (bad plugin, broken binary, no
     // memory) is respawned with a growing delay instead of in a tight loop.
+    if (was_starting && IsPythonPool(w->pool) && !options_.python_required && !started_) {
+      TurnPythonOffLocked(absl::StrCat("Python worker pid ", w->pid, " ", how,
+                                       " before it said hello (its stderr is above)"));
+    }
     const bool quick = NowUnixMicros() - w->started_us < 1'000'000;
     w->quick_deaths = (quick && !w->killed) || was_starting ? w->quick_deaths + 1 : 0;
     const int64_t delay_ms =
@@ -911,7 +1043,7 @@ void TaskManager::CancelRunLocked(Worker* w, uint64_t run_id) {
 void TaskManager::CheckStuckLocked() {
   const int64_t now = NowUnixMicros();
   for (auto& w : workers_) {
-    if (w->pool != Pool::kIo || w->killed || w->state != WorkerState::kReady) continue;
+    if (IsCpuPool(w->pool) || w->killed || w->state != WorkerState::kReady) continue;
     for (const auto& [run_id, run] : w->running) {
       if (run.cancelled_us == 0 || now - run.cancelled_us < options_.stuck_grace_ms * 1000) {
         continue;
@@ -953,7 +1085,7 @@ void TaskManager::MaybeRecycleLocked(Worker* w, const v1::internal::TaskDone& do
     if (!rss && !tasks) return;
     w->retiring = true;
     std::fprintf(
-        stderr, "taskrtd: recycling %s worker pid %d: %s\n", w->pool == Pool::kCpu ? "cpu" : "io",
+        stderr, "taskrtd: recycling %s worker pid %d: %s\n", PoolName(w->pool),
         w->pid,
         rss ? absl::StrCat("peak RSS ", done.peak_rss_kb(), " KiB is above --worker-max-rss ",
                            options_.worker_max_rss_kb, " KiB")
@@ -1244,9 +1376,10 @@ void TaskManager::CheckDeadlinesLocked() {
     Worker* w = r.worker;
     const std::string limit = absl::StrCat(r.task.spec().timeout_ms());
     std::string how;
-    if (w != nullptr && w->pool == Pool::kCpu) {
+    if (w != nullptr && IsCpuPool(w->pool)) {
       KillWorkerLocked(w);
-      how = absl::StrCat("its cpu worker pid ", w->pid, " was killed and will be replaced");
+      how = absl::StrCat("its ", PoolName(w->pool), " worker pid ", w->pid,
+                         " was killed and will be replaced");
     } else if (w != nullptr) {
       CancelRunLocked(w, r.run_id);
       how = "it was cancelled through its context on its io worker";
@@ -1297,9 +1430,9 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
       } else if (r.task.state() == v1::TASK_STATE_RUNNING && r.worker != nullptr) {
         Worker* w = r.worker;
         std::string how;
-        if (w->pool == Pool::kCpu) {
+        if (IsCpuPool(w->pool)) {
           TerminateWorkerLocked(w);
-          how = absl::StrCat("its cpu worker pid ", w->pid,
+          how = absl::StrCat("its ", PoolName(w->pool), " worker pid ", w->pid,
                              " was stopped (SIGTERM, then SIGKILL after ", options_.kill_grace_ms,
                              " ms) and will be replaced");
         } else {
@@ -1391,11 +1524,13 @@ v1::Stats TaskManager::GetStats(const Caller& caller) {
   stats.set_daemon_pid(daemon_pid_);
   stats.set_started_unix_us(started_us_);
   stats.set_tasks_submitted(submitted_);
-  for (Pool pool : {Pool::kCpu, Pool::kIo}) {
+  stats.set_python(python_status_);
+  for (int i = 0; i < kPools; ++i) {
+    const Pool pool = static_cast<Pool>(i);
+    if (IsPythonPool(pool) && !python_on_) continue;
     v1::PoolInfo* p = stats.add_pools();
-    p->set_name(pool == Pool::kCpu ? "cpu" : "io");
-    p->set_queued(pool == Pool::kCpu ? cpu_queue_.size()
-                                     : io_sync_queue_.size() + io_async_queue_.size());
+    p->set_name(PoolName(pool));
+    p->set_queued(queues_[i][0].size() + queues_[i][1].size());
     p->set_completed(completed_[static_cast<int>(pool)]);
     p->set_respawns(respawns_[static_cast<int>(pool)]);
     p->set_recycled(recycled_[static_cast<int>(pool)]);
@@ -1413,13 +1548,15 @@ v1::Stats TaskManager::GetStats(const Caller& caller) {
                                                        : "busy");
       wi->set_tasks_run(w->tasks_run);
       wi->set_running(w->running.size());
-      wi->set_threads(pool == Pool::kCpu ? 1 : options_.io_threads);
+      wi->set_threads(ThreadsOf(pool));
       wi->set_started_unix_us(w->started_us);
     }
   }
-  for (const auto& [handler, learned] : learned_) {
+  for (const auto& [key, learned] : learned_) {
     v1::LearnedClass* lc = stats.add_learned();
-    lc->set_handler(handler);
+    lc->set_handler(key.first);
+    lc->set_function(key.second);
+    lc->set_gil_corrected(learned.samples > 0 && learned.gil_samples == learned.samples);
     lc->set_cpu_ratio(learned.cpu_ratio);
     lc->set_samples(learned.samples);
     lc->set_learned_class(LearnedClass(learned, options_.classifier));

@@ -50,6 +50,20 @@ struct TaskManagerOptions {
   int io_max_inflight = 100000;  // async tasks in flight per io worker
   std::string worker_path;       // taskrt-worker binary
   std::vector<std::string> plugins;
+  // Python workers (python -m taskrt._worker) beside the native ones: the interpreter
+  // (empty = no Python pools), what to prepend to their PYTHONPATH (the directory that
+  // holds the taskrt package; empty = the interpreter's own path), modules whose
+  // @taskrt.task functions become handlers, and the pools' sizes.
+  std::string python;
+  std::string python_path;
+  std::vector<std::string> python_modules;
+  int python_cpu_workers = 2;    // processes of the python-cpu pool (one task each)
+  int python_io_workers = 1;     // processes of the python-io pool
+  int python_io_threads = 256;   // threads per python-io worker for synchronous functions
+  // True: a Python worker that cannot start fails Start. False: Start turns the Python
+  // pools off, logs why, and goes on with the native ones (the default of taskrtd when
+  // --python is not given).
+  bool python_required = false;
   ClassifierOptions classifier;
   size_t max_input_bytes = 16u << 20;
   size_t max_batch = 100000;        // tasks per Submit
@@ -64,7 +78,9 @@ struct TaskManagerOptions {
   size_t max_watchers_per_owner = 16;  // ...and of one owner
   // Handlers that run caller-chosen code or touch the daemon's files with its rights:
   // only callers with Caller::may_exec may submit them.
-  std::vector<std::string> privileged_handlers = {"sys.exec", "io.read_file", "hash.sha256"};
+  // Python handlers' pickled inputs (first byte 0x80) are code too: same rule.
+  std::vector<std::string> privileged_handlers = {"sys.exec", "io.read_file", "hash.sha256",
+                                                  "py.call", "py.call_async"};
   // Tasks recovered from a journal that predates owners belong to this uid.
   uid_t daemon_uid = 0;
   uint32_t max_attempts_limit = 100;    // largest TaskSpec.max_attempts accepted
@@ -163,7 +179,15 @@ class TaskManager {
   std::vector<v1::HandlerInfo> Handlers(const Caller& caller);
 
  private:
-  enum class Pool { kCpu = 0, kIo = 1 };
+  // The pools: native (taskrt-worker) and Python (taskrt._worker), each a cpu pool (one
+  // task per process) and an io pool (threads and an async loop per process).
+  enum class Pool { kCpu = 0, kIo = 1, kPyCpu = 2, kPyIo = 3 };
+  static constexpr int kPools = 4;
+  static bool IsCpuPool(Pool p) { return p == Pool::kCpu || p == Pool::kPyCpu; }
+  static bool IsPythonPool(Pool p) { return p == Pool::kPyCpu || p == Pool::kPyIo; }
+  static const char* PoolName(Pool p);
+  // (handler, TaskSpec.function): what the classifier learns about.
+  using LearnKey = std::pair<std::string, std::string>;
   enum class WorkerState { kStarting, kReady, kDead };
 
   // One dispatch of a task to a worker, as the worker knows it (RunTask.seq).
@@ -199,6 +223,7 @@ class TaskManager {
   struct TaskRecord {
     v1::Task task;
     bool async = false;  // the handler runs on the async loop
+    bool python = false; // the handler runs in a Python worker
     Pool pool = Pool::kCpu;
     Worker* worker = nullptr;  // set while RUNNING
     uint64_t run_id = 0;       // the current dispatch; results of older ones are stale
@@ -255,6 +280,15 @@ class TaskManager {
   // Adds `delta` to the counts of `task`'s state (by_state_, owners_).
   void CountLocked(const v1::Task& task, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TaskQueue& QueueFor(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The pool a task of this class and runtime goes to.
+  static Pool PoolOf(v1::TaskClass resolved, bool python);
+  int PoolSize(Pool pool) const;
+  int ThreadsOf(Pool pool) const;
+  // During Start: a Python worker could not start and Python is optional: the Python
+  // pools are turned off (and their handlers unknown), with `why` in the log and stats.
+  void TurnPythonOffLocked(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // For a handler Submit does not know: why, when it is a Python one and Python is off.
+  std::string PythonOffHintLocked(absl::string_view handler) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Worker* PickWorkerLocked(Pool pool, bool async) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AssignLocked(uint64_t seq, Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -336,15 +370,20 @@ class TaskManager {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> retired_ ABSL_GUARDED_BY(mu_);  // final tasks, oldest first
-  TaskQueue cpu_queue_ ABSL_GUARDED_BY(mu_);
-  TaskQueue io_sync_queue_ ABSL_GUARDED_BY(mu_);
-  TaskQueue io_async_queue_ ABSL_GUARDED_BY(mu_);
+  // Run queues per pool: [pool][0] synchronous (all tasks of a cpu pool), [pool][1]
+  // asynchronous handlers of an io pool.
+  std::array<std::array<TaskQueue, 2>, kPools> queues_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
-  std::array<uint64_t, 2> respawns_ ABSL_GUARDED_BY(mu_) = {0, 0};
-  std::array<uint64_t, 2> recycled_ ABSL_GUARDED_BY(mu_) = {0, 0};
-  std::array<uint64_t, 2> completed_ ABSL_GUARDED_BY(mu_) = {0, 0};
+  std::array<int, kPools> pool_base_ ABSL_GUARDED_BY(mu_) = {};  // index in workers_
+  std::array<uint64_t, kPools> respawns_ ABSL_GUARDED_BY(mu_) = {};
+  std::array<uint64_t, kPools> recycled_ ABSL_GUARDED_BY(mu_) = {};
+  std::array<uint64_t, kPools> completed_ ABSL_GUARDED_BY(mu_) = {};
+  bool started_ ABSL_GUARDED_BY(mu_) = false;  // Start returned
+  bool python_on_ ABSL_GUARDED_BY(mu_) = false;
+  // The Python workers' interpreter and version (from their hello), or why they are off.
+  std::string python_status_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::HandlerInfo> handlers_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, LearnedStats> learned_ ABSL_GUARDED_BY(mu_);
+  std::map<LearnKey, LearnedStats> learned_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<int64_t, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;

@@ -15,8 +15,13 @@
 
 namespace taskrt::daemon {
 
+// A native worker runs `worker_path`; a Python worker (when `python` is set) runs
+// `python -m taskrt._worker` with `python_path` prepended to its PYTHONPATH.
 struct WorkerLaunch {
   std::string worker_path;           // the taskrt-worker binary
+  std::string python;                // the interpreter of a Python worker
+  std::string python_path;           // where the taskrt package is (empty: the interpreter's path)
+  std::vector<std::string> python_modules;  // passed as --module
   std::string pool;                  // "cpu" or "io"
   int threads = 1;                   // thread-pool size
   std::vector<std::string> plugins;  // passed as --plugin
@@ -34,6 +39,11 @@ absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch);
 
 // The taskrt-worker next to the running executable (/proc/self/exe's directory).
 std::string DefaultWorkerPath();
+
+// The directory holding the taskrt Python package of a build tree (<exe dir>/../python,
+// when it has taskrt/_worker.py), else empty: an installed package is on the
+// interpreter's own path.
+std::string DefaultPythonPath();
 
 }  // namespace taskrt::daemon
 

@@ -14,7 +14,8 @@ Handlers: py.call and py.call_async run a function sent in a call payload
 --module (or its submodules) is a handler of its own name, called with JSON or with a
 call payload of its arguments.
 
-The pieces, in order: start-up (main: the GIL probe's re-exec, limits, imports, hello);
+The pieces, in order: the GIL probe's re-exec (before the other imports); start-up
+(main: limits, the --module imports, hello);
 framing (encode_frame, FrameReader); handlers (Handler, load_handlers); one task's call
 (prepare, Outcome, succeeded, failed, Meter); the Worker, which owns the socket and runs
 tasks.
@@ -33,27 +34,76 @@ rather than mistaking four CPU-bound threads at cpu/wall = 0.25 for I/O.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import concurrent.futures
 import ctypes
-import dataclasses
-import importlib
-import inspect
-import json
 import os
-import resource
-import signal
-import socket
-import struct
 import sys
-import time
-import traceback
-import types
-from typing import Any, Callable
 
-from taskrt import _registry, _wire
-from taskrt.v1 import service_pb2, task_pb2, worker_pb2
+PROBE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_gilprobe.so")
+PROBE_ENV = "TASKRT_GIL_PROBE"  # "0": do not preload the GIL probe
+# Set across the worker's own re-exec (never loop), holding the LD_PRELOAD to restore.
+_REEXEC_ENV = "TASKRT_GIL_PROBE_REEXEC"
+
+
+def _probe_loaded() -> bool:
+    return hasattr(ctypes.PyDLL(None), "taskrt_gil_wait_ns")
+
+
+def _preload_gil_probe() -> None:
+    """Re-executes this worker with the GIL probe preloaded, unless it is loaded already,
+    turned off (TASKRT_GIL_PROBE=0), missing, or this is the re-executed worker.
+
+    It runs before the worker's other imports, which cost more than the interpreter's
+    start. The daemon's socket survives the exec: the daemon hands it over without
+    FD_CLOEXEC (posix_spawn's dup2), Python leaves inherited descriptors alone, and the
+    worker sets FD_CLOEXEC only after this.
+    """
+    if _REEXEC_ENV in os.environ:
+        if not _probe_loaded():
+            sys.stderr.write("taskrt python worker[%d]: the GIL probe %s did not load (see the "
+                             "loader's message above); the tasks' GIL wait is not measured\n" % (
+                                 os.getpid(), PROBE_PATH))
+        # Done: tasks' child processes get the caller's LD_PRELOAD, not the probe.
+        previous = os.environ.pop(_REEXEC_ENV)
+        if previous:
+            os.environ["LD_PRELOAD"] = previous
+        else:
+            os.environ.pop("LD_PRELOAD", None)
+        return
+    if os.environ.get(PROBE_ENV) == "0" or _probe_loaded() or not os.path.exists(PROBE_PATH):
+        return
+    env = dict(os.environ)
+    previous = env.get("LD_PRELOAD", "")
+    env[_REEXEC_ENV] = previous
+    env["LD_PRELOAD"] = PROBE_PATH + (" " + previous if previous else "")
+    try:
+        os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
+    except OSError as e:
+        sys.stderr.write("taskrt python worker[%d]: cannot re-execute %s to preload the GIL "
+                         "probe (%s); running without it\n" % (os.getpid(), sys.executable, e))
+
+
+if __name__ == "__main__":
+    _preload_gil_probe()
+
+# The worker proper, imported once the probe is in place.
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import concurrent.futures  # noqa: E402
+import dataclasses  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import types  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+from taskrt import _registry, _wire  # noqa: E402
+from taskrt.v1 import service_pb2, task_pb2, worker_pb2  # noqa: E402
 
 # Limits of common/frame.h, which the daemon enforces.
 MAX_FRAME_BYTES = 256 << 20
@@ -62,11 +112,6 @@ FRAME_OVERHEAD_BYTES = MAX_ERROR_BYTES + (1 << 20)
 MAX_OUTPUT_BYTES_LIMIT = MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES
 DEFAULT_MAX_OUTPUT_BYTES = 16 << 20
 TRACEBACK_FRAMES = 50  # the innermost frames kept in an error's traceback
-
-PROBE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_gilprobe.so")
-PROBE_ENV = "TASKRT_GIL_PROBE"  # "0": do not preload the GIL probe
-# Set across the worker's own re-exec (never loop), holding the LD_PRELOAD to restore.
-_REEXEC_ENV = "TASKRT_GIL_PROBE_REEXEC"
 
 _HINTS = {"auto": task_pb2.TASK_CLASS_AUTO, "cpu": task_pb2.TASK_CLASS_CPU,
           "io": task_pb2.TASK_CLASS_IO}
@@ -130,35 +175,6 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
-def _preload_gil_probe(fd: int) -> None:
-    """Re-executes this worker with the GIL probe preloaded, unless it is loaded already,
-    turned off (TASKRT_GIL_PROBE=0), missing, or this is the re-executed worker."""
-    if _REEXEC_ENV in os.environ:
-        if not GilProbe().measured:
-            _log("the GIL probe %s did not load (see the loader's message above); the "
-                 "tasks' GIL wait is not measured" % PROBE_PATH)
-        # Done: tasks' child processes get the caller's LD_PRELOAD, not the probe.
-        previous = os.environ.pop(_REEXEC_ENV)
-        if previous:
-            os.environ["LD_PRELOAD"] = previous
-        else:
-            os.environ.pop("LD_PRELOAD", None)
-        return
-    if (os.environ.get(PROBE_ENV) == "0" or GilProbe().measured or
-            not os.path.exists(PROBE_PATH)):
-        return
-    env = dict(os.environ)
-    previous = env.get("LD_PRELOAD", "")
-    env[_REEXEC_ENV] = previous
-    env["LD_PRELOAD"] = PROBE_PATH + (" " + previous if previous else "")
-    os.set_inheritable(fd, True)  # the daemon's socket must survive the exec
-    try:
-        os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
-    except OSError as e:
-        _log("cannot re-execute %s to preload the GIL probe (%s); running without it" % (
-            sys.executable, e))
-
-
 class GilProbe:
     """The calling thread's GIL wait, when _gilprobe.so is loaded (else `measured` is
     False and wait_ns() is 0). Read through PyDLL: the call keeps the GIL, so reading
@@ -188,7 +204,6 @@ def _limit_memory(limit: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     options = parse_options(sys.argv[1:] if argv is None else argv)
     _die_with_parent()
-    _preload_gil_probe(options.fd)
     _limit_memory(options.memory_limit)
     try:
         sock = socket.socket(fileno=options.fd)
@@ -279,10 +294,14 @@ BUILTINS = (
 
 
 def _import_failure(module: str, exc: BaseException) -> str:
-    where = ""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        where = " (at %s:%d)" % (frames[-1].filename, frames[-1].lineno)
+    # Where in the module's own code (not importlib's or taskrt's) it failed, if it did.
+    machinery = ("<frozen ", os.path.dirname(importlib.__file__),
+                 os.path.dirname(os.path.abspath(_registry.__file__)))
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(machinery)]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        frames.append((exc.filename, exc.lineno or 0))
+    where = " (at %s:%d)" % frames[-1] if frames else ""
     return ("--module %s does not import: %s%s; fix it, and make it importable by %s "
             "(PYTHONPATH of taskrtd, or install it into that interpreter)" % (
                 module, traceback.format_exception_only(type(exc), exc)[-1].strip(), where,
@@ -621,8 +640,11 @@ class Worker:
         try:
             call = prepare(running.handler, running.data)
         except InvalidInput as e:
-            outcome = Outcome(failure=task_pb2.FAILURE_KIND_INVALID_INPUT, error=bounded_utf8(str(e)))
+            outcome = Outcome(failure=task_pb2.FAILURE_KIND_INVALID_INPUT, error=str(e))
             return self._finish(running, outcome, Meter(self._probe, False), started)
+        except BaseException as e:  # unpickling runs the caller's code
+            return self._finish(running, failed(e, None, running), Meter(self._probe, False),
+                                started)
         if not inspect.iscoroutinefunction(call.fn):  # py.call_async of a plain function
             running.executor = task_pb2.EXECUTOR_THREAD
             self._pool.submit(self._run_on_thread, running, call)
@@ -652,7 +674,7 @@ class Worker:
                 value = asyncio.run(_watched(value, running))
             outcome = succeeded(call, value)
         except InvalidInput as e:
-            outcome = Outcome(failure=task_pb2.FAILURE_KIND_INVALID_INPUT, error=bounded_utf8(str(e)))
+            outcome = Outcome(failure=task_pb2.FAILURE_KIND_INVALID_INPUT, error=str(e))
         except BaseException as e:  # SystemExit too: a task cannot stop its worker
             outcome = failed(e, call, running)
         finally:

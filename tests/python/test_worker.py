@@ -147,6 +147,13 @@ def test_bad_module_is_named_in_hello_and_exits_1(py_worker):
     assert w.proc.wait(timeout=10) == 1
 
 
+def test_duplicate_handler_name_is_named_in_hello_and_exits_1(py_worker):
+    w = py_worker("--module", "py_handlers_fixture", "--module", "py_handlers_duplicate_fixture")
+    assert w.hello.error.startswith("--module py_handlers_duplicate_fixture does not import: "
+                                    "ValueError: task name 'fixture.add' is taken by")
+    assert w.proc.wait(timeout=10) == 1
+
+
 def test_eof_exits_0(py_worker):
     w = py_worker()
     w.sock.shutdown(socket.SHUT_WR)
@@ -157,6 +164,14 @@ def test_os_exit_in_a_task_ends_the_worker_with_its_code(py_worker):
     w = py_worker()
     w.start("py.call", _wire.encode_call(fixture.exit_worker, (7,), {}))
     assert w.proc.wait(timeout=10) == 7
+
+
+def test_children_of_tasks_inherit_neither_the_socket_nor_the_probe(py_worker):
+    w = py_worker(env_extra={"LD_PRELOAD": ""})
+    fds, preload = value_of(w.call(fixture.child_view))
+    assert sorted(fds, key=int)[:3] == ["0", "1", "2"]
+    assert len(fds) <= 4  # 0, 1, 2 and the listing's own directory fd
+    assert preload == ""
 
 
 def test_unknown_handler_is_invalid_input(py_worker):
@@ -272,6 +287,19 @@ def test_cancel_of_an_async_task(py_worker):
     assert done.failure == task_pb2.FAILURE_KIND_CANCELLED and done.error == "the task was cancelled"
 
 
+def test_cpu_pool_runs_coroutines_on_its_task_thread_and_cancels_them(py_worker):
+    w = py_worker(pool="cpu")
+    done = w.call(fixture.async_nap, 0.01, handler="py.call_async")
+    assert value_of(done) == 0.01 and done.executor == task_pb2.EXECUTOR_PROCESS
+    seq = w.start("py.call_async", _wire.encode_call(fixture.async_nap, (30,), {}))
+    time.sleep(0.2)
+    w.cancel(seq)
+    assert w.done().failure == task_pb2.FAILURE_KIND_CANCELLED
+    done = w.run("py.call", _wire.encode_call(fixture.async_nap, (30,), {}),
+                 deadline_unix_us=int((time.time() + 0.3) * 1e6))
+    assert done.failure == task_pb2.FAILURE_KIND_CANCELLED and "deadline" in done.error
+
+
 def test_deadline_cancels_an_async_task(py_worker):
     w = py_worker()
     done = w.run("py.call_async", _wire.encode_call(fixture.async_nap, (30,), {}),
@@ -337,7 +365,7 @@ def test_gil_probe_separates_waiting_for_the_gil_from_waiting_for_io(py_worker):
     for raw, corrected in ratios[:4]:
         # Four compute threads share one GIL: each looks a quarter busy, but is busy
         # whenever it holds it (relative to a solo run, as the machine may be loaded).
-        assert raw < 0.5 * corrected and corrected >= 0.7 * solo_ratio
+        assert raw < 0.5 * corrected and corrected >= 0.6 * solo_ratio
     assert ratios[4][1] <= 0.3  # the sleep is no compute, GIL or not
 
 
