@@ -86,7 +86,8 @@ class Daemon:
 def daemon():
     root = tempfile.mkdtemp(prefix="taskrt-executor.")
     os.chmod(root, 0o711)  # uid 65534 may reach the socket, not list the directory
-    d = Daemon(root, "--python-module", "executor_named")
+    d = Daemon(root, "--python", "/usr/bin/python3", "--python-path", PACKAGE_DIR,
+               "--python-module", "executor_named")
     yield d
     d.stop()
     shutil.rmtree(root, ignore_errors=True)
