@@ -322,3 +322,35 @@ def test_crash_exit_and_hang_fail_only_their_task(ex):
         ex.options(task_class="cpu", timeout=1).submit(funcs.hang).result(T)
     assert info.value.task.state == "timed_out"
     assert cpu.submit(funcs.square, 6).result(T) == 36
+
+
+# --- a daemon restart -------------------------------------------------------------------
+
+def test_futures_survive_a_daemon_restart():
+    """taskrtd killed (SIGKILL) while tasks run: the executor reconnects, finds its tasks
+    by their idempotency keys (the journal kept them; a second attempt re-runs them) and
+    sends the calls the dead daemon never saw."""
+    root = tempfile.mkdtemp(prefix="taskrt-executor-restart.")
+    args = ("--python", "/usr/bin/python3", "--python-path", PACKAGE_DIR)
+    d = Daemon(root, *args)
+    try:
+        with taskrt.Executor(socket=d.socket, connect_timeout=20) as ex:
+            io = ex.options(task_class="io", max_attempts=2)
+            running = [io.submit(funcs.sleep_then, 1.0, i) for i in range(5)]
+            deadline = time.monotonic() + T
+            while not all(f.task_id for f in running) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            ids = [f.task_id for f in running]
+            time.sleep(0.3)
+            d.proc.kill()
+            d.proc.wait()
+            d.log.close()
+            later = [ex.submit(funcs.square, i) for i in range(5)]  # sent to no daemon yet
+            d = Daemon(root, *args)
+            assert [f.result(T) for f in running] == list(range(5))
+            assert [f.task_id for f in running] == ids  # the same tasks, not new ones
+            assert all(f.task.decision.recovered for f in running)
+            assert [f.result(T) for f in later] == [i * i for i in range(5)]
+    finally:
+        d.stop()
+        shutil.rmtree(root, ignore_errors=True)
