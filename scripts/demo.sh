@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quick-start demo: installs what is missing, builds, starts taskrtd with its
 # defaults on a private temporary socket, runs the demo workload that shows where each
-# kind of task runs and why, then stops the daemon.
+# kind of task runs and why, then its Python part (examples/python/demo.py: the same
+# lesson for Python functions through taskrt.Executor), then stops the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,7 +11,9 @@ BIN="$PWD/${BUILD_DIR:-build}/bin"
 
 DEMO_DIR="$(mktemp -d /tmp/taskrt-demo-XXXXXX)"
 export TASKRT_SOCKET="$DEMO_DIR/taskrt.sock"
-"$BIN/taskrtd" &
+# The daemon's Python workers inherit its environment: they import the Python demo's
+# functions (examples/python/demo_funcs.py) from there.
+PYTHONPATH="$PWD/examples/python${PYTHONPATH:+:$PYTHONPATH}" "$BIN/taskrtd" &
 DAEMON_PID=$!
 cleanup() {
   kill -TERM "$DAEMON_PID" 2>/dev/null || true
@@ -32,3 +35,6 @@ run "$BIN/taskrt" exec --wait -- sh -c 'echo "hello from $(hostname) via sys.exe
 run "$BIN/taskrt" stats
 echo
 "$BIN/taskrt-demo"
+echo
+echo "\$ PYTHONPATH=${BUILD_DIR:-build}/python /usr/bin/python3 examples/python/demo.py"
+PYTHONPATH="$PWD/${BUILD_DIR:-build}/python" /usr/bin/python3 examples/python/demo.py
