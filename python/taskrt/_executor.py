@@ -162,7 +162,13 @@ class TaskFuture(concurrent.futures.Future):
     task: once done, the taskrt Task view of the result (task.decision.executor says
     where it ran; taskrt.explain(future.task)), else None.
     cancel(): True while the task has not started (not yet sent, or still queued in the
-    daemon: it is cancelled there), False once it runs or is done.
+    daemon: it is cancelled there), False once it runs or is done. A task cancelled in
+    the daemon by someone else (`taskrt cancel ID`) makes a cancelled future too.
+    result() raises what the function raised (its remote traceback as __cause__),
+    taskrt.RemoteError when that exception cannot be rebuilt here, taskrt.TaskFailed
+    (TaskTimedOut) when the task failed without one (its worker crashed or was killed,
+    it timed out), a taskrt.Error (PermissionDenied, InvalidArgument, Unavailable, ...)
+    when the daemon refused or could not be reached.
     """
 
     def __init__(self, dispatcher: "_Dispatcher", call: "_Call") -> None:

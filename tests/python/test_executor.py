@@ -255,7 +255,15 @@ def test_cpu_bound_python_on_threads_shows_gil_contention(ex):
     assert len(decisions) == 8
     assert all(d.gil_measured for d in decisions)
     assert max(d.gil_wait / d.run_time for d in decisions) > 0.3, decisions
-    assert any("GIL" in d.hint for d in decisions), [d.hint for d in decisions]
+    assert all("GIL" in d.evidence for d in decisions), [d.evidence for d in decisions]
+    # The hint says "submit it as CPU" when the run computed whenever it held the GIL
+    # (cpu / (wall - GIL wait) >= 0.5); a machine loaded by other processes can push a
+    # run below that (the thread was neither running nor waiting for the GIL).
+    computed = [d for d in decisions if d.cpu_time / max(1e-6, d.run_time - d.gil_wait) >= 0.6]
+    for d in computed:
+        assert "GIL" in d.hint, (d.cpu_time, d.run_time, d.gil_wait, d.hint)
+    assert computed or all(d.cpu_time / max(1e-6, d.run_time - d.gil_wait) < 0.5
+                           for d in decisions), decisions
 
 
 # --- named handlers, privilege ----------------------------------------------------------
