@@ -236,8 +236,11 @@ def async_sleep(daemon: Daemon, ex: taskrt.Executor, q: bool) -> dict:
         wall = time.perf_counter() - t
     assert len(done) == n and all(f.result() == 1.0 for f in futures)
     executors = sorted({f.task.decision.executor for f in futures})
-    return {"py_async_sleep": (wall, "s", "%d x asyncio.sleep(1) on %s; submit loop %.3f s; %s"
-                               % (n, executors, submitted, meter.note(wall)))}
+    ds = [f.task.decision for f in futures]
+    return {"py_async_sleep": (wall, "s", "%d x asyncio.sleep(1) on %s; submit loop %.3f s; "
+                               "max queue wait %.3f s, max run time %.3f s; %s"
+                               % (n, executors, submitted, max(d.queue_wait for d in ds),
+                                  max(d.run_time for d in ds), meter.note(wall)))}
 
 
 def submit_latency(daemon: Daemon, ex: taskrt.Executor, q: bool) -> dict:
@@ -247,15 +250,24 @@ def submit_latency(daemon: Daemon, ex: taskrt.Executor, q: bool) -> dict:
         pool = ppe() if submit is None else None
         fn = pool.submit if pool else submit
         fn(funcs.noop).result()
-        times = []
+        times, queue, run = [], [], []
         for _ in range(n):
             t = time.perf_counter()
-            fn(funcs.noop).result()
+            f = fn(funcs.noop)
+            f.result()
             times.append((time.perf_counter() - t) * 1e6)
+            if pool is None:
+                queue.append(f.task.decision.queue_wait * 1e6)
+                run.append(f.task.decision.run_time * 1e6)
         if pool:
             pool.shutdown()
         label = "taskrt.Executor" if pool is None else "ProcessPoolExecutor(max_workers=%d)" % CORES
-        out["%s_submit_latency_p50" % name] = (pct(times, 50), "us", "%s, %d sequential" % (label, n))
+        split = ("; p50 of the daemon's queue wait (accepted -> started in a worker) %.0f us, "
+                 "run time in the worker %.0f us, the rest (client, gRPC, results back) %.0f us"
+                 % (pct(queue, 50), pct(run, 50), pct(times, 50) - pct(queue, 50) - pct(run, 50))
+                 if queue else "")
+        out["%s_submit_latency_p50" % name] = (pct(times, 50), "us", "%s, %d sequential%s"
+                                               % (label, n, split))
         out["%s_submit_latency_p99" % name] = (pct(times, 99), "us", label)
     return out
 
