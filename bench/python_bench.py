@@ -320,7 +320,7 @@ def main() -> int:
         print("# %d cores, load average %.2f %.2f %.2f, %d run(s) per scenario, %s"
               % (CORES, *load, opts.runs, "quick" if opts.quick else "full"), file=sys.stderr)
         with taskrt.Executor(socket=daemon.socket) as ex:
-            ex.submit(funcs.noop).result(30)
+            list(ex.map(funcs.noop, range(CORES * 4), timeout=30))  # warm, as ppe()
             for name in selected:
                 for _ in range(opts.runs):
                     try:
