@@ -8,7 +8,6 @@ Python I/O worker. Every result says where it ran and why (task.decision).
 
 __version__ = "0.1.0"
 
-from ._registry import current_task, task
 from ._types import Decision, Task, TaskError, TaskEvent, explain
 from ._types import HandlerInfo, LearnedClass, PoolInfo, Stats, WorkerInfo
 from ._spec import TaskSpec
@@ -18,3 +17,5 @@ from ._errors import (AlreadyExists, Cancelled, ConnectionSetupError, DeadlineEx
                       Unavailable)
 from ._client import Client, Watch
 from . import aio
+from ._executor import Executor, ExecutorOptions, RemoteError, TaskFuture
+from ._registry import current_task, task
