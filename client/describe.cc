@@ -248,6 +248,8 @@ std::string FailureName(v1::FailureKind k) {
       return "memory-limit";
     case v1::FAILURE_KIND_OUTPUT_TOO_LARGE:
       return "output-too-large";
+    case v1::FAILURE_KIND_PERMISSION_DENIED:
+      return "permission-denied";
     default:
       return absl::StrCat("failure ", static_cast<int>(k));
   }

@@ -369,7 +369,7 @@ absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
       return absl::InvalidArgumentError(why);
     }
   }
-  return ValidateSpec(
+  RETURN_IF_ERROR(ValidateSpec(
       spec, LimitsOf(options_),
       [this](std::string_view h)
           ABSL_NO_THREAD_SAFETY_ANALYSIS { return handlers_.count(std::string(h)) != 0; },
@@ -377,7 +377,14 @@ absl::Status TaskManager::ValidateLocked(const v1::TaskSpec& spec) {
         std::vector<std::string> known;
         for (const auto& [name, info] : handlers_) known.push_back(name);
         return absl::StrJoin(known, ", ");
-      });
+      }));
+  // The built-in handlers' inputs are checked here too, so that a malformed one is refused
+  // with nothing queued rather than failing later in a worker.
+  const v1::HandlerInfo& info = handlers_.at(spec.handler());
+  if (info.source() == "builtin" && info.runtime() != "python") {
+    return ValidateBuiltinInput(spec.handler(), spec.input());
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SubmitResult> TaskManager::Submit(
@@ -805,8 +812,11 @@ void TaskManager::SpawnOnLoop(Pool pool, int slot) {
       TurnPythonOffLocked(std::string(spawned.status().message()));
       return;
     }
+    // Before Start returns, the first error is what Start reports (and its caller logs).
+    if (started_) {
+      std::fprintf(stderr, "taskrtd: %s\n", std::string(spawned.status().message()).c_str());
+    }
     if (startup_error_.ok()) startup_error_ = spawned.status();
-    std::fprintf(stderr, "taskrtd: %s\n", std::string(spawned.status().message()).c_str());
     return;
   }
   w->pid = spawned->pid;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "worker/builtin_inputs.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -114,6 +115,23 @@ absl::Status ValidateListRequest(const v1::ListRequest& request, const Validatio
 size_t ListLimit(const v1::ListRequest& request, const ValidationLimits& limits) {
   if (request.limit() == 0) return limits.default_list_limit;
   return std::min<size_t>(request.limit(), limits.max_list_limit);
+}
+
+absl::Status ValidateBuiltinInput(std::string_view handler, std::string_view input) {
+  absl::Status status;
+  if (handler == "sys.sleep") {
+    status = worker::ParseSleepInput(input).status();
+  } else if (handler == "math.primes") {
+    status = worker::ParsePrimesInput(input).status();
+  } else if (handler == "hash.sha256") {
+    status = worker::ParseSha256Input(input).status();
+  } else if (handler == "io.read_file") {
+    status = worker::ParseReadFileInput(input).status();
+  } else if (handler == "sys.exec") {
+    status = worker::ParseExecInput(input).status();
+  }
+  if (status.ok()) return status;
+  return absl::InvalidArgumentError(absl::StrCat(status.message(), "; nothing was queued"));
 }
 
 }  // namespace taskrt::daemon

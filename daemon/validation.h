@@ -70,6 +70,11 @@ absl::Status ValidateSpec(const v1::TaskSpec& spec, const ValidationLimits& limi
 // A Submit / Stream batch of `size` tasks: at least one, at most limits.max_batch.
 absl::Status ValidateBatchSize(size_t size, const ValidationLimits& limits);
 
+// The input of a built-in handler (sys.sleep, math.primes, hash.sha256, io.read_file,
+// sys.exec), parsed as its worker will parse it (worker/builtin_inputs.h); OK for any
+// other handler. INVALID_ARGUMENT with the handler's own message.
+absl::Status ValidateBuiltinInput(std::string_view handler, std::string_view input);
+
 // One task id (not whether it exists: that is NOT_FOUND, later).
 absl::Status ValidateTaskId(std::string_view id, const ValidationLimits& limits);
 

@@ -15,7 +15,10 @@ PACKAGES=(
   libgoogle-perftools-dev  # tcmalloc_minimal, the allocator of taskrtd and taskrt-worker
   libgtest-dev libgmock-dev  # tests
   python3            # the CLI test checks JSON output with it
-  python3-pytest     # the security tests (tests/security) run the attacks with it
+  python3-pytest     # the Python tests and the security tests (tests/python, tests/security)
+  python3-grpcio python3-protobuf  # the Python SDK (taskrt.Client) and its generated stubs
+  python3-cloudpickle  # Python functions sent by value (lambdas, closures, __main__)
+  python3-venv python3-setuptools python3-wheel  # `pip install --no-build-isolation ./python`
   util-linux         # setpriv and prlimit: the security tests' other uid and fd limit
   openssl            # the security tests make a test CA for TLS
   systemd            # systemd-analyze, to verify deploy/taskrtd.service

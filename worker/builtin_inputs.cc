@@ -8,15 +8,21 @@ namespace {
 
 using json = nlohmann::json;
 
+// A valid input of each handler whose input is a JSON object, for error messages.
+const char* ExampleInput(std::string_view handler) {
+  if (handler == "math.primes") return R"({"below": 1000000})";
+  if (handler == "sys.sleep") return R"({"ms": 250})";
+  if (handler == "sys.exec") return R"({"argv": ["echo", "hi"]})";
+  return R"({"path": "/etc/hostname"})";
+}
+
 // Parses `input` as a JSON object; an empty input is an empty object.
 absl::StatusOr<json> ParseObject(const char* handler, std::string_view input) {
   if (input.empty()) return json::object();
   json value = json::parse(input, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded() || !value.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(handler, ": input must be a JSON object, e.g. ",
-                                                   std::string_view(handler) == "math.primes"
-                                                       ? R"({"below": 1000000})"
-                                                       : R"({"path": "/etc/hostname"})"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(handler, ": input must be a JSON object, e.g. ", ExampleInput(handler)));
   }
   return value;
 }

@@ -42,6 +42,7 @@ void PrintStats(const v1::Stats& stats) {
                   absl::StrCat(p.respawns())});
   }
   pools.Print(std::cout);
+  if (!stats.python().empty()) std::cout << "python: " << stats.python() << "\n";
 
   std::cout << "\n";
   std::vector<v1::WorkerInfo> workers(stats.workers().begin(), stats.workers().end());
@@ -89,10 +90,13 @@ void PrintStats(const v1::Stats& stats) {
                  "without a hint)\n";
     return;
   }
-  Table learned({"HANDLER", "CPU/WALL", "SAMPLES", "LEARNED CLASS"});
+  // CPU/WALL of Python runs whose GIL wait was measured is cpu / (wall - GIL wait): "(GIL)".
+  Table learned({"HANDLER", "FUNCTION", "CPU/WALL", "SAMPLES", "LEARNED CLASS"});
   for (const v1::LearnedClass& l : stats.learned()) {
     learned.AddRow(
-        {l.handler(), absl::StrFormat("%.2f", l.cpu_ratio()), absl::StrCat(l.samples()),
+        {l.handler(), l.function().empty() ? "-" : l.function(),
+         absl::StrFormat("%.2f%s", l.cpu_ratio(), l.gil_corrected() ? " (GIL)" : ""),
+         absl::StrCat(l.samples()),
          l.learned_class() == v1::TASK_CLASS_AUTO ? "undecided" : ClassName(l.learned_class())});
   }
   learned.Print(std::cout);
@@ -122,10 +126,11 @@ int RunHandlers(const CliContext& ctx) {
     PrintJsonArray(*handlers);
     return kExitOk;
   }
-  Table table({"NAME", "HINT", "ASYNC", "SOURCE", "DESCRIPTION"});
+  Table table({"NAME", "HINT", "ASYNC", "RUNTIME", "SOURCE", "DESCRIPTION"});
   for (const v1::HandlerInfo& h : *handlers) {
     table.AddRow({h.name(), h.hint() == v1::TASK_CLASS_AUTO ? "-" : ClassName(h.hint()),
-                  h.async() ? "yes" : "no", h.source(), h.description()});
+                  h.async() ? "yes" : "no", h.runtime().empty() ? "native" : h.runtime(),
+                  h.source(), h.description()});
   }
   table.Print(std::cout);
   return kExitOk;

@@ -16,7 +16,7 @@ and raises taskrt.Unavailable, saying how to start the daemon, when nothing answ
 
 Errors: every failed call raises a taskrt.Error subclass (InvalidArgument, NotFound,
 PermissionDenied, Unavailable, ...; see taskrt._errors). A task that fails is not a
-failed call: its Task says why (task.error), and `check=True` / `task_or_raise` turn
+failed call: its Task says why (task.error), and `check=True` / `task.check()` turn
 it into taskrt.TaskFailed. Wait and Run outlive a daemon restart: UNAVAILABLE is
 retried, 100 ms doubling to 2 s, for up to `reconnect_timeout` seconds.
 
@@ -125,9 +125,7 @@ def expect_count(got: int, want: int, what: str) -> None:
 
 def task_or_raise(task: Task) -> Task:
     """`task` if it succeeded, else raises TaskFailed (TaskTimedOut, TaskCancelled)."""
-    if task.done and not task.ok:
-        raise _errors.task_failed(task)
-    return task
+    return task.check()
 
 
 class Reconnect:
@@ -242,9 +240,14 @@ def unavailable_message(target: str, connect_timeout: float, details: str) -> st
     return None
 
 
-def map_rpc_error(e: Any, target: str, connect_timeout: float) -> _errors.Error:
+def map_rpc_error(e: Any, ep: _connection.Endpoint, connect_timeout: float) -> _errors.Error:
+    """The taskrt.Error of a failed call to `ep`, with what to do added where gRPC's words
+    do not say it (no daemon; a missing or refused token)."""
     details = (e.details() if hasattr(e, "details") else None) or ""
-    return _errors.from_rpc_error(e, unavailable_message(target, connect_timeout, details))
+    error = _errors.from_rpc_error(e, unavailable_message(ep.target, connect_timeout, details))
+    if isinstance(error, _errors.Unauthenticated) and ep.unauthenticated_hint:
+        error = _errors.Unauthenticated("%s (%s)" % (error.details, ep.unauthenticated_hint))
+    return error
 
 
 # --- The blocking client -----------------------------------------------------------------
@@ -255,7 +258,8 @@ class Client:
 
     target: "unix:/path", "host:port" (needs a token); socket: a unix socket path.
     token / token_file: for TCP targets (else $TASKRT_TOKEN, $TASKRT_TOKEN_FILE). tls,
-    tls_ca_file, tls_server_name: TLS for TCP. connect_timeout: seconds to wait for the
+    tls_ca_file (else $TASKRT_TLS_CA), tls_server_name: TLS for TCP; tls_cert_file and
+    tls_key_file: a client certificate (taskrtd --tls-client-ca). connect_timeout: seconds to wait for the
     daemon before raising Unavailable. reconnect_timeout: how long wait/run retry while
     the daemon is unreachable (e.g. restarting).
     """
@@ -263,6 +267,7 @@ class Client:
     def __init__(self, target: str | None = None, *, socket: str | None = None,
                  token: str | None = None, token_file: str | None = None,
                  tls: bool | None = None, tls_ca_file: str | None = None,
+                 tls_cert_file: str | None = None, tls_key_file: str | None = None,
                  tls_server_name: str | None = None, connect_timeout: float = 3.0,
                  reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> None:
         import grpc
@@ -270,7 +275,8 @@ class Client:
 
         self._endpoint = _connection.endpoint(
             target, socket=socket, token=token, token_file=token_file, tls=tls,
-            tls_ca_file=tls_ca_file, tls_server_name=tls_server_name)
+            tls_ca_file=tls_ca_file, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+            tls_server_name=tls_server_name)
         self.target = self._endpoint.target
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
@@ -311,7 +317,7 @@ class Client:
         try:
             return method(request, metadata=self._metadata, timeout=timeout)
         except self._grpc.RpcError as e:
-            raise map_rpc_error(e, self.target, self.connect_timeout) from None
+            raise map_rpc_error(e, self._endpoint, self.connect_timeout) from None
 
     def _retrying(self, timeout: float | None, attempt: Callable[[float | None], T]) -> T:
         """attempt(time left) until it raises anything but Unavailable, or Reconnect gives
@@ -347,8 +353,8 @@ class Client:
         """The task as it is now (NotFound for an unknown id)."""
         return self.get_many([id_of(task_id)])[0]
 
-    def get_many(self, task_ids: Iterable[str]) -> list[Task]:
-        ids = ids_of(task_ids, "task_ids")
+    def get_many(self, ids: Iterable[str]) -> list[Task]:
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         response = self._call(self._stub.Get, service_pb2.GetRequest(task_ids=ids))
@@ -360,9 +366,9 @@ class Client:
         keeps running). Survives a daemon restart (see reconnect_timeout)."""
         return self.wait_many([id_of(task_id)], timeout)[0]
 
-    def wait_many(self, task_ids: Iterable[str], timeout: float | None = None) -> list[Task]:
-        """The tasks once all are final, in the order of `task_ids`."""
-        ids = ids_of(task_ids, "task_ids")
+    def wait_many(self, ids: Iterable[str], timeout: float | None = None) -> list[Task]:
+        """The tasks once all are final, in the order of `ids`."""
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         wait_timeouts(timeout)  # type errors before any call
@@ -428,7 +434,7 @@ class Client:
                 if tracker.finished:
                     break
         except self._grpc.RpcError as e:
-            raise map_rpc_error(e, self.target, self.connect_timeout) from None
+            raise map_rpc_error(e, self._endpoint, self.connect_timeout) from None
         finally:
             if not tracker.finished:
                 call.cancel()
@@ -437,16 +443,17 @@ class Client:
 
     # Changing ------------------------------------------------------------------------
 
-    def cancel(self, task_ids: str | Task | Iterable[str]) -> Task | list[Task]:
+    def cancel(self, ids: str | Task | Iterable[str]) -> Task | list[Task]:
         """Cancels queued or running tasks (final ones stay as they are). One id: its Task
         after the cancel; an iterable: the list of them."""
-        ids = ids_of(task_ids, "task_ids")
+        one = isinstance(ids, (str, Task))
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         response = self._call(self._stub.Cancel, service_pb2.CancelRequest(task_ids=ids))
         expect_count(len(response.tasks), len(ids), "tasks")
         tasks = [Task.from_proto(t) for t in response.tasks]
-        return tasks[0] if isinstance(task_ids, (str, Task)) else tasks
+        return tasks[0] if one else tasks
 
     # Looking around ------------------------------------------------------------------
 
@@ -456,12 +463,14 @@ class Client:
         response = self._call(self._stub.List, list_request(limit, states, handler))
         return [Task.from_proto(t) for t in response.tasks]
 
-    def watch(self, task_ids: Iterable[str] | None = None) -> "Watch":
-        """Live events of `task_ids` (None: every task the caller may see), until
-        watch.cancel() or the end of a `with` block."""
-        ids = ids_of(task_ids, "task_ids") if task_ids is not None else []
+    def watch(self, ids: Iterable[str] | None = None) -> "Watch":
+        """Live events of the tasks `ids` (None: every task the caller may see), until
+        watch.cancel() or the end of a `with` block. Returns once the daemon took the
+        watch up, so the events of what is submitted afterwards are seen."""
+        ids = ids_of(ids, "ids") if ids is not None else []
         call = self._stub.Watch(service_pb2.WatchRequest(task_ids=ids),
                                 metadata=self._metadata)
+        call.initial_metadata()  # the daemon sends it as it registers the watch
         return Watch(call, self)
 
     def stats(self) -> Stats:
@@ -490,7 +499,7 @@ class Watch:
         except self._client._grpc.RpcError as e:
             if e.code() == self._client._grpc.StatusCode.CANCELLED and self._call.cancelled():
                 raise StopIteration from None
-            raise map_rpc_error(e, self._client.target, self._client.connect_timeout) from None
+            raise map_rpc_error(e, self._client._endpoint, self._client.connect_timeout) from None
 
     def cancel(self) -> None:
         self._call.cancel()

@@ -127,18 +127,49 @@ def read_token_file(path: str, what: str | None = None) -> str:
     return token
 
 
-def find_token(token: str | None, token_file: str | None) -> str | None:
+def _checked_token(token: str, what: str) -> str:
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise ConnectionSetupError("%s is not a token (one word of printable characters "
+                                   "expected)" % what)
+    return token
+
+
+def find_token_and_source(token: str | None,
+                          token_file: str | None) -> tuple[str | None, str]:
+    """The token by the C++ SDK's precedence, and where it came from (for messages)."""
     if token:
-        return token
+        return _checked_token(token, "token="), "token="
     if token_file:
-        return read_token_file(token_file)
+        return read_token_file(token_file), "the token file " + token_file
     env = os.environ.get("TASKRT_TOKEN", "")
     if env:
-        return env
+        return _checked_token(env, "$TASKRT_TOKEN"), "$TASKRT_TOKEN"
     env_file = os.environ.get("TASKRT_TOKEN_FILE", "")
     if env_file:
-        return read_token_file(env_file, "$TASKRT_TOKEN_FILE (%s)" % env_file)
-    return None
+        where = "$TASKRT_TOKEN_FILE (%s)" % env_file
+        return read_token_file(env_file, where), where
+    return None, ""
+
+
+def find_token(token: str | None, token_file: str | None) -> str | None:
+    return find_token_and_source(token, token_file)[0]
+
+
+# Where the daemon keeps its token, for messages (the C++ SDK's words).
+WHERE_THE_TOKEN_IS = (
+    "the daemon's token is in <state-dir>/token (by default ~/.local/state/taskrt/token of "
+    "the user running taskrtd, /var/lib/taskrt/token for the system service)")
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConnectionSetupError("cannot read the %s %s: %s" % (what, path, e.strerror)) from e
+    if not data:
+        raise ConnectionSetupError("the %s %s is empty" % (what, path))
+    return data
 
 
 def _host_of(target: str) -> str:
@@ -167,6 +198,8 @@ class Endpoint:
     metadata: tuple  # (("authorization", "Bearer ..."),) for TCP, else ()
     credentials: object | None  # grpc.ChannelCredentials for TLS, else None
     options: tuple
+    # For a TCP target: added to an UNAUTHENTICATED answer, says how to fix it.
+    unauthenticated_hint: str = ""
 
     @property
     def is_unix(self) -> bool:
@@ -175,9 +208,12 @@ class Endpoint:
 
 def endpoint(target: str | None = None, *, socket: str | None = None, token: str | None = None,
              token_file: str | None = None, tls: bool | None = None,
-             tls_ca_file: str | None = None, tls_server_name: str | None = None) -> Endpoint:
+             tls_ca_file: str | None = None, tls_cert_file: str | None = None,
+             tls_key_file: str | None = None,
+             tls_server_name: str | None = None) -> Endpoint:
     """Resolves where to connect and with what; raises ConnectionSetupError for what must
-    not be used (a foreign socket, a token in clear text to a remote host)."""
+    not be used (a foreign socket, a token in clear text to a remote host, unreadable TLS
+    files). tls_cert_file/tls_key_file: a client certificate for taskrtd --tls-client-ca."""
     import grpc  # here, so that taskrt._wire and the worker never need grpc
 
     resolved = resolve_target(target, socket)
@@ -188,8 +224,12 @@ def endpoint(target: str | None = None, *, socket: str | None = None, token: str
         check_socket_owner(path)
         return Endpoint(resolved, (), None, tuple(options))
     ca = tls_ca_file or os.environ.get("TASKRT_TLS_CA") or None
-    use_tls = bool(tls) or ca is not None
-    bearer = find_token(token, token_file)
+    use_tls = bool(tls) or ca is not None or bool(tls_cert_file) or bool(tls_key_file)
+    if bool(tls_cert_file) != bool(tls_key_file):
+        raise ConnectionSetupError(
+            "a TLS client certificate needs its key and the other way round: give both "
+            "tls_cert_file and tls_key_file")
+    bearer, source = find_token_and_source(token, token_file)
     if bearer is not None and not use_tls and not is_loopback(_host_of(resolved)):
         raise ConnectionSetupError(
             "refusing to send the token in clear text to %s, which is not a loopback "
@@ -197,15 +237,21 @@ def endpoint(target: str | None = None, *, socket: str | None = None, token: str
             "socket" % resolved)
     credentials = None
     if use_tls:
-        root = None
-        if ca is not None:
-            with open(ca, "rb") as f:
-                root = f.read()
-        credentials = grpc.ssl_channel_credentials(root_certificates=root)
+        root = _read_pem(ca, "TLS CA file") if ca is not None else None
+        key = _read_pem(tls_key_file, "TLS key") if tls_key_file else None
+        chain = _read_pem(tls_cert_file, "TLS certificate") if tls_cert_file else None
+        credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key,
+                                                   certificate_chain=chain)
         if tls_server_name:
             options.append(("grpc.ssl_target_name_override", tls_server_name))
     metadata = (("authorization", "Bearer " + bearer),) if bearer is not None else ()
-    return Endpoint(resolved, metadata, credentials, tuple(options))
+    if bearer is None:
+        hint = ("taskrtd at %s wants a token and none was sent: pass token= or token_file=, "
+                "or set TASKRT_TOKEN or TASKRT_TOKEN_FILE; %s" % (resolved, WHERE_THE_TOKEN_IS))
+    else:
+        hint = "taskrtd at %s refused the token from %s: %s" % (resolved, source,
+                                                               WHERE_THE_TOKEN_IS)
+    return Endpoint(resolved, metadata, credentials, tuple(options), hint)
 
 
 def not_running_message(target: str, timeout: float) -> str:

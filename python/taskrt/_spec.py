@@ -33,7 +33,8 @@ def encode_input(value: Any, what: str = "input") -> bytes:
         return bytes(value)
     if isinstance(value, (dict, list, tuple, str, int, float, bool)):
         try:
-            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as e:
             raise TypeError("%s cannot be sent as JSON: %s; pass JSON-compatible values or "
                             "bytes" % (what, e)) from e

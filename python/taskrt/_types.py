@@ -283,6 +283,14 @@ class Task:
         """The output decoded as text."""
         return self.output.decode(encoding)
 
+    def check(self) -> "Task":
+        """This task, unless it ended without success: then raises taskrt.TaskFailed
+        (TaskTimedOut, TaskCancelled) carrying it. A task not final yet is returned."""
+        if self.done and not self.ok:
+            from ._errors import task_failed
+            raise task_failed(self)
+        return self
+
     def explain(self) -> str:
         """Where the task ran and why, as `taskrt explain ID` prints it."""
         return explain(self)
@@ -443,9 +451,6 @@ def _cxx(name: str | None) -> str:
 
 
 def _cxx_failure(kind: str | None) -> str:
-    # The C++ FailureName has no case for PERMISSION_DENIED (yet) and prints the number.
-    if kind == "permission_denied":
-        return "failure %d" % task_pb2.FAILURE_KIND_PERMISSION_DENIED
     return _cxx(kind)
 
 

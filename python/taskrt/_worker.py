@@ -93,6 +93,7 @@ import dataclasses  # noqa: E402
 import importlib  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
+import platform  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     hello = worker_pb2.WorkerFrame()
     hello.hello.pid = os.getpid()
     hello.hello.error = error
+    hello.hello.runtime = "Python %s (%s), GIL probe %s" % (
+        platform.python_version(), sys.executable,
+        "on" if _probe_loaded() else "off (TASKRT_GIL_PROBE=0, or no taskrt/_gilprobe.so)")
     for handler in handlers.values():
         hello.hello.handlers.append(handler.info())
     try:

@@ -41,12 +41,14 @@ class Client:
     def __init__(self, target: str | None = None, *, socket: str | None = None,
                  token: str | None = None, token_file: str | None = None,
                  tls: bool | None = None, tls_ca_file: str | None = None,
+                 tls_cert_file: str | None = None, tls_key_file: str | None = None,
                  tls_server_name: str | None = None, connect_timeout: float = 3.0,
                  reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> None:
         # Resolved now: a foreign socket or a clear-text token fails here, before a loop.
         self._endpoint = _connection.endpoint(
             target, socket=socket, token=token, token_file=token_file, tls=tls,
-            tls_ca_file=tls_ca_file, tls_server_name=tls_server_name)
+            tls_ca_file=tls_ca_file, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+            tls_server_name=tls_server_name)
         self.target = self._endpoint.target
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
@@ -101,7 +103,7 @@ class Client:
         return self._stub
 
     def _map(self, e: Any) -> _errors.Error:
-        return map_rpc_error(e, self.target, self.connect_timeout)
+        return map_rpc_error(e, self._endpoint, self.connect_timeout)
 
     async def _call(self, name: str, request: Any, timeout: float | None = None) -> Any:
         import grpc
@@ -142,8 +144,8 @@ class Client:
         """As taskrt.Client.get."""
         return (await self.get_many([id_of(task_id)]))[0]
 
-    async def get_many(self, task_ids: Iterable[str]) -> list[Task]:
-        ids = ids_of(task_ids, "task_ids")
+    async def get_many(self, ids: Iterable[str]) -> list[Task]:
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         response = await self._call("Get", service_pb2.GetRequest(task_ids=ids))
@@ -154,9 +156,9 @@ class Client:
         """As taskrt.Client.wait."""
         return (await self.wait_many([id_of(task_id)], timeout))[0]
 
-    async def wait_many(self, task_ids: Iterable[str],
+    async def wait_many(self, ids: Iterable[str],
                         timeout: float | None = None) -> list[Task]:
-        ids = ids_of(task_ids, "task_ids")
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         wait_timeouts(timeout)
@@ -220,15 +222,16 @@ class Client:
 
     # Changing ------------------------------------------------------------------------
 
-    async def cancel(self, task_ids: str | Task | Iterable[str]) -> Task | list[Task]:
+    async def cancel(self, ids: str | Task | Iterable[str]) -> Task | list[Task]:
         """As taskrt.Client.cancel."""
-        ids = ids_of(task_ids, "task_ids")
+        one = isinstance(ids, (str, Task))
+        ids = ids_of(ids, "ids")
         if not ids:
             return []
         response = await self._call("Cancel", service_pb2.CancelRequest(task_ids=ids))
         expect_count(len(response.tasks), len(ids), "tasks")
         tasks = [Task.from_proto(t) for t in response.tasks]
-        return tasks[0] if isinstance(task_ids, (str, Task)) else tasks
+        return tasks[0] if one else tasks
 
     # Looking around ------------------------------------------------------------------
 
@@ -238,10 +241,10 @@ class Client:
         response = await self._call("List", list_request(limit, states, handler))
         return [Task.from_proto(t) for t in response.tasks]
 
-    def watch(self, task_ids: Iterable[str] | None = None) -> "Watch":
+    def watch(self, ids: Iterable[str] | None = None) -> "Watch":
         """As taskrt.Client.watch: an async iterator of TaskEvent; `async with` or
         cancel() ends it."""
-        ids = ids_of(task_ids, "task_ids") if task_ids is not None else []
+        ids = ids_of(ids, "ids") if ids is not None else []
         return Watch(self, service_pb2.WatchRequest(task_ids=ids))
 
     async def stats(self) -> Stats:
@@ -255,7 +258,8 @@ class Client:
 
 
 class Watch:
-    """An async iterator of TaskEvent from a Watch call (started at the first event)."""
+    """An async iterator of TaskEvent from a Watch call, started by `async with` (after
+    which the events of what is submitted are seen) or by the first iteration."""
 
     def __init__(self, client: Client, request: service_pb2.WatchRequest) -> None:
         self._client = client
@@ -267,6 +271,7 @@ class Watch:
         if self._call is None:
             stub = await self._client._stub_ready()
             self._call = stub.Watch(self._request, metadata=self._client._metadata)
+            await self._call.initial_metadata()  # sent as the daemon registers the watch
         return self._call
 
     def __aiter__(self) -> "Watch":

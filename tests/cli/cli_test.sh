@@ -423,7 +423,7 @@ expect_line "^io +1 " stdout
 # Workers being restarted (after the crash and the timeout above) have no pid yet.
 if [[ -n $WORKER_PIDS ]]; then pass; else fail "-o json stats lists no worker pids"; fi
 for pid in $WORKER_PIDS; do
-  expect_line "^(cpu|io) +[0-9]+ +$pid " stdout
+  expect_line "^(cpu|io|python-cpu|python-io) +[0-9]+ +$pid " stdout
 done
 # The task-count table uses the CLI's state names, in the CLI's order.
 expect_line "^succeeded +[0-9]+$" stdout

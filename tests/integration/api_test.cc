@@ -32,6 +32,27 @@ TEST_F(ApiTest, UnknownHandlerListsTheKnownOnes) {
   EXPECT_EQ(TaskCount(), 0u);
 }
 
+TEST_F(ApiTest, BuiltinInputsAreCheckedAtSubmitAndNothingIsQueued) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"sys.sleep", "{ms: 5"},          {"sys.sleep", R"({"ms": -1})"},
+      {"math.primes", R"({"below": "x"})"}, {"sys.exec", R"({"argv": []})"},
+      {"io.read_file", R"({"size": 1})"}};
+  for (const auto& [handler, input] : bad) {
+    auto id = client_->Submit(MakeTask(handler, input));
+    ASSERT_FALSE(id.ok()) << handler << " " << input;
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument) << handler;
+    EXPECT_NE(id.status().message().find(handler), std::string::npos) << id.status().message();
+    EXPECT_NE(id.status().message().find("nothing was queued"), std::string::npos)
+        << id.status().message();
+  }
+  // Each handler's error shows its own example input, not another handler's.
+  auto sleep = client_->Submit(MakeTask("sys.sleep", "[1]"));
+  EXPECT_NE(sleep.status().message().find(R"({"ms": 250})"), std::string::npos)
+      << sleep.status().message();
+  EXPECT_EQ(TaskCount(), 0u);
+  EXPECT_TRUE(client_->Submit(MakeTask("sys.sleep", R"({"ms": 1})")).ok());
+}
+
 TEST_F(ApiTest, OversizedInputAndBadFieldsAreRefused) {
   auto id = client_->Submit(MakeTask("test.echo", std::string(2000, 'x')));
   ASSERT_FALSE(id.ok());

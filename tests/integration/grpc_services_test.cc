@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "tests/integration/daemon_fixture.h"
 
 namespace taskrt::testing {
@@ -60,18 +61,25 @@ class GrpcServicesTest : public DaemonTest {
   }
 };
 
-TEST_F(GrpcServicesTest, HealthCheckSaysServing) {
-  grpc::GenericStub stub(Channel());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::ByteBuffer request = ToBuffer("");  // HealthCheckRequest{service: ""}
-  grpc::ByteBuffer response;
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [&done](grpc::Status s) { done.set_value(s); });
-  grpc::Status status = done.get_future().get();
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(FromBuffer(response), std::string("\x08\x01", 2));  // status: SERVING
+TEST_F(GrpcServicesTest, HealthCheckSaysServingForTheServerAndTheService) {
+  // HealthCheckRequest{service: S} is field 1, length-delimited.
+  const std::string service = "taskrt.v1.TaskService";
+  for (const std::string& request_bytes :
+       {std::string(), absl::StrCat(std::string("\x0a", 1), std::string(1, static_cast<char>(
+                                                                 service.size())),
+                                    service)}) {
+    grpc::GenericStub stub(Channel());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::ByteBuffer request = ToBuffer(request_bytes);
+    grpc::ByteBuffer response;
+    std::promise<grpc::Status> done;
+    stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                   &response, [&done](grpc::Status s) { done.set_value(s); });
+    grpc::Status status = done.get_future().get();
+    ASSERT_TRUE(status.ok()) << request_bytes.size() << " byte request: " << status.error_message();
+    EXPECT_EQ(FromBuffer(response), std::string("\x08\x01", 2));  // status: SERVING
+  }
 }
 
 // gRPC's callback-API threads, which also poll the daemon's sockets, pause 100 ms after
