@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -349,6 +350,18 @@ void Daemon::LogStart() const {
                "taskrtd[%d]: serving unix:%s — cpu pool: %d worker processes; io pool: %d "
                "worker process(es) x %d threads + async loop\n",
                pid, options_.socket_path.c_str(), t.cpu_workers, t.io_workers, t.io_threads);
+  const v1::Stats stats = manager_->GetStats(Caller::Daemon());
+  const bool python = std::any_of(stats.pools().begin(), stats.pools().end(),
+                                  [](const v1::PoolInfo& p) { return p.name() == "python-cpu"; });
+  if (python) {
+    std::fprintf(stderr,
+                 "taskrtd[%d]: python-cpu pool: %d worker processes; python-io pool: %d worker "
+                 "process(es) x %d threads + asyncio loop; %s\n",
+                 pid, t.python_cpu_workers, t.python_io_workers, t.python_io_threads,
+                 stats.python().c_str());
+  } else {
+    std::fprintf(stderr, "taskrtd[%d]: Python workers %s\n", pid, stats.python().c_str());
+  }
   const auto& r = recovery_;
   if (journal_ != nullptr) {
     std::fprintf(stderr,

@@ -812,8 +812,11 @@ void TaskManager::SpawnOnLoop(Pool pool, int slot) {
       TurnPythonOffLocked(std::string(spawned.status().message()));
       return;
     }
+    // Before Start returns, the first error is what Start reports (and its caller logs).
+    if (started_) {
+      std::fprintf(stderr, "taskrtd: %s\n", std::string(spawned.status().message()).c_str());
+    }
     if (startup_error_.ok()) startup_error_ = spawned.status();
-    std::fprintf(stderr, "taskrtd: %s\n", std::string(spawned.status().message()).c_str());
     return;
   }
   w->pid = spawned->pid;

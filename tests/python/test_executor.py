@@ -257,13 +257,13 @@ def test_cpu_bound_python_on_threads_shows_gil_contention(ex):
     assert max(d.gil_wait / d.run_time for d in decisions) > 0.3, decisions
     assert all("GIL" in d.evidence for d in decisions), [d.evidence for d in decisions]
     # The hint says "submit it as CPU" when the run computed whenever it held the GIL
-    # (cpu / (wall - GIL wait) >= 0.5); a machine loaded by other processes can push a
-    # run below that (the thread was neither running nor waiting for the GIL).
-    computed = [d for d in decisions if d.cpu_time / max(1e-6, d.run_time - d.gil_wait) >= 0.6]
-    for d in computed:
-        assert "GIL" in d.hint, (d.cpu_time, d.run_time, d.gil_wait, d.hint)
-    assert computed or all(d.cpu_time / max(1e-6, d.run_time - d.gil_wait) < 0.5
-                           for d in decisions), decisions
+    # (cpu / (wall - GIL wait) >= 0.5, GIL wait >= 20% of the run). A machine loaded by
+    # other processes can push a run below that (its thread was neither running nor
+    # waiting for the GIL), so the hint is checked where the daemon's rule applies.
+    for d in decisions:
+        ratio = d.cpu_time / max(1e-6, d.run_time - d.gil_wait)
+        if ratio >= 0.52 and d.gil_wait / d.run_time >= 0.22:
+            assert "GIL" in d.hint, (ratio, d.cpu_time, d.run_time, d.gil_wait, d.hint)
 
 
 # --- named handlers, privilege ----------------------------------------------------------

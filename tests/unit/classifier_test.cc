@@ -117,5 +117,57 @@ TEST(ClassifierTest, NoHintWhenConsistentShortOrLearned) {
   EXPECT_EQ(MismatchHint(d, opts), "");
 }
 
+// Four CPU-bound Python threads in one process: each computes a quarter of the time and
+// waits for the GIL the rest. By cpu/wall they look I/O-bound; with the GIL wait taken
+// out of the wall time they are CPU-bound, and the evidence says which ratio it was.
+TEST(ClassifierTest, GilWaitIsNotIoWait) {
+  ClassifierOptions opts;
+  LearnedStats naive, corrected;
+  for (int i = 0; i < 5; ++i) {
+    Learn(naive, 250'000, 1'000'000, opts);
+    Learn(corrected, 250'000, 1'000'000, opts, /*gil_wait_us=*/740'000);
+  }
+  EXPECT_EQ(LearnedClass(naive, opts), v1::TASK_CLASS_IO);
+  EXPECT_EQ(LearnedClass(corrected, opts), v1::TASK_CLASS_CPU);
+  EXPECT_GT(corrected.cpu_ratio, 0.9);
+  EXPECT_EQ(corrected.gil_samples, 5u);
+  ClassDecision d = Classify("mod:fib", v1::TASK_CLASS_AUTO, v1::TASK_CLASS_AUTO, &corrected, opts);
+  EXPECT_EQ(d.reason, v1::REASON_LEARNED);
+  EXPECT_NE(d.evidence.find("cpu/(wall - GIL wait)"), std::string::npos) << d.evidence;
+  EXPECT_NE(d.evidence.find("mod:fib"), std::string::npos) << d.evidence;
+  // A sleep measured with the probe stays I/O-bound: no GIL wait, no CPU.
+  LearnedStats sleeps;
+  for (int i = 0; i < 5; ++i) Learn(sleeps, 1'000, 500'000, opts, /*gil_wait_us=*/0);
+  EXPECT_EQ(LearnedClass(sleeps, opts), v1::TASK_CLASS_IO);
+}
+
+TEST(ClassifierTest, PythonDeclaredIoThatComputedIsToldAboutTheGil) {
+  ClassifierOptions opts;
+  v1::Decision d;
+  d.set_reason(v1::REASON_CLIENT_DECLARED);
+  d.set_resolved_class(v1::TASK_CLASS_IO);
+  d.set_runtime("python");
+  d.set_run_time_us(1'000'000);
+  d.set_cpu_time_us(240'000);
+  d.set_gil_wait_us(750'000);
+  d.set_gil_measured(true);
+  d.set_peers(3);
+  d.set_worker_pid(812);
+  const std::string hint = MismatchHint(d, opts);
+  EXPECT_NE(hint.find("GIL"), std::string::npos) << hint;
+  EXPECT_NE(hint.find("submit it as CPU"), std::string::npos) << hint;
+  EXPECT_NE(hint.find("3 other Python tasks"), std::string::npos) << hint;
+  const std::string evidence = GilEvidence(d);
+  EXPECT_NE(evidence.find("held the GIL 24% of its run"), std::string::npos) << evidence;
+  EXPECT_NE(evidence.find("waited 0.75 s for it behind 3 other Python tasks on worker pid 812"),
+            std::string::npos)
+      << evidence;
+  // Unmeasured: the evidence says so; a native run has none.
+  d.set_gil_measured(false);
+  EXPECT_NE(GilEvidence(d).find("not measured"), std::string::npos);
+  d.set_runtime("native");
+  EXPECT_EQ(GilEvidence(d), "");
+}
+
 }  // namespace
 }  // namespace taskrt::daemon
