@@ -2,7 +2,7 @@
 """The Python benchmarks: taskrt.Executor against concurrent.futures.ProcessPoolExecutor,
 measured in the same run on the same machine.
 
-    PYTHONPATH=build/python /usr/bin/python3 bench/python_bench.py [--quick] [--json]
+    /usr/bin/python3 bench/python_bench.py [--quick] [--json]
         [--runs N] [--scenario NAME]... [--bin-dir build/bin]
 
 It starts its own taskrtd (from --bin-dir) on a socket in a fresh temporary directory,
@@ -45,6 +45,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+# The build's package unless another taskrt is on PYTHONPATH (or installed).
+if os.path.isdir(os.path.join(ROOT, "build", "python", "taskrt")):
+    sys.path.append(os.path.join(ROOT, "build", "python"))
 
 import py_bench_funcs as funcs  # noqa: E402
 

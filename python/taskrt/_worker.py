@@ -720,17 +720,24 @@ class Worker:
         finally:
             meter.pause()
             _registry._current.reset(token)
+        # The run ends here, not when the loop gets to send its result: the hand-off to the
+        # loop is the worker's time, not the task's (it would teach the classifier that a
+        # no-op waits).
+        finished = time.time_ns() // 1000
         if self._is_cpu:
-            self._finish(running, outcome, meter, started)
+            self._finish(running, outcome, meter, started, finished)
         else:
-            self._loop.call_soon_threadsafe(self._finish, running, outcome, meter, started)
+            self._loop.call_soon_threadsafe(self._finish, running, outcome, meter, started,
+                                            finished)
 
-    def _finish(self, running: Running, outcome: Outcome, meter: Meter, started: int) -> None:
-        """Loop thread: sends the TaskDone of `running`."""
+    def _finish(self, running: Running, outcome: Outcome, meter: Meter, started: int,
+                finished: int | None = None) -> None:
+        """Loop thread: sends the TaskDone of `running` (`finished`: when it ended, if not now)."""
         frame = worker_pb2.WorkerFrame()
         done = frame.done
         done.seq, done.executor = running.seq, running.executor
-        done.started_unix_us, done.finished_unix_us = started, time.time_ns() // 1000
+        done.started_unix_us = started
+        done.finished_unix_us = finished if finished is not None else time.time_ns() // 1000
         done.cpu_time_us, done.peak_rss_kb = meter.cpu_us(), resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss
         done.gil_measured = self._probe.measured
