@@ -12,8 +12,21 @@ const char* Upper(v1::TaskClass c) { return c == v1::TASK_CLASS_CPU ? "CPU" : "I
 
 }  // namespace
 
+namespace {
+
+// Runs too short to measure, on average: an occasional long one (the process was
+// preempted) would otherwise teach that a no-op waits.
+bool TooShortToLearn(const LearnedStats& stats, const ClassifierOptions& options) {
+  return stats.runs >= options.min_samples &&
+         stats.wall_us < static_cast<double>(options.min_wall_us);
+}
+
+}  // namespace
+
 v1::TaskClass LearnedClass(const LearnedStats& stats, const ClassifierOptions& options) {
-  if (stats.samples < options.min_samples) return v1::TASK_CLASS_AUTO;
+  if (stats.samples < options.min_samples || TooShortToLearn(stats, options)) {
+    return v1::TASK_CLASS_AUTO;
+  }
   return stats.cpu_ratio >= options.cpu_threshold ? v1::TASK_CLASS_CPU : v1::TASK_CLASS_IO;
 }
 
@@ -46,6 +59,12 @@ ClassDecision Classify(const std::string& handler, v1::TaskClass requested, v1::
   }
   d.resolved = options.default_class;
   d.reason = v1::REASON_DEFAULT;
+  if (learned != nullptr && TooShortToLearn(*learned, options)) {
+    d.evidence = absl::StrFormat(
+        "runs of %s take %.0f us on average, too short to learn a class from: default class %s",
+        handler, learned->wall_us, Upper(options.default_class));
+    return d;
+  }
   const uint64_t have = learned == nullptr ? 0 : learned->samples;
   d.evidence =
       absl::StrFormat("no declaration, no hint, %d of %d runs needed to learn %s: default class %s",
@@ -66,6 +85,10 @@ double RunRatio(int64_t cpu_time_us, int64_t wall_time_us, int64_t gil_wait_us) 
 
 void Learn(LearnedStats& stats, int64_t cpu_time_us, int64_t wall_time_us,
            const ClassifierOptions& options, int64_t gil_wait_us) {
+  const double wall = static_cast<double>(std::max<int64_t>(0, wall_time_us));
+  stats.wall_us = stats.runs == 0 ? wall
+                                  : options.smoothing * wall + (1 - options.smoothing) * stats.wall_us;
+  ++stats.runs;
   if (wall_time_us < options.min_wall_us || wall_time_us <= 0) return;
   const double ratio = RunRatio(cpu_time_us, wall_time_us, gil_wait_us);
   if (gil_wait_us >= 0) ++stats.gil_samples;

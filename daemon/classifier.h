@@ -35,6 +35,10 @@ struct LearnedStats {
   // their ratio is cpu / (wall - GIL wait), which tells a CPU-bound Python thread that
   // waited for the GIL (ratio near 1) from one that waited for I/O (near 0).
   uint64_t gil_samples = 0;
+  // Every run, short ones too: how long a run takes (exponential moving average of the
+  // wall time), which decides whether a cpu worker may hold such tasks in advance.
+  double wall_us = 0;
+  uint64_t runs = 0;
 };
 
 struct ClassDecision {

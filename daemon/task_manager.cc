@@ -669,14 +669,17 @@ absl::Status TaskManager::NotFoundLocked(const std::string& id) {
 // ---------------------------------------------------------------------------------
 // Dispatch to workers.
 
-TaskManager::Worker* TaskManager::PickWorkerLocked(Pool pool, bool async) {
+TaskManager::Worker* TaskManager::PickWorkerLocked(Pool pool, bool async, bool short_task) {
   Worker* best = nullptr;
   for (auto& w : workers_) {
     if (w->pool != pool || w->state != WorkerState::kReady || w->killed || w->retiring) {
       continue;
     }
     if (IsCpuPool(pool)) {
-      if (!w->running.empty()) continue;
+      // Idle, or busy with short tasks only and taking a short one in advance.
+      const bool may_wait = short_task && w->long_running == 0 &&
+                            static_cast<int>(w->running.size()) <= options_.cpu_prefetch;
+      if (!w->running.empty() && !may_wait) continue;
     } else if (async ? w->async_running >= options_.io_max_inflight
                      : w->sync_running >= ThreadsOf(pool)) {
       continue;
@@ -692,10 +695,14 @@ void TaskManager::DispatchLocked() {
     const Pool pool = static_cast<Pool>(p);
     for (int async = 0; async < (IsCpuPool(pool) ? 1 : 2); ++async) {
       TaskQueue& queue = queues_[p][async];
-      while (!queue.empty()) {
-        Worker* w = PickWorkerLocked(pool, async == 1);
+      while (true) {
+        const std::optional<uint64_t> next = queue.Peek();
+        if (!next) break;
+        const bool short_task = IsCpuPool(pool) && IsShortLocked(tasks_.at(*next));
+        Worker* w = PickWorkerLocked(pool, async == 1, short_task);
         if (w == nullptr) break;
-        AssignLocked(*queue.Pop(), w);
+        queue.Pop();
+        AssignLocked(*next, w);
       }
     }
   }
@@ -708,8 +715,12 @@ void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
   r.worker = w;
   r.run_id = run_id;
   r.task.set_not_before_unix_us(0);
-  w->running.emplace(run_id, Run{seq, r.async});
+  // A cpu worker that is busy gets only short tasks (DispatchLocked): this one waits.
+  const bool waits = IsCpuPool(w->pool) && !w->running.empty();
+  const bool short_task = IsCpuPool(w->pool) && IsShortLocked(r);
+  w->running.emplace(run_id, Run{seq, r.async, short_task});
   (r.async ? w->async_running : w->sync_running)++;
+  if (!short_task) ++w->long_running;
   v1::Task& t = r.task;
   SetStateLocked(r, v1::TASK_STATE_RUNNING);
   v1::Decision* d = t.mutable_decision();
@@ -720,10 +731,8 @@ void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
   d->set_attempt(d->attempt() + 1);
   d->set_executor(IsCpuPool(w->pool) ? v1::EXECUTOR_PROCESS
                                      : (r.async ? v1::EXECUTOR_ASYNC : v1::EXECUTOR_THREAD));
-  if (t.spec().timeout_ms() > 0) {
-    r.deadline_us = now + static_cast<int64_t>(t.spec().timeout_ms()) * 1000;
-    deadlines_.emplace(r.deadline_us, seq);
-  }
+  r.deadline_us = 0;
+  if (!waits) StartDeadlineLocked(seq, now);
   v1::internal::WorkerFrame frame;
   v1::internal::RunTask* run = frame.mutable_run();
   run->set_seq(run_id);
@@ -736,6 +745,44 @@ void TaskManager::AssignLocked(uint64_t seq, Worker* w) {
   // reaches the worker: staged frames wait for the journal (EndOpLocked).
   PersistLocked(seq);
   SendLocked(w, frame);
+  EmitLocked(r);
+}
+
+void TaskManager::StartDeadlineLocked(uint64_t seq, int64_t now) {
+  TaskRecord& r = tasks_.at(seq);
+  if (r.deadline_us > 0 || r.task.spec().timeout_ms() == 0) return;
+  r.deadline_us = now + static_cast<int64_t>(r.task.spec().timeout_ms()) * 1000;
+  deadlines_.emplace(r.deadline_us, seq);
+}
+
+bool TaskManager::IsShortLocked(const TaskRecord& r) {
+  if (options_.cpu_prefetch <= 0) return false;
+  auto it = learned_.find({r.task.spec().handler(), r.task.spec().function()});
+  return it != learned_.end() && it->second.runs >= 3 &&
+         it->second.wall_us < static_cast<double>(options_.prefetch_below_us);
+}
+
+uint64_t TaskManager::HeadRun(const Worker& w) {
+  uint64_t head = 0;
+  for (const auto& [run_id, run] : w.running) {
+    if (head == 0 || run_id < head) head = run_id;
+  }
+  return head;
+}
+
+void TaskManager::RequeueUnstartedLocked(uint64_t seq) {
+  TaskRecord& r = tasks_.at(seq);
+  if (r.deadline_us > 0) deadlines_.erase({r.deadline_us, seq});
+  r.deadline_us = 0;
+  r.worker = nullptr;
+  r.run_id = 0;
+  v1::Decision* d = r.task.mutable_decision();
+  const int attempt = d->attempt() - 1;
+  ResetRunFields(d);
+  d->set_attempt(std::max(0, attempt));
+  SetStateLocked(r, v1::TASK_STATE_QUEUED);
+  QueueFor(r).Push(seq, r.task.spec().priority());
+  PersistLocked(seq);
   EmitLocked(r);
 }
 
@@ -911,7 +958,16 @@ void TaskManager::OnDoneLocked(Worker* w, const v1::internal::TaskDone& done) {
   if (slot == w->running.end()) return;
   const Run run = slot->second;
   (run.async ? w->async_running : w->sync_running)--;
+  if (!run.short_task) --w->long_running;
   w->running.erase(slot);
+  if (IsCpuPool(w->pool)) {  // the next task it holds starts now
+    if (const uint64_t head = HeadRun(*w); head != 0) {
+      const uint64_t next = w->running.at(head).seq;
+      if (tasks_.count(next) != 0 && tasks_.at(next).run_id == head) {
+        StartDeadlineLocked(next, NowUnixMicros());
+      }
+    }
+  }
   ++w->tasks_run;
   ++completed_[static_cast<int>(w->pool)];
   MaybeRecycleLocked(w, done);
@@ -984,12 +1040,17 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
                                        : absl::StrCat("exited with status ", code);
     const char* pool = PoolName(w->pool);
     const bool was_starting = w->state == WorkerState::kStarting;
+    const uint64_t head = IsCpuPool(w->pool) ? HeadRun(*w) : 0;
     for (const auto& [run_id, run] : w->running) {
       const uint64_t seq = run.seq;
       auto it = tasks_.find(seq);
       if (it == tasks_.end() || it->second.run_id != run_id) continue;
       it->second.worker = nullptr;
       if (IsFinalState(it->second.task.state())) continue;
+      if (head != 0 && run_id != head) {  // it waited behind the one that was running
+        RequeueUnstartedLocked(seq);
+        continue;
+      }
       v1::TaskError e =
           MakeError(v1::FAILURE_KIND_WORKER_CRASHED,
                     absl::StrCat("worker pid ", w->pid, " (", pool, " pool, slot ", w->slot, ") ",
@@ -1025,7 +1086,7 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
       ++respawns_[static_cast<int>(w->pool)];
     }
     w->running.clear();
-    w->sync_running = w->async_running = 0;
+    w->sync_running = w->async_running = w->long_running = 0;
     w->state = WorkerState::kDead;
     w->pid = -1;
     std::error_code ignored;
@@ -1440,7 +1501,12 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
       } else if (r.task.state() == v1::TASK_STATE_RUNNING && r.worker != nullptr) {
         Worker* w = r.worker;
         std::string how;
-        if (IsCpuPool(w->pool)) {
+        if (IsCpuPool(w->pool) && HeadRun(*w) != r.run_id) {
+          // Not started yet: it waits in the worker behind another task, which goes on.
+          CancelRunLocked(w, r.run_id);
+          how = absl::StrCat("it had not started; its ", PoolName(w->pool), " worker pid ",
+                             w->pid, " skips it");
+        } else if (IsCpuPool(w->pool)) {
           TerminateWorkerLocked(w);
           how = absl::StrCat("its ", PoolName(w->pool), " worker pid ", w->pid,
                              " was stopped (SIGTERM, then SIGKILL after ", options_.kill_grace_ms,

@@ -91,6 +91,12 @@ struct TaskManagerOptions {
   // Largest result of one task (output, or its TaskDone frame); a bigger one fails that
   // task alone with OUTPUT_TOO_LARGE. Passed to every worker; sets the frame limit.
   size_t max_output_bytes = internal::kDefaultMaxOutputBytes;
+  // A cpu worker runs one task at a time, but may hold this many more of the tasks known
+  // to be short (their runs took under prefetch_below_us on average, over 3 runs or
+  // more), so that it goes from one to the next without waiting for the daemon: one
+  // round trip and one journal commit then cover many tiny tasks. 0 = never.
+  int cpu_prefetch = 16;
+  int64_t prefetch_below_us = 2000;
   int64_t kill_grace_ms = 2000;    // SIGTERM -> SIGKILL when cancelling a CPU task
   int64_t stuck_grace_ms = 10000;  // an io task still running this long after its
                                    // cancellation gets its worker recycled
@@ -194,6 +200,7 @@ class TaskManager {
   struct Run {
     uint64_t seq;  // the task
     bool async;
+    bool short_task = false;   // known to be short (may wait in a cpu worker behind another)
     int64_t cancelled_us = 0;  // when the worker was asked to cancel it (0 = not asked)
   };
 
@@ -211,6 +218,7 @@ class TaskManager {
     bool writing = false;
     std::unordered_map<uint64_t, Run> running;  // run id -> the task it runs
     int sync_running = 0, async_running = 0;
+    int long_running = 0;  // of `running`, the tasks not known to be short
     uint64_t tasks_run = 0;
     int64_t started_us = 0;
     bool killed = false;      // we killed it on purpose (timeout, cancel, recycling)
@@ -290,7 +298,20 @@ class TaskManager {
   // For a handler Submit does not know: why, when it is a Python one and Python is off.
   std::string PythonOffHintLocked(absl::string_view handler) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Worker* PickWorkerLocked(Pool pool, bool async) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `short_task`: a cpu worker busy with short tasks only may take it in advance.
+  Worker* PickWorkerLocked(Pool pool, bool async, bool short_task)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The task's runs are known to be short (cpu_prefetch).
+  bool IsShortLocked(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A cpu worker runs its tasks in the order it got them: the oldest run is the one
+  // running, the others wait in the worker (0 = none).
+  static uint64_t HeadRun(const Worker& w);
+  // The timeout of a task starts when it starts: at dispatch, or for a task that waited
+  // in a cpu worker, when the one before it finished.
+  void StartDeadlineLocked(uint64_t seq, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A task that waited in a cpu worker that died never started: back to the queue, its
+  // attempt not counted.
+  void RequeueUnstartedLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AssignLocked(uint64_t seq, Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLocked(Worker* w, const v1::internal::WorkerFrame& frame)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

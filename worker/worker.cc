@@ -194,7 +194,10 @@ class Worker {
       done.set_started_unix_us(internal::NowUnixMicros());
       absl::StatusOr<std::string> output;
       try {
-        output = entry->sync(*ctx, input);
+        // A cpu worker may hold a short task behind the one it runs: one cancelled
+        // meanwhile is not started at all.
+        output = ctx->cancelled() ? absl::CancelledError("cancelled before it started")
+                                  : entry->sync(*ctx, input);
       } catch (const std::bad_alloc&) {
         output = absl::ResourceExhaustedError(
             "the handler ran out of memory: it exceeded the worker's memory limit "

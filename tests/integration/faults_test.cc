@@ -170,5 +170,79 @@ TEST_F(FaultTest, HandlerErrorsAndExceptionsAreReported) {
   EXPECT_NE(t.error().message().find("thrown on purpose"), std::string::npos);
 }
 
+// Short tasks wait in a busy cpu worker (--cpu-prefetch): test.nap is learned short from
+// three quick runs, then a long nap heads the worker and short ones queue behind it.
+class PrefetchTest : public FaultTest {
+ protected:
+  // The long nap, running in the only cpu worker, and `n` short ones held behind it.
+  std::pair<std::string, std::vector<std::string>> LongThenShort(int n) {
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(Run("test.nap", "0").state(), v1::TASK_STATE_SUCCEEDED);
+    auto head = client_->Submit(MakeTask("test.nap", "1500"));
+    EXPECT_TRUE(head.ok());
+    AwaitRunning(*head);
+    std::vector<std::string> behind;
+    for (int i = 0; i < n; ++i) {
+      auto id = client_->Submit(MakeTask("test.nap", "0"));
+      EXPECT_TRUE(id.ok());
+      behind.push_back(*id);
+    }
+    for (const auto& id : behind) AwaitRunning(id);  // assigned: held by the worker
+    return {*head, behind};
+  }
+};
+
+TEST_F(PrefetchTest, CancellingAWaitingTaskLeavesTheRunningOneAlone) {
+  const int pid = CpuWorkerPid();
+  auto [head, behind] = LongThenShort(2);
+  auto cancelled = client_->Cancel({behind[0]});
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ((*cancelled)[0].state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_NE((*cancelled)[0].error().message().find("had not started"), std::string::npos)
+      << (*cancelled)[0].error().message();
+  auto h = client_->Wait(head, absl::Seconds(30));
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->state(), v1::TASK_STATE_SUCCEEDED);
+  EXPECT_EQ(h->decision().worker_pid(), pid);  // not killed for the other's cancel
+  auto other = client_->Wait(behind[1], absl::Seconds(30));
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->state(), v1::TASK_STATE_SUCCEEDED);
+  EXPECT_EQ(CpuRespawns(), 0u);
+}
+
+TEST_F(PrefetchTest, TasksWaitingInAWorkerThatDiesAreRunAgainWithoutLosingAnAttempt) {
+  const int pid = CpuWorkerPid();
+  ASSERT_GT(pid, 0);
+  auto [head, behind] = LongThenShort(3);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  auto h = client_->Wait(head, absl::Seconds(30));
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(h->error().kind(), v1::FAILURE_KIND_WORKER_CRASHED);
+  for (const auto& id : behind) {
+    auto t = client_->Wait(id, absl::Seconds(30));
+    ASSERT_TRUE(t.ok());
+    EXPECT_EQ(t->state(), v1::TASK_STATE_SUCCEEDED) << t->error().message();
+    EXPECT_EQ(t->decision().attempt(), 1) << "a task that never started keeps its attempt";
+    EXPECT_NE(t->decision().worker_pid(), pid);
+  }
+}
+
+// A long task is never held behind another: it waits in the daemon's queue for an idle
+// worker (and its timeout, from when it starts, is not spent waiting).
+TEST_F(PrefetchTest, LongTasksWaitInTheQueueNotInABusyWorker) {
+  auto [head, behind] = LongThenShort(1);
+  v1::TaskSpec burn = MakeTask("test.burn", "200", v1::TASK_CLASS_CPU);
+  burn.set_timeout_ms(5000);
+  auto id = client_->Submit(burn);
+  ASSERT_TRUE(id.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto queued = client_->Get(*id);
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(queued->state(), v1::TASK_STATE_QUEUED);
+  auto t = client_->Wait(*id, absl::Seconds(30));
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->state(), v1::TASK_STATE_SUCCEEDED) << t->error().message();
+}
+
 }  // namespace
 }  // namespace taskrt::testing

@@ -169,5 +169,21 @@ TEST(ClassifierTest, PythonDeclaredIoThatComputedIsToldAboutTheGil) {
   EXPECT_EQ(GilEvidence(d), "");
 }
 
+// A no-op is occasionally slow (its process was preempted): those runs alone must not
+// teach that it waits. Too short on average, it keeps the default class.
+TEST(ClassifierTest, TasksTooShortOnAverageAreNotLearnedFromOutliers) {
+  ClassifierOptions opts;
+  LearnedStats noop;
+  for (int i = 0; i < 50; ++i) Learn(noop, 5, 20, opts);
+  for (int i = 0; i < 3; ++i) Learn(noop, 5, 1500, opts);  // preempted runs, cpu ~0
+  EXPECT_EQ(noop.samples, 3u);
+  EXPECT_LT(noop.wall_us, 1000);
+  EXPECT_EQ(LearnedClass(noop, opts), v1::TASK_CLASS_AUTO);
+  ClassDecision d = Classify("m:noop", v1::TASK_CLASS_AUTO, v1::TASK_CLASS_AUTO, &noop, opts);
+  EXPECT_EQ(d.reason, v1::REASON_DEFAULT);
+  EXPECT_EQ(d.resolved, v1::TASK_CLASS_CPU);
+  EXPECT_NE(d.evidence.find("too short to learn"), std::string::npos) << d.evidence;
+}
+
 }  // namespace
 }  // namespace taskrt::daemon
