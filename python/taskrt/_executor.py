@@ -55,6 +55,7 @@ import concurrent.futures
 import functools
 import inspect
 import itertools
+import os
 import threading
 import time
 import uuid
@@ -253,6 +254,7 @@ class _Dispatcher:
         self._batch_window = batch_window
         self._max_pending = max_pending
         self._connect_timeout = connect_timeout
+        self._pid = os.getpid()
         self._key_prefix = "py-%s-" % uuid.uuid4().hex
         self._keys = itertools.count(1)
         self._tags = itertools.count(1)
@@ -274,6 +276,11 @@ class _Dispatcher:
         return self._key_prefix + str(next(self._keys))
 
     def add(self, fields: dict) -> TaskFuture:
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                "this taskrt.Executor was created in process %d, before a fork: its stream "
+                "and thread do not exist in this child (pid %d); create an Executor in the "
+                "child" % (self._pid, os.getpid()))
         call = _Call(fields, self)
         with self._lock:
             if self._closing:
@@ -360,6 +367,8 @@ class _Dispatcher:
         return cancelled
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child: nothing of this executor runs here
         with self._lock:
             self._closing = True
             to_cancel: list[_Call] = []
@@ -807,6 +816,16 @@ _live: "weakref.WeakSet[Executor]" = weakref.WeakSet()
 def _at_exit() -> None:
     for ex in list(_live):
         ex.shutdown(wait=True)
+
+
+def _forget_in_child() -> None:
+    # A forked child (multiprocessing, ProcessPoolExecutor) has the parent's executors
+    # but not their threads, and gRPC's state is not usable there: it must not wait
+    # for them (nor close their channels) when it exits.
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -50,6 +51,7 @@ class FakeDaemon(service_pb2_grpc.TaskServiceServicer):
     def stop(self) -> None:
         self.server.stop(0).wait(5)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- running a task --
 

@@ -163,3 +163,24 @@ def test_bad_options_are_refused_at_once(fake):
             ex.map(funcs.square, [1], chunksize=0)
         with pytest.raises(TypeError, match="callable"):
             ex.submit(42)
+
+
+def test_a_forked_child_neither_hangs_nor_uses_the_parents_executor(fake):
+    ex = executor(fake)
+    assert ex.submit(funcs.square, 2).result(10) == 4
+    pid = os.fork()
+    if pid == 0:  # the child: exits through the interpreter's exit hooks
+        code = 0
+        try:
+            ex.submit(funcs.square, 3)
+            code = 1
+        except RuntimeError as e:
+            code = 0 if "before a fork" in str(e) else 2
+        os._exit(code)  # the hooks are tested by multiprocessing below
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # A ProcessPoolExecutor (fork) child runs threading's exit hooks: they must not wait.
+    with concurrent.futures.ProcessPoolExecutor(1) as pp:
+        assert pp.submit(funcs.square, 5).result(20) == 25
+    assert ex.submit(funcs.square, 6).result(10) == 36
+    ex.shutdown()
