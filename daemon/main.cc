@@ -92,6 +92,12 @@ int main(int argc, char** argv) {
                  "Async tasks (sleeps, commands) in flight per io worker")
       ->default_val(100000)
       ->check(CLI::Range(1, 10000000));
+  app.add_option("--cpu-prefetch", t.cpu_prefetch,
+                 "Short tasks (runs under 2 ms on average) a busy cpu worker may hold "
+                 "beyond the one it runs, so that it goes from one to the next without a "
+                 "round trip to the daemon (0 = one task at a time, always)")
+      ->default_val(16)
+      ->check(CLI::Range(0, 1024));
   app.add_option("--plugin", t.plugins,
                  "Handler plugin (.so) to load into every worker (repeatable)");
   app.add_option("--worker-path", t.worker_path,
