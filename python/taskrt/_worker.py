@@ -114,6 +114,10 @@ FRAME_OVERHEAD_BYTES = MAX_ERROR_BYTES + (1 << 20)
 MAX_OUTPUT_BYTES_LIMIT = MAX_FRAME_BYTES - FRAME_OVERHEAD_BYTES
 DEFAULT_MAX_OUTPUT_BYTES = 16 << 20
 TRACEBACK_FRAMES = 50  # the innermost frames kept in an error's traceback
+# The cpu pool sends the results of short tasks waiting in it together: at most this
+# many, held at most this long (the daemon sends only short tasks in advance).
+SERIAL_BATCH_FRAMES = 16
+SERIAL_BATCH_SECONDS = 0.001
 
 _HINTS = {"auto": task_pb2.TASK_CLASS_AUTO, "cpu": task_pb2.TASK_CLASS_CPU,
           "io": task_pb2.TASK_CLASS_IO}
@@ -562,6 +566,9 @@ class Worker:
         self._reader = FrameReader()
         self._running: dict[int, Running] = {}
         self._outbox = bytearray()
+        self._outbox_frames = 0        # TaskDone frames in _outbox
+        self._outbox_since = 0.0       # when the oldest of them was added
+        self._flush_scheduled = False  # io pool: a _flush is due in this pass of the loop
         self._writing = False
 
     def run(self) -> None:
@@ -610,6 +617,7 @@ class Worker:
                 self._send_cancelled(run)
             else:
                 self._start(run)
+            self._send_serially(more_waiting=bool(waiting))
             if not waiting:
                 cancelled.clear()  # cancels of tasks already done
 
@@ -644,17 +652,37 @@ class Worker:
                 self._running[frame.cancel.seq].cancel()
 
     def _send(self, frame: worker_pb2.WorkerFrame) -> None:
-        if self._is_cpu:  # blocking socket, nothing else to do meanwhile
-            try:
-                self._sock.sendall(encode_frame(frame))
-            except OSError:  # the daemon is gone
-                os._exit(0)
-            return
+        if not self._outbox:
+            self._outbox_since = time.monotonic()
         self._outbox += encode_frame(frame)
-        self._flush()
+        self._outbox_frames += 1
+        if self._is_cpu:  # _run_serially sends, between tasks
+            return
+        # Results of one pass of the loop go out together, in one write.
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _send_serially(self, more_waiting: bool) -> None:
+        """The cpu pool's writes: at once when no task waits, else once the results of a
+        few short tasks (or of 1 ms) are together, so that the daemon handles them in one
+        read, one journal commit and one reply. Blocking: nothing else to do meanwhile."""
+        if not self._outbox:
+            return
+        if more_waiting and self._outbox_frames < SERIAL_BATCH_FRAMES and \
+                time.monotonic() - self._outbox_since < SERIAL_BATCH_SECONDS:
+            return
+        try:
+            self._sock.sendall(self._outbox)
+        except OSError:  # the daemon is gone
+            os._exit(0)
+        self._outbox.clear()
+        self._outbox_frames = 0
 
     def _flush(self) -> None:
         """Writes what the socket takes now; the rest when it is writable (coalesced)."""
+        self._flush_scheduled = False
+        self._outbox_frames = 0
         while self._outbox:
             try:
                 n = self._sock.send(self._outbox)
