@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import inspect
-import threading
 import time
 from typing import Callable
 
@@ -121,18 +120,20 @@ class TaskContext:
     """The task a function runs for. Thread-safety: `cancelled` is set by the worker's
     loop thread and read by the task's thread."""
 
+    __slots__ = ("task_id", "deadline", "_cancelled")
+
     def __init__(self, task_id: str, deadline: float | None):
         self.task_id = task_id
         self.deadline = deadline  # Unix time in seconds, or None
-        self._cancel = threading.Event()
+        self._cancelled = False   # a plain flag: one writer, and a bool store is atomic
 
     @property
     def cancelled(self) -> bool:
         """True once the task was cancelled or is past its deadline: stop and return."""
-        return self._cancel.is_set() or (self.deadline is not None and time.time() >= self.deadline)
+        return self._cancelled or (self.deadline is not None and time.time() >= self.deadline)
 
     def _set_cancelled(self) -> None:
-        self._cancel.set()
+        self._cancelled = True
 
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

@@ -187,9 +187,15 @@ def decode_call(data: bytes) -> tuple[Callable | None, tuple, dict]:
 
 
 def encode_result(value: Any) -> bytes:
-    """The payload of a successful call. Raises TypeError when the value cannot be pickled."""
+    """The payload of a successful call. Raises TypeError when the value cannot be pickled.
+
+    The worker's results are plain pickles when they can be (the C pickler: most values),
+    cloudpickle when not (a function or class made by the call, pickled by value)."""
     try:
-        blob = _dumps(value)
+        try:
+            blob = pickle.dumps(value, protocol=_PROTOCOL)
+        except Exception:
+            blob = _dumps(value)
     except Exception as e:
         raise TypeError("cannot pickle the return value (%s): %s" % (type(value).__name__, e)) from e
     return pickle.dumps({"taskrt": FORMAT, "ok": True, "value": blob}, protocol=_PROTOCOL)
