@@ -308,6 +308,37 @@ def test_pickled_call_needs_the_exec_privilege(daemon):
     assert "py.call" in answer["message"] or "pickled" in answer["message"], answer
 
 
+# A named handler's module was chosen by the daemon's owner: JSON from anyone is fine,
+# but Python arguments (a pickle: code) need the exec privilege like py.call.
+NOBODY_NAMED = """
+import json, sys
+import taskrt
+from taskrt import _wire
+out = {}
+with taskrt.Client(socket=sys.argv[1]) as c:
+    out["json"] = c.run("executor_named.named_square", 7, check=True).json()
+    try:
+        c.submit("executor_named.named_square", _wire.encode_call(None, (7,), {}))
+        out["pickled"] = "accepted"
+    except taskrt.PermissionDenied as e:
+        out["pickled"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_pickled_input_to_a_named_handler_needs_the_exec_privilege(daemon):
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a client as uid 65534")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
+           "PYTHONPATH": PACKAGE_DIR}
+    proc = subprocess.run(NOBODY + [sys.executable, "-c", NOBODY_NAMED, daemon.socket],
+                          capture_output=True, text=True, timeout=60, env=env, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["json"] == 49, answer
+    assert "pickled" in answer["pickled"] and "0x80" in answer["pickled"], answer
+
+
 # --- isolation: crash, exit, SystemExit, hang -------------------------------------------
 
 def test_crash_exit_and_hang_fail_only_their_task(ex):
