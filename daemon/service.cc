@@ -172,7 +172,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
     }
     auto submitted =
         manager_.Submit(caller_, request_.tasks(),
-                        [shared = shared_](v1::TaskResult r) { shared->AddResult(std::move(r)); });
+                        [shared = shared_](std::vector<v1::TaskResult> results) {
+                          shared->AddResults(std::move(results));
+                        });
     if (!submitted.ok()) {
       shared_->AddAccepted(slot, tag, submitted.status(), {});
     } else {
@@ -249,11 +251,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
   struct Shared {
     explicit Shared(StreamReactor* r) : reactor(r) {}
 
-    void AddResult(v1::TaskResult result) {
+    void AddResults(std::vector<v1::TaskResult> results) {
       internal::MutexLock lock(&mu);
-      ++delivered;
+      delivered += results.size();
       if (finished) return;
-      *next.add_results() = std::move(result);
+      for (auto& r : results) *next.add_results() = std::move(r);
       WriteNextLocked();
     }
     // The answer to request number `slot`; answers are sent in slot order (a refused

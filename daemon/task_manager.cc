@@ -341,7 +341,7 @@ void TaskManager::Stop() {
       std::error_code ignored;
       w->socket.close(ignored);
     }
-    deferred.swap(deferred_);
+    deferred = TakeDeferredLocked();
   }
   for (auto& fn : deferred) fn();
 }
@@ -910,7 +910,7 @@ void TaskManager::ReadOnLoop(Worker* w) {
             if (frame.has_done()) OnDoneLocked(w, frame.done());
           }
           DispatchLocked();
-          deferred.swap(deferred_);
+          deferred = TakeDeferredLocked();
         }
         RunDeferred(deferred);
         ReadOnLoop(w);
@@ -1097,7 +1097,7 @@ void TaskManager::OnWorkerGone(Worker* w, int pid) {
       SpawnOnLoop(pool, slot);
     });
     DispatchLocked();
-    deferred.swap(deferred_);
+    deferred = TakeDeferredLocked();
   }
   RunDeferred(deferred);
 }
@@ -1274,8 +1274,27 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
 
 void TaskManager::DeferResultLocked(const std::shared_ptr<ResultCallback>& each,
                                     const v1::Task& task) {
-  deferred_.push_back(
-      [fn = each, result = MakeResult(task)]() mutable { (*fn)(std::move(result)); });
+  // Results that become final together reach their callback together (a Stream sends
+  // them in one message).
+  for (auto& [fn, results] : pending_results_) {
+    if (fn == each) {
+      results.push_back(MakeResult(task));
+      return;
+    }
+  }
+  pending_results_.emplace_back(each, std::vector<v1::TaskResult>{MakeResult(task)});
+}
+
+std::vector<std::function<void()>> TaskManager::TakeDeferredLocked() {
+  for (auto& [fn, results] : pending_results_) {
+    deferred_.push_back([fn = std::move(fn), results = std::move(results)]() mutable {
+      (*fn)(std::move(results));
+    });
+  }
+  pending_results_.clear();
+  std::vector<std::function<void()>> out;
+  out.swap(deferred_);
+  return out;
 }
 
 void TaskManager::RetireLocked(uint64_t seq) {
@@ -1382,7 +1401,7 @@ uint64_t TaskManager::Wait(const Caller& caller,
                            ~handle);  // waiter handles are stored complemented
       }
     }
-    deferred.swap(deferred_);
+    deferred = TakeDeferredLocked();
   }
   RunDeferred(deferred);
   return handle;
@@ -1396,7 +1415,7 @@ void TaskManager::CancelWait(uint64_t handle) {
     if (it == waiters_.end()) return;
     if (it->second.done) it->second.done = [](absl::StatusOr<std::vector<v1::Task>>) {};
     CompleteWaiterLocked(handle, absl::CancelledError("wait abandoned"));
-    deferred.swap(deferred_);
+    deferred = TakeDeferredLocked();
   }
   RunDeferred(deferred);
 }
@@ -1415,7 +1434,7 @@ void TaskManager::TickOnLoop() {
       CheckStuckLocked();
       PromoteDueLocked();
       EvictOldLocked();
-      deferred.swap(deferred_);
+      deferred = TakeDeferredLocked();
     }
     RunDeferred(deferred);
     TickOnLoop();
@@ -1522,7 +1541,7 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
       out.push_back(r.task);
     }
     DispatchLocked();
-    deferred.swap(deferred_);
+    deferred = TakeDeferredLocked();
   }
   RunDeferred(deferred);
   return out;

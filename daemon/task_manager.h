@@ -113,7 +113,8 @@ struct SubmitResult {
 };
 
 using WaitCallback = std::function<void(absl::StatusOr<std::vector<v1::Task>>)>;
-using ResultCallback = std::function<void(v1::TaskResult)>;
+// The results of tasks that became final together (one or more).
+using ResultCallback = std::function<void(std::vector<v1::TaskResult>)>;
 using EventSink = std::function<void(const v1::TaskEvent&)>;
 
 class TaskManager {
@@ -137,10 +138,10 @@ class TaskManager {
   // the problem; RESOURCE_EXHAUSTED when the queue is full). Returns the ids in order.
   // A spec whose idempotency key is known gets the existing task's id.
   // The tasks are durable once WhenDurable(result.ticket) reports OK.
-  // With `each`, also waits on every task of the batch: `each` is called once per
-  // task as it becomes final (for a known idempotency key's final task, right away),
-  // on an internal thread, once the journal holds that state; CancelWait(result.
-  // wait_handle) stops it.
+  // With `each`, also waits on every task of the batch: `each` gets every task's result
+  // once, as it becomes final (for a known idempotency key's final task, right away),
+  // together with the others that became final in the same operation, on an internal
+  // thread, once the journal holds that state; CancelWait(result.wait_handle) stops it.
   //
   // Ownership: the tasks belong to `caller`. An idempotency key is the caller's own: a
   // key it used before with the same spec gets the existing task, with another spec
@@ -319,9 +320,12 @@ class TaskManager {
   void SetStateLocked(TaskRecord& r, v1::TaskState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Queues `each` with the result of `task` to run once the lock is released.
+  // Queues `each` with the result of `task` to run once the lock is released, with the
+  // other results for the same `each` of this operation.
   void DeferResultLocked(const std::shared_ptr<ResultCallback>& each, const v1::Task& task)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What the operation deferred (results grouped per callback), to run after unlocking.
+  std::vector<std::function<void()>> TakeDeferredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Retries the task if `error` is retryable and attempts remain, else finishes it.
   void FailOrRetryLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -420,6 +424,8 @@ class TaskManager {
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> watchers_by_owner_ ABSL_GUARDED_BY(mu_);
   std::vector<std::function<void()>> deferred_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::shared_ptr<ResultCallback>, std::vector<v1::TaskResult>>>
+      pending_results_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace taskrt::daemon
