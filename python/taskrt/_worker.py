@@ -595,16 +595,8 @@ class Worker:
                 data = None
             except OSError:
                 data = b""
-            if data == b"":  # the daemon closed our socket (or died): nothing left to serve
-                sys.stderr.flush()
-                os._exit(0)
-            if data:
-                try:
-                    frames = self._reader.feed(data)
-                except FrameError as e:
-                    _log(str(e))
-                    os._exit(2)
-                for frame in frames:
+            if data is not None:
+                for frame in self._frames(data):
                     if frame.HasField("run"):
                         waiting.append(frame.run)
                     elif frame.HasField("cancel"):
@@ -630,6 +622,18 @@ class Worker:
         done.failure, done.error = task_pb2.FAILURE_KIND_CANCELLED, "cancelled before it started"
         self._send(frame)
 
+    def _frames(self, data: bytes) -> list[worker_pb2.WorkerFrame]:
+        """The frames `data` completes. Exits at the end of the stream (the daemon closed
+        our socket, or died: nothing left to serve) and on a corrupt stream."""
+        if not data:
+            sys.stderr.flush()
+            os._exit(0)
+        try:
+            return self._reader.feed(data)
+        except FrameError as e:
+            _log(str(e))
+            os._exit(2)
+
     def _on_readable(self) -> None:
         try:
             data = self._sock.recv(1 << 20)
@@ -637,15 +641,7 @@ class Worker:
             return
         except OSError:
             data = b""
-        if not data:  # the daemon closed our socket (or died): nothing left to serve
-            sys.stderr.flush()
-            os._exit(0)
-        try:
-            frames = self._reader.feed(data)
-        except FrameError as e:
-            _log(str(e))
-            os._exit(2)
-        for frame in frames:
+        for frame in self._frames(data):
             if frame.HasField("run"):
                 self._start(frame.run)
             elif frame.HasField("cancel") and frame.cancel.seq in self._running:

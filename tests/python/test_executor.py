@@ -295,15 +295,20 @@ with taskrt.Executor(socket=sys.argv[1], connect_timeout=10) as ex:
 """
 
 
-def test_pickled_call_needs_the_exec_privilege(daemon):
+def run_as_nobody(script: str, socket_path: str) -> dict:
+    """Runs `script` (which prints one JSON line) as uid 65534 against the daemon."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run a client as uid 65534")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
            "PYTHONPATH": PACKAGE_DIR}
-    proc = subprocess.run(NOBODY + [sys.executable, "-c", NOBODY_CLIENT, daemon.socket],
+    proc = subprocess.run(NOBODY + [sys.executable, "-c", script, socket_path],
                           capture_output=True, text=True, timeout=60, env=env, cwd="/")
     assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_pickled_call_needs_the_exec_privilege(daemon):
+    answer = run_as_nobody(NOBODY_CLIENT, daemon.socket)
     assert answer["type"] == "PermissionDenied", answer
     assert "py.call" in answer["message"] or "pickled" in answer["message"], answer
 
@@ -327,14 +332,7 @@ print(json.dumps(out))
 
 
 def test_pickled_input_to_a_named_handler_needs_the_exec_privilege(daemon):
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run a client as uid 65534")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
-           "PYTHONPATH": PACKAGE_DIR}
-    proc = subprocess.run(NOBODY + [sys.executable, "-c", NOBODY_NAMED, daemon.socket],
-                          capture_output=True, text=True, timeout=60, env=env, cwd="/")
-    assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    answer = run_as_nobody(NOBODY_NAMED, daemon.socket)
     assert answer["json"] == 49, answer
     assert "pickled" in answer["pickled"] and "0x80" in answer["pickled"], answer
 
