@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
                  "Short tasks (runs under 2 ms on average) a busy cpu worker may hold "
                  "beyond the one it runs, so that it goes from one to the next without a "
                  "round trip to the daemon (0 = one task at a time, always)")
-      ->default_val(16)
+      ->default_val(64)
       ->check(CLI::Range(0, 1024));
   app.add_option("--plugin", t.plugins,
                  "Handler plugin (.so) to load into every worker (repeatable)");

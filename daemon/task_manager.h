@@ -95,7 +95,7 @@ struct TaskManagerOptions {
   // to be short (their runs took under prefetch_below_us on average, over 3 runs or
   // more), so that it goes from one to the next without waiting for the daemon: one
   // round trip and one journal commit then cover many tiny tasks. 0 = never.
-  int cpu_prefetch = 16;
+  int cpu_prefetch = 64;
   int64_t prefetch_below_us = 2000;
   int64_t kill_grace_ms = 2000;    // SIGTERM -> SIGKILL when cancelling a CPU task
   int64_t stuck_grace_ms = 10000;  // an io task still running this long after its

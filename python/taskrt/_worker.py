@@ -116,7 +116,7 @@ DEFAULT_MAX_OUTPUT_BYTES = 16 << 20
 TRACEBACK_FRAMES = 50  # the innermost frames kept in an error's traceback
 # The cpu pool sends the results of short tasks waiting in it together: at most this
 # many, held at most this long (the daemon sends only short tasks in advance).
-SERIAL_BATCH_FRAMES = 16
+SERIAL_BATCH_FRAMES = 64
 SERIAL_BATCH_SECONDS = 0.001
 
 _HINTS = {"auto": task_pb2.TASK_CLASS_AUTO, "cpu": task_pb2.TASK_CLASS_CPU,
@@ -660,8 +660,8 @@ class Worker:
             self._loop.call_soon(self._flush)
 
     def _send_serially(self, more_waiting: bool) -> None:
-        """The cpu pool's writes: at once when no task waits, else once the results of a
-        few short tasks (or of 1 ms) are together, so that the daemon handles them in one
+        """The cpu pool's writes: at once when no task waits, else once the results of
+        SERIAL_BATCH_FRAMES short tasks (or of 1 ms) are together, so that the daemon handles them in one
         read, one journal commit and one reply. Blocking: nothing else to do meanwhile."""
         if not self._outbox:
             return
