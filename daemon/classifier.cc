@@ -86,8 +86,8 @@ double RunRatio(int64_t cpu_time_us, int64_t wall_time_us, int64_t gil_wait_us) 
 void Learn(LearnedStats& stats, int64_t cpu_time_us, int64_t wall_time_us,
            const ClassifierOptions& options, int64_t gil_wait_us) {
   const double wall = static_cast<double>(std::max<int64_t>(0, wall_time_us));
-  stats.wall_us = stats.runs == 0 ? wall
-                                  : options.smoothing * wall + (1 - options.smoothing) * stats.wall_us;
+  stats.wall_us =
+      stats.runs == 0 ? wall : options.smoothing * wall + (1 - options.smoothing) * stats.wall_us;
   ++stats.runs;
   if (wall_time_us < options.min_wall_us || wall_time_us <= 0) return;
   const double ratio = RunRatio(cpu_time_us, wall_time_us, gil_wait_us);
@@ -108,8 +108,8 @@ std::string MismatchHint(const v1::Decision& decision, const ClassifierOptions& 
   const double ratio = RunRatio(decision.cpu_time_us(), decision.run_time_us(),
                                 decision.gil_measured() ? decision.gil_wait_us() : -1);
   const char* who = decision.reason() == v1::REASON_CLIENT_DECLARED ? "declared" : "hinted";
-  const double gil_share = static_cast<double>(decision.gil_wait_us()) /
-                           static_cast<double>(decision.run_time_us());
+  const double gil_share =
+      static_cast<double>(decision.gil_wait_us()) / static_cast<double>(decision.run_time_us());
   if (decision.resolved_class() == v1::TASK_CLASS_IO && ratio >= 0.5 && decision.gil_measured() &&
       gil_share >= 0.2) {
     return absl::StrFormat(
@@ -145,12 +145,13 @@ std::string GilEvidence(const v1::Decision& d) {
            "or TASKRT_GIL_PROBE=0), so it is learned from cpu/wall";
   }
   const double wall = static_cast<double>(d.run_time_us());
-  const double held =
-      std::min(static_cast<double>(d.cpu_time_us()),
-               std::max(0.0, wall - static_cast<double>(d.gil_wait_us()))) / wall;
+  const double held = std::min(static_cast<double>(d.cpu_time_us()),
+                               std::max(0.0, wall - static_cast<double>(d.gil_wait_us()))) /
+                      wall;
   std::string out = absl::StrFormat("held the GIL %.0f%% of its run", std::min(1.0, held) * 100);
   if (d.gil_wait_us() >= 1000) {
-    absl::StrAppendFormat(&out, "; waited %.2f s for it", static_cast<double>(d.gil_wait_us()) / 1e6);
+    absl::StrAppendFormat(&out, "; waited %.2f s for it",
+                          static_cast<double>(d.gil_wait_us()) / 1e6);
     if (d.peers() > 0) {
       absl::StrAppendFormat(&out, " behind %d other Python task%s", d.peers(),
                             d.peers() == 1 ? "" : "s");

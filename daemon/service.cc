@@ -170,11 +170,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
       internal::MutexLock lock(&shared_->mu);
       slot = shared_->slots++;
     }
-    auto submitted =
-        manager_.Submit(caller_, request_.tasks(),
-                        [shared = shared_](std::vector<v1::TaskResult> results) {
-                          shared->AddResults(std::move(results));
-                        });
+    auto submitted = manager_.Submit(caller_, request_.tasks(),
+                                     [shared = shared_](std::vector<v1::TaskResult> results) {
+                                       shared->AddResults(std::move(results));
+                                     });
     if (!submitted.ok()) {
       shared_->AddAccepted(slot, tag, submitted.status(), {});
     } else {

@@ -425,10 +425,9 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
     TaskRecord& r = tasks_[seq];
     const v1::HandlerInfo& info = handlers_[spec.handler()];
     auto learned = learned_.find({spec.handler(), spec.function()});
-    const ClassDecision cd =
-        Classify(spec.function().empty() ? spec.handler() : spec.function(),
-                 spec.requested_class(), info.hint(),
-                 learned == learned_.end() ? nullptr : &learned->second, options_.classifier);
+    const ClassDecision cd = Classify(
+        spec.function().empty() ? spec.handler() : spec.function(), spec.requested_class(),
+        info.hint(), learned == learned_.end() ? nullptr : &learned->second, options_.classifier);
     r.async = info.async();
     r.python = info.runtime() == "python";
     r.pool = PoolOf(cd.resolved, r.python);
@@ -644,8 +643,9 @@ void TaskManager::TurnPythonOffLocked(const std::string& why) {
 
 std::string TaskManager::PythonOffHintLocked(absl::string_view handler) {
   if (python_on_ || !absl::StartsWith(handler, "py.")) return "";
-  return absl::StrCat("handler ", QuoteInput(std::string_view(handler.data(), handler.size())), " runs Python, and this taskrtd has no ",
-                      "Python workers: Python is ", python_status_);
+  return absl::StrCat("handler ", QuoteInput(std::string_view(handler.data(), handler.size())),
+                      " runs Python, and this taskrtd has no ", "Python workers: Python is ",
+                      python_status_);
 }
 
 absl::StatusOr<uint64_t> TaskManager::FindLocked(const std::string& id) {
@@ -1156,8 +1156,7 @@ void TaskManager::MaybeRecycleLocked(Worker* w, const v1::internal::TaskDone& do
     if (!rss && !tasks) return;
     w->retiring = true;
     std::fprintf(
-        stderr, "taskrtd: recycling %s worker pid %d: %s\n", PoolName(w->pool),
-        w->pid,
+        stderr, "taskrtd: recycling %s worker pid %d: %s\n", PoolName(w->pool), w->pid,
         rss ? absl::StrCat("peak RSS ", done.peak_rss_kb(), " KiB is above --worker-max-rss ",
                            options_.worker_max_rss_kb, " KiB")
                   .c_str()
@@ -1523,8 +1522,8 @@ absl::StatusOr<std::vector<v1::Task>> TaskManager::Cancel(
         if (IsCpuPool(w->pool) && HeadRun(*w) != r.run_id) {
           // Not started yet: it waits in the worker behind another task, which goes on.
           CancelRunLocked(w, r.run_id);
-          how = absl::StrCat("it had not started; its ", PoolName(w->pool), " worker pid ",
-                             w->pid, " skips it");
+          how = absl::StrCat("it had not started; its ", PoolName(w->pool), " worker pid ", w->pid,
+                             " skips it");
         } else if (IsCpuPool(w->pool)) {
           TerminateWorkerLocked(w);
           how = absl::StrCat("its ", PoolName(w->pool), " worker pid ", w->pid,

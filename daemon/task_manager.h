@@ -57,9 +57,9 @@ struct TaskManagerOptions {
   std::string python;
   std::string python_path;
   std::vector<std::string> python_modules;
-  int python_cpu_workers = 2;    // processes of the python-cpu pool (one task each)
-  int python_io_workers = 1;     // processes of the python-io pool
-  int python_io_threads = 256;   // threads per python-io worker for synchronous functions
+  int python_cpu_workers = 2;   // processes of the python-cpu pool (one task each)
+  int python_io_workers = 1;    // processes of the python-io pool
+  int python_io_threads = 256;  // threads per python-io worker for synchronous functions
   // True: a Python worker that cannot start fails Start. False: Start turns the Python
   // pools off, logs why, and goes on with the native ones (the default of taskrtd when
   // --python is not given).
@@ -231,8 +231,8 @@ class TaskManager {
 
   struct TaskRecord {
     v1::Task task;
-    bool async = false;  // the handler runs on the async loop
-    bool python = false; // the handler runs in a Python worker
+    bool async = false;   // the handler runs on the async loop
+    bool python = false;  // the handler runs in a Python worker
     Pool pool = Pool::kCpu;
     Worker* worker = nullptr;  // set while RUNNING
     uint64_t run_id = 0;       // the current dispatch; results of older ones are stale

@@ -38,7 +38,8 @@ std::vector<std::string> PythonEnvironment(const std::string& python_path) {
     if (entry.substr(0, 11) == "PYTHONPATH=") {
       const std::string_view old = entry.substr(11);
       if (!old.empty()) {
-        pythonpath = pythonpath.empty() ? std::string(old) : absl::StrCat(pythonpath, ":", std::string(old));
+        pythonpath =
+            pythonpath.empty() ? std::string(old) : absl::StrCat(pythonpath, ":", std::string(old));
       }
     } else if (entry.substr(0, 17) != "PYTHONUNBUFFERED=") {
       env.emplace_back(entry);
@@ -89,8 +90,10 @@ absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch) {
     ::close(fds[1]);
   }
   std::vector<std::string> args;
-  if (python) args = {program, "-m", "taskrt._worker"};
-  else args = {program};
+  if (python)
+    args = {program, "-m", "taskrt._worker"};
+  else
+    args = {program};
   for (std::string a : {std::string("--pool"), launch.pool, std::string("--threads"),
                         absl::StrCat(launch.threads), std::string("--fd"), std::string("3")}) {
     args.push_back(std::move(a));
@@ -135,8 +138,7 @@ absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch) {
   ::close(child_fd);
   if (rc != 0) {
     ::close(fds[0]);
-    return absl::InternalError(
-        absl::StrCat("cannot start ", program, ": ", std::strerror(rc)));
+    return absl::InternalError(absl::StrCat("cannot start ", program, ": ", std::strerror(rc)));
   }
   return SpawnedWorker{pid, fds[0]};
 }

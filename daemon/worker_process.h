@@ -18,14 +18,14 @@ namespace taskrt::daemon {
 // A native worker runs `worker_path`; a Python worker (when `python` is set) runs
 // `python -m taskrt._worker` with `python_path` prepended to its PYTHONPATH.
 struct WorkerLaunch {
-  std::string worker_path;           // the taskrt-worker binary
-  std::string python;                // the interpreter of a Python worker
-  std::string python_path;           // where the taskrt package is (empty: the interpreter's path)
+  std::string worker_path;  // the taskrt-worker binary
+  std::string python;       // the interpreter of a Python worker
+  std::string python_path;  // where the taskrt package is (empty: the interpreter's path)
   std::vector<std::string> python_modules;  // passed as --module
-  std::string pool;                  // "cpu" or "io"
-  int threads = 1;                   // thread-pool size
-  std::vector<std::string> plugins;  // passed as --plugin
-  uint64_t memory_limit_bytes = 0;   // address-space limit (RLIMIT_AS); 0 = none
+  std::string pool;                         // "cpu" or "io"
+  int threads = 1;                          // thread-pool size
+  std::vector<std::string> plugins;         // passed as --plugin
+  uint64_t memory_limit_bytes = 0;          // address-space limit (RLIMIT_AS); 0 = none
   // Largest task result (--max-output-bytes), clamped to 1..internal::kMaxOutputBytesLimit.
   size_t max_output_bytes = internal::kDefaultMaxOutputBytes;
 };

@@ -2,10 +2,10 @@
 //
 // A worker serves one pool. In the cpu pool it runs one task at a time, in the order
 // they came (the daemon sends one, or short ones in advance, which wait on its one
-// thread; one cancelled before it starts is not run); in the io pool it runs synchronous handlers on a pool of
-// `threads` threads and asynchronous handlers on its event loop, many at a time.
-// It talks to the daemon over the socket at `fd` with frames (common/frame.h), and
-// exits when the daemon closes that socket.
+// thread; one cancelled before it starts is not run); in the io pool it runs synchronous handlers
+// on a pool of `threads` threads and asynchronous handlers on its event loop, many at a time. It
+// talks to the daemon over the socket at `fd` with frames (common/frame.h), and exits when the
+// daemon closes that socket.
 #ifndef TASKRT_WORKER_WORKER_H_
 #define TASKRT_WORKER_WORKER_H_
 

@@ -33,10 +33,11 @@ TEST_F(ApiTest, UnknownHandlerListsTheKnownOnes) {
 }
 
 TEST_F(ApiTest, BuiltinInputsAreCheckedAtSubmitAndNothingIsQueued) {
-  const std::pair<const char*, const char*> bad[] = {
-      {"sys.sleep", "{ms: 5"},          {"sys.sleep", R"({"ms": -1})"},
-      {"math.primes", R"({"below": "x"})"}, {"sys.exec", R"({"argv": []})"},
-      {"io.read_file", R"({"size": 1})"}};
+  const std::pair<const char*, const char*> bad[] = {{"sys.sleep", "{ms: 5"},
+                                                     {"sys.sleep", R"({"ms": -1})"},
+                                                     {"math.primes", R"({"below": "x"})"},
+                                                     {"sys.exec", R"({"argv": []})"},
+                                                     {"io.read_file", R"({"size": 1})"}};
   for (const auto& [handler, input] : bad) {
     auto id = client_->Submit(MakeTask(handler, input));
     ASSERT_FALSE(id.ok()) << handler << " " << input;

@@ -65,17 +65,16 @@ TEST_F(GrpcServicesTest, HealthCheckSaysServingForTheServerAndTheService) {
   // HealthCheckRequest{service: S} is field 1, length-delimited.
   const std::string service = "taskrt.v1.TaskService";
   for (const std::string& request_bytes :
-       {std::string(), absl::StrCat(std::string("\x0a", 1), std::string(1, static_cast<char>(
-                                                                 service.size())),
-                                    service)}) {
+       {std::string(), absl::StrCat(std::string("\x0a", 1),
+                                    std::string(1, static_cast<char>(service.size())), service)}) {
     grpc::GenericStub stub(Channel());
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     grpc::ByteBuffer request = ToBuffer(request_bytes);
     grpc::ByteBuffer response;
     std::promise<grpc::Status> done;
-    stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                   &response, [&done](grpc::Status s) { done.set_value(s); });
+    stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                   [&done](grpc::Status s) { done.set_value(s); });
     grpc::Status status = done.get_future().get();
     ASSERT_TRUE(status.ok()) << request_bytes.size() << " byte request: " << status.error_message();
     EXPECT_EQ(FromBuffer(response), std::string("\x08\x01", 2));  // status: SERVING
