@@ -26,6 +26,7 @@ import pytest
 
 import taskrt
 import taskrt.aio
+from taskrtd_process import TaskrtdProcess
 
 BUILD_DIR = os.environ.get("TASKRT_BUILD_DIR", "build")
 CALL_TIMEOUT = 30  # seconds: no test waits longer for anything
@@ -46,59 +47,14 @@ FAULT_PLUGIN = os.environ.get("TASKRT_FAULT_PLUGIN") or _binary(
     "lib/libtaskrt_fault_plugin.so", "tests/libtaskrt_fault_plugin.so")
 
 
-class Daemon:
-    """A taskrtd on `socket` with its state in `state_dir`; stop() ends it by its pid."""
+class Daemon(TaskrtdProcess):
+    """A taskrtd with the fault plugin and 2 cpu workers; stop() ends it by its pid."""
 
     def __init__(self, directory: str, *, socket: str | None = None,
                  state_dir: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
-        self.dir = directory
-        self.socket = socket or os.path.join(directory, "taskrt.sock")
-        self.state_dir = state_dir or os.path.join(directory, "state")
-        self.log_path = os.path.join(directory, "taskrtd.%d.log" % time.monotonic_ns())
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [TASKRTD, "--socket", self.socket, "--state-dir", self.state_dir,
-             "--plugin", FAULT_PLUGIN, "--cpu-workers", "2", *extra_args],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def output(self) -> str:
-        self._log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def _wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("taskrtd exited %d: %s" % (self.proc.returncode,
-                                                                self.output()))
-            if os.path.exists(self.socket):
-                try:
-                    with taskrt.Client(socket=self.socket, connect_timeout=0.5) as c:
-                        if c.handlers():
-                            return
-                except taskrt.Error:
-                    pass
-            time.sleep(0.05)
-        raise AssertionError("taskrtd did not serve %s within %gs: %s"
-                             % (self.socket, timeout, self.output()))
-
-    def kill(self) -> None:
-        """Ends the daemon at once, as a crash would (SIGKILL by pid)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        super().__init__(TASKRTD, directory,
+                         ("--plugin", FAULT_PLUGIN, "--cpu-workers", "2", *extra_args),
+                         socket=socket, state_dir=state_dir)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import executor_funcs as funcs  # noqa: E402
+from taskrtd_process import TaskrtdProcess  # noqa: E402
 
 import taskrt  # noqa: E402
 from taskrt import _wire  # noqa: E402
@@ -39,47 +40,15 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 T = 30  # seconds: the bound of every wait on a result
 
 
-class Daemon:
-    """taskrtd on a socket in `root`, its Python workers seeing tests/python."""
+class Daemon(TaskrtdProcess):
+    """taskrtd on a socket in `root` that uid 65534 may use, its Python workers seeing
+    tests/python."""
 
     def __init__(self, root: str, *args: str) -> None:
-        binary = os.path.join(BIN_DIR, "taskrtd")
-        if not os.access(binary, os.X_OK):
-            pytest.fail("%s is not an executable: set TASKRT_BIN_DIR to the build's bin/" % binary)
-        self.dir = root
-        self.socket = os.path.join(root, "taskrt.sock")
-        self.log_path = os.path.join(root, "taskrtd.log")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([PACKAGE_DIR, HERE])
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [binary, "--socket", self.socket, "--state-dir", os.path.join(root, "state"),
-             "--socket-mode", "0666", *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail("taskrtd exited %s: %s" % (self.proc.returncode, self.output()))
-            if "serving unix:" in self.output() and os.path.exists(self.socket):
-                return
-            time.sleep(0.05)
-        self.stop()
-        pytest.fail("taskrtd did not start in 20s: %s" % self.output())
-
-    def output(self) -> str:
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        super().__init__(os.path.join(BIN_DIR, "taskrtd"), root,
+                         ("--socket-mode", "0666", *args), env=env)
 
 
 @pytest.fixture(scope="module")
@@ -379,9 +348,8 @@ def test_futures_survive_a_daemon_restart():
                 time.sleep(0.01)
             ids = [f.task_id for f in running]
             time.sleep(0.3)
-            d.proc.kill()
-            d.proc.wait()
-            d.log.close()
+            d.kill()
+            d.stop()  # closes its log
             later = [ex.submit(funcs.square, i) for i in range(5)]  # sent to no daemon yet
             d = Daemon(root, *args)
             assert [f.result(T) for f in running] == list(range(5))
