@@ -33,6 +33,8 @@ class ABSL_LOCKABLE Mutex {
     mu_.unlock();
     cv_.notify_all();  // waiters re-check their conditions, as with absl::Mutex
   }
+  // For code the analysis cannot follow (a callback its caller runs under the lock).
+  void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
   void Await(const absl::Condition& cond) ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
     while (!cond.Eval()) cv_.wait(mu_);
   }

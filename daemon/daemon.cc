@@ -29,6 +29,7 @@
 #include "daemon/poller_keep_awake.h"
 #include "daemon/service.h"
 #include "daemon/validation.h"
+#include "daemon/worker_process.h"
 
 namespace taskrt::daemon {
 namespace {

@@ -1,12 +1,18 @@
-// TaskManager: the daemon's core. It owns the task table, the classifier's learned
-// statistics, one run queue per pool and the worker processes, and moves each task
-// from QUEUED through RUNNING to a final state.
+// TaskManager: the daemon's core. It moves each task from QUEUED through RUNNING to a
+// final state: it validates and admits submits, classifies and routes them to a pool,
+// dispatches them to workers, retries, times out and cancels them, and answers waits
+// and watches. Its parts, each not thread-safe and guarded by the manager's one mutex
+// (the leveldb DBImpl way): TaskTable (records, key index, counts, retention), the run
+// queues with PickWorker (daemon/dispatch_policy.h), WaiterSet (waits and their
+// timeouts), OperationBatch (what one operation hands to the journal, the workers and
+// the callbacks) and a WorkerPool (the processes, daemon/worker_pool.h).
 //
 // Threading: public methods may be called from any thread (gRPC's). All state is
-// guarded by mu_. Worker sockets, timers and respawns run on one internal event-loop
-// thread (`io_`), which takes mu_ for each event. Callbacks handed in (Wait's `done`,
-// Watch sinks) are never called with mu_ held, except Watch sinks, which must only
-// queue the event and return.
+// guarded by mu_; every operation takes it through OpLock, whose release hands the
+// operation's changes on (OperationBatch). The worker pool's events arrive on its own
+// thread through InOperation; a ticker thread runs Tick every tick_ms. Callbacks
+// handed in (Wait's `done`, Submit's `each`) are never called with mu_ held; Watch
+// sinks are, and must only queue the event and return.
 #ifndef TASKRT_DAEMON_TASK_MANAGER_H_
 #define TASKRT_DAEMON_TASK_MANAGER_H_
 
@@ -14,7 +20,6 @@
 
 #include <array>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -24,21 +29,24 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "asio/io_context.hpp"
-#include "asio/local/stream_protocol.hpp"
-#include "asio/steady_timer.hpp"
 #include "common/frame.h"
 #include "common/mutex.h"
 #include "daemon/access.h"
 #include "daemon/classifier.h"
+#include "daemon/clock.h"
 #include "daemon/journal.h"
+#include "daemon/operation.h"
+#include "daemon/pool.h"
 #include "daemon/task_queue.h"
-#include "daemon/worker_process.h"
+#include "daemon/task_table.h"
+#include "daemon/waiter_set.h"
+#include "daemon/worker_pool.h"
 #include "taskrt/v1/service.pb.h"
 
 namespace taskrt::daemon {
@@ -103,6 +111,14 @@ struct TaskManagerOptions {
   // Where accepted tasks and their state changes are recorded; null = not durable.
   // Not owned; must outlive the TaskManager.
   Journal* journal = nullptr;
+  // Where the time comes from; null = the system clock. Not owned.
+  Clock* clock = nullptr;
+  // The workers; null = a ProcessWorkerPool built from the options above. Not owned
+  // (tests pass a FakeWorkerPool).
+  WorkerPool* pool = nullptr;
+  // Deadlines, retries, retention and the stuck check run every tick_ms on an internal
+  // thread; 0 = no thread: the caller calls Tick() (tests, with a fake clock).
+  int64_t tick_ms = 10;
 };
 
 // What Submit accepted: the ids, and the journal ticket that makes them durable.
@@ -112,20 +128,18 @@ struct SubmitResult {
   uint64_t wait_handle = 0;  // of the per-task wait Submit registered (0 = none)
 };
 
-using WaitCallback = std::function<void(absl::StatusOr<std::vector<v1::Task>>)>;
-// The results of tasks that became final together (one or more).
-using ResultCallback = std::function<void(std::vector<v1::TaskResult>)>;
 using EventSink = std::function<void(const v1::TaskEvent&)>;
 
-class TaskManager {
+class TaskManager : private WorkerPoolObserver {
  public:
   explicit TaskManager(TaskManagerOptions options);
-  ~TaskManager();
+  ~TaskManager() override;
   TaskManager(const TaskManager&) = delete;
   TaskManager& operator=(const TaskManager&) = delete;
 
   // Spawns the workers and waits until each has said hello (or one failed to start,
-  // e.g. a plugin that does not load: the error says which).
+  // e.g. a plugin that does not load: the error says which), then recovers the tasks
+  // and what the classifier learned from the journal.
   absl::Status Start();
   // Stops the loop, kills the workers, fails pending waits with UNAVAILABLE.
   void Stop();
@@ -133,6 +147,9 @@ class TaskManager {
   // for the running ones to finish. Queued tasks stay queued (in the journal). Returns
   // how many tasks were still running when it gave up.
   size_t Drain(absl::Duration timeout);
+  // Times out tasks and waits, promotes due retries, evicts old tasks, recycles stuck
+  // workers. Called every tick_ms by the ticker thread (or by a test).
+  void Tick();
 
   // Validates and queues all of `specs`, or none (INVALID_ARGUMENT naming the task and
   // the problem; RESOURCE_EXHAUSTED when the queue is full). Returns the ids in order.
@@ -141,7 +158,11 @@ class TaskManager {
   // With `each`, also waits on every task of the batch: `each` gets every task's result
   // once, as it becomes final (for a known idempotency key's final task, right away),
   // together with the others that became final in the same operation, on an internal
-  // thread, once the journal holds that state; CancelWait(result.wait_handle) stops it.
+  // thread (or the calling one, before Submit returns), once the journal holds that
+  // state; CancelWait(result.wait_handle) stops it.
+  // `run_call`: the caller answers only once the tasks are final (Run), so their
+  // acceptance may be committed without fsync — the fsync'd commit of the final state
+  // covers it (docs/RELIABILITY.md, "One commit per Run").
   //
   // Ownership: the tasks belong to `caller`. An idempotency key is the caller's own: a
   // key it used before with the same spec gets the existing task, with another spec
@@ -149,7 +170,7 @@ class TaskManager {
   // caller may not run; RESOURCE_EXHAUSTED past max_queued_per_owner for the caller.
   absl::StatusOr<SubmitResult> Submit(const Caller& caller,
                                       const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs,
-                                      ResultCallback each = nullptr);
+                                      ResultCallback each = nullptr, bool run_call = false);
   // Calls `done` (on an internal thread) when the journal holds everything up to
   // `ticket`, at once without a journal. On a journal error, the tasks of `ids` that are
   // still queued are withdrawn before `done` gets the error.
@@ -186,81 +207,21 @@ class TaskManager {
   std::vector<v1::HandlerInfo> Handlers(const Caller& caller);
 
  private:
-  // The pools: native (taskrt-worker) and Python (taskrt._worker), each a cpu pool (one
-  // task per process) and an io pool (threads and an async loop per process).
-  enum class Pool { kCpu = 0, kIo = 1, kPyCpu = 2, kPyIo = 3 };
-  static constexpr int kPools = 4;
-  static bool IsCpuPool(Pool p) { return p == Pool::kCpu || p == Pool::kPyCpu; }
-  static bool IsPythonPool(Pool p) { return p == Pool::kPyCpu || p == Pool::kPyIo; }
-  static const char* PoolName(Pool p);
   // (handler, TaskSpec.function): what the classifier learns about.
   using LearnKey = std::pair<std::string, std::string>;
-  enum class WorkerState { kStarting, kReady, kDead };
 
-  // One dispatch of a task to a worker, as the worker knows it (RunTask.seq).
-  struct Run {
-    uint64_t seq;  // the task
-    bool async;
-    bool short_task = false;   // known to be short (may wait in a cpu worker behind another)
-    int64_t cancelled_us = 0;  // when the worker was asked to cancel it (0 = not asked)
-  };
-
-  struct Worker {
-    Worker(asio::io_context& io) : socket(io) {}
-    Pool pool = Pool::kCpu;
-    int slot = 0;
-    pid_t pid = -1;
-    WorkerState state = WorkerState::kStarting;
-    asio::local::stream_protocol::socket socket;
-    internal::FrameDecoder decoder;
-    std::array<char, 65536> buf{};
-    std::string outbox, inflight;
-    std::string staged;  // frames of the current operation (released by EndOpLocked)
-    bool writing = false;
-    std::unordered_map<uint64_t, Run> running;  // run id -> the task it runs
-    int sync_running = 0, async_running = 0;
-    int long_running = 0;  // of `running`, the tasks not known to be short
-    uint64_t tasks_run = 0;
-    int64_t started_us = 0;
-    bool killed = false;      // we killed it on purpose (timeout, cancel, recycling)
-    bool retiring = false;    // takes no new task; replaced once idle
-    bool recycle = false;     // its replacement is a recycling, not a crash
-    int quick_deaths = 0;     // consecutive deaths soon after start (respawn backoff)
-    std::string kill_reason;  // why we killed it, for the tasks that die with it
-  };
-
-  struct TaskRecord {
-    v1::Task task;
-    bool async = false;   // the handler runs on the async loop
-    bool python = false;  // the handler runs in a Python worker
-    Pool pool = Pool::kCpu;
-    Worker* worker = nullptr;  // set while RUNNING
-    uint64_t run_id = 0;       // the current dispatch; results of older ones are stale
-    int64_t deadline_us = 0;
-    std::vector<uint64_t> waiters;
-    bool dirty = false;  // changed since the journal last got it (in dirty_)
-  };
-
-  // Holds mu_ for one operation; on release, hands what the operation changed to the
-  // journal in one piece (EndOpLocked). Every mutating section takes mu_ through it.
-  class OpLock {
+  // Holds mu_ for one operation; its release ends the operation (EndOperation): the
+  // batch's rows go to the journal in one unit, its frames to the workers once the
+  // journal holds them, its callbacks run after mu_ is released.
+  class ABSL_SCOPED_LOCKABLE OpLock {
    public:
-    explicit OpLock(TaskManager* m) ABSL_EXCLUSIVE_LOCK_FUNCTION(m->mu_) : m_(m), lock_(&m->mu_) {}
-    ~OpLock() ABSL_UNLOCK_FUNCTION() { m_->EndOpLocked(); }
+    explicit OpLock(TaskManager* m) ABSL_EXCLUSIVE_LOCK_FUNCTION(m->mu_) : m_(m) { m->mu_.Lock(); }
+    ~OpLock() ABSL_UNLOCK_FUNCTION() { m_->EndOperation(); }
     OpLock(const OpLock&) = delete;
     OpLock& operator=(const OpLock&) = delete;
 
    private:
     TaskManager* const m_;
-    internal::MutexLock lock_;
-  };
-
-  struct Waiter {
-    std::vector<uint64_t> seqs;
-    size_t remaining = 0;
-    WaitCallback done;                     // all final (Wait)
-    std::shared_ptr<ResultCallback> each;  // or one at a time (Submit with `each`)
-    std::unique_ptr<asio::steady_timer> timer;
   };
 
   struct Subscriber {
@@ -270,162 +231,119 @@ class TaskManager {
     EventSink sink;
   };
 
-  // Pieces that run under mu_.
-  absl::Status ValidateLocked(const v1::TaskSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<uint64_t> FindLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status NotFoundLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // FindLocked, and NOT_FOUND (the same error) for a task the caller does not own.
-  absl::StatusOr<uint64_t> FindOwnedLocked(const Caller& caller, const std::string& id)
+  // WorkerPoolObserver (called by the pool inside InOperation, mu_ held).
+  void InOperation(absl::FunctionRef<void()> fn) override;
+  bool OnHello(int worker, const v1::internal::WorkerHello& hello) override;
+  void OnDone(int worker, const RunSlot& run, const v1::internal::TaskDone& done) override;
+  void OnLost(int worker, const WorkerSlot& was, const WorkerLoss& loss,
+              const std::vector<RunSlot>& runs) override;
+  void OnSpawnFailed(int worker, PoolKind pool, const absl::Status& error) override;
+
+  // Ends the operation OpLock holds, releasing mu_ (see OpLock).
+  void EndOperation() ABSL_UNLOCK_FUNCTION(mu_);
+  // Hands the batch's rows to the journal now (Submit needs their ticket).
+  void FlushRowsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the task for the journal; the operation writes it once.
+  void PersistLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendLocked(int worker, const v1::internal::WorkerFrame& frame)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TickerLoop();
+  void TickLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Submit's pieces (task_manager_submit.cc).
+  absl::Status ValidateLocked(const v1::TaskSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ownership, privilege and quota checks of a batch, before anything changes.
   absl::Status AdmitLocked(const Caller& caller,
                            const google::protobuf::RepeatedPtrField<v1::TaskSpec>& specs)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The privilege checks of one spec ("" when it may run).
+  absl::Status MayRunLocked(const Caller& caller, const v1::TaskSpec& spec,
+                            const std::string& where) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The existing task of (owner, spec's idempotency key): nullopt when there is none,
   // ALREADY_EXISTS when it was submitted with a different spec.
   absl::StatusOr<std::optional<uint64_t>> KnownKeyLocked(const std::string& owner,
                                                          const v1::TaskSpec& spec)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Adds `delta` to the counts of `task`'s state (by_state_, owners_).
-  void CountLocked(const v1::Task& task, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  TaskQueue& QueueFor(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The pool a task of this class and runtime goes to.
-  static Pool PoolOf(v1::TaskClass resolved, bool python);
-  int PoolSize(Pool pool) const;
-  int ThreadsOf(Pool pool) const;
+  // Creates, classifies and queues the task of `spec`.
+  uint64_t AcceptLocked(const Caller& caller, const v1::TaskSpec& spec, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Registers Submit's per-task wait; returns its handle (0 when all are final).
+  uint64_t WaitEachLocked(const std::vector<uint64_t>& seqs, ResultCallback each)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> FindOwnedLocked(const Caller& caller, const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // During Start: a Python worker could not start and Python is optional: the Python
   // pools are turned off (and their handlers unknown), with `why` in the log and stats.
   void TurnPythonOffLocked(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // For a handler Submit does not know: why, when it is a Python one and Python is off.
   std::string PythonOffHintLocked(absl::string_view handler) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecoverLocked(std::vector<StoredTask> stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecoverRunningLocked(uint64_t seq, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Dispatch and outcomes (task_manager_run.cc).
+  TaskQueue& QueueFor(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int ThreadsOf(PoolKind pool) const;
   void DispatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // `short_task`: a cpu worker busy with short tasks only may take it in advance.
-  Worker* PickWorkerLocked(Pool pool, bool async, bool short_task)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The task's runs are known to be short (cpu_prefetch).
   bool IsShortLocked(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A cpu worker runs its tasks in the order it got them: the oldest run is the one
-  // running, the others wait in the worker (0 = none).
-  static uint64_t HeadRun(const Worker& w);
+  void AssignLocked(uint64_t seq, int worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The timeout of a task starts when it starts: at dispatch, or for a task that waited
   // in a cpu worker, when the one before it finished.
   void StartDeadlineLocked(uint64_t seq, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A task that waited in a cpu worker that died never started: back to the queue, its
   // attempt not counted.
   void RequeueUnstartedLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AssignLocked(uint64_t seq, Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SendLocked(Worker* w, const v1::internal::WorkerFrame& frame)
+  void RecordRunLocked(TaskRecord& r, const v1::internal::TaskDone& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Every state change of a task in tasks_ goes through here (counts for GetStats).
   void SetStateLocked(TaskRecord& r, v1::TaskState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Queues `each` with the result of `task` to run once the lock is released, with the
-  // other results for the same `each` of this operation.
-  void DeferResultLocked(const std::shared_ptr<ResultCallback>& each, const v1::Task& task)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // What the operation deferred (results grouped per callback), to run after unlocking.
-  std::vector<std::function<void()>> TakeDeferredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Retries the task if `error` is retryable and attempts remain, else finishes it.
   void FailOrRetryLocked(uint64_t seq, v1::TaskState state, v1::TaskError error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Marks the task for the journal; EndOpLocked writes it once per operation.
-  void PersistLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Queues the operation's journal changes as one unit, then releases the frames it
-  // staged once the journal holds them (at once without a journal).
-  // StartWriteLocked sends a worker's outbox from the calling thread if the socket
-  // takes it all, else hands the rest to the loop thread.
-  void EndOpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartWriteLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelRunLocked(int worker, uint64_t run_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PromoteDueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RecoverLocked(std::vector<StoredTask> stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EvictOldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EmitLocked(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CompleteWaiterLocked(uint64_t handle, absl::Status error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReleaseSlotLocked(TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void KillWorkerLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // SIGTERM now, SIGKILL after kill_grace_ms if the same worker is still there.
-  void TerminateWorkerLocked(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MaybeRecycleLocked(Worker* w, const v1::internal::TaskDone& done)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RetireLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnHelloLocked(Worker* w, const v1::internal::WorkerHello& hello)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnDoneLocked(Worker* w, const v1::internal::TaskDone& done)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckDeadlinesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CancelRunLocked(Worker* w, uint64_t run_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CheckStuckLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  // Loop-thread pieces.
-  void SpawnOnLoop(Pool pool, int slot);
-  void ReadOnLoop(Worker* w);
-  void OnWorkerGone(Worker* w, int pid);
-  struct StagedFrames {
-    Worker* worker;
-    int pid;
-    std::string bytes;
-  };
-  // Moves frames staged by an operation to their workers' outboxes and starts writing
-  // (called once the journal holds what the frames follow from).
-  void ReleaseStaged(std::vector<StagedFrames> staged);
-  void TickOnLoop();
-  // Runs callbacks collected under mu_, after releasing it.
-  void RunDeferred(std::vector<std::function<void()>>& deferred);
+  void TimeOutLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EmitLocked(const TaskRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Answers (or, with an error, ends) a wait.
+  void CompleteWaiterLocked(uint64_t handle, absl::Status error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireWaiterLocked(uint64_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelOneLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddPoolStatsLocked(v1::Stats& stats) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const TaskManagerOptions options_;
+  Clock* const clock_;
   const int daemon_pid_;
   const int64_t started_us_;
-  const std::string id_prefix_;
-
-  asio::io_context io_;
-  std::thread loop_thread_;
-  asio::steady_timer tick_;
+  std::unique_ptr<WorkerPool> owned_pool_;  // when options_.pool is null
+  WorkerPool* const pool_;
+  std::thread ticker_;
 
   internal::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t unfinished_ ABSL_GUARDED_BY(mu_) = 0;  // tasks not in a final state
-  std::set<std::pair<int64_t, uint64_t>> delayed_ ABSL_GUARDED_BY(mu_);  // retries
-  // (owner, idempotency key) -> task; the key is KeyIndex(owner, key).
-  absl::flat_hash_map<std::string, uint64_t> by_key_ ABSL_GUARDED_BY(mu_);
-  Recovery recovery_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;  // Start returned
   absl::Status startup_error_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  std::map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> retired_ ABSL_GUARDED_BY(mu_);  // final tasks, oldest first
+  Recovery recovery_ ABSL_GUARDED_BY(mu_);
+  OperationBatch op_ ABSL_GUARDED_BY(mu_);
+  TaskTable table_ ABSL_GUARDED_BY(mu_);
   // Run queues per pool: [pool][0] synchronous (all tasks of a cpu pool), [pool][1]
   // asynchronous handlers of an io pool.
-  std::array<std::array<TaskQueue, 2>, kPools> queues_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
-  std::array<int, kPools> pool_base_ ABSL_GUARDED_BY(mu_) = {};  // index in workers_
-  std::array<uint64_t, kPools> respawns_ ABSL_GUARDED_BY(mu_) = {};
-  std::array<uint64_t, kPools> recycled_ ABSL_GUARDED_BY(mu_) = {};
-  std::array<uint64_t, kPools> completed_ ABSL_GUARDED_BY(mu_) = {};
-  bool started_ ABSL_GUARDED_BY(mu_) = false;  // Start returned
+  std::array<std::array<TaskQueue, 2>, kPoolKinds> queues_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<int64_t, uint64_t>> delayed_ ABSL_GUARDED_BY(mu_);    // retries
+  std::set<std::pair<int64_t, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);  // running tasks
+  WaiterSet waiters_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
   bool python_on_ ABSL_GUARDED_BY(mu_) = false;
   // The Python workers' interpreter and version (from their hello), or why they are off.
   std::string python_status_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::HandlerInfo> handlers_ ABSL_GUARDED_BY(mu_);
   std::map<LearnKey, LearnedStats> learned_ ABSL_GUARDED_BY(mu_);
-  std::set<std::pair<int64_t, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
-  std::unordered_map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_watch_ ABSL_GUARDED_BY(mu_) = 1;
   std::unordered_map<uint64_t, Subscriber> subscribers_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint64_t> dirty_ ABSL_GUARDED_BY(mu_);   // tasks to write (PersistLocked)
-  std::vector<uint64_t> erased_ ABSL_GUARDED_BY(mu_);  // rows to delete (retention)
-  bool staged_ ABSL_GUARDED_BY(mu_) = false;           // some worker has staged frames
-  uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
-  // Tasks in tasks_ by state (index: v1::TaskState), so stats cost O(1) per state.
-  std::array<uint64_t, v1::TaskState_ARRAYSIZE> by_state_ ABSL_GUARDED_BY(mu_) = {};
-  // The same per owner (Task.owner); an owner with no task left is erased.
-  absl::flat_hash_map<std::string, std::array<uint64_t, v1::TaskState_ARRAYSIZE>> owners_
-      ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> watchers_by_owner_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::function<void()>> deferred_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::pair<std::shared_ptr<ResultCallback>, std::vector<v1::TaskResult>>>
-      pending_results_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace taskrt::daemon

@@ -4,6 +4,7 @@
 // its attempts allow (executions are counted by the test.record handler in a file).
 // Also what needs the client and the daemon in separate processes: the SDK's
 // asynchronous waits, on gRPC threads of the client's own.
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
