@@ -109,7 +109,9 @@ class RunReactor final : public WaitingReactor<RunState> {
             })) {
     google::protobuf::RepeatedPtrField<v1::TaskSpec> specs;
     *specs.Add() = request->spec();
-    auto submitted = manager_.Submit(caller, specs);
+    // run_call: this call answers only after the fsync'd commit of the final state,
+    // so the acceptance needs no fsync of its own (one commit per durable Run).
+    auto submitted = manager_.Submit(caller, specs, nullptr, /*run_call=*/true);
     if (!submitted.ok()) {
       state_->Complete(submitted.status());
       return;
