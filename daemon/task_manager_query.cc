@@ -240,6 +240,8 @@ v1::Stats TaskManager::GetStats(const Caller& caller) {
     lc->set_gil_corrected(learned.samples > 0 && learned.gil_samples == learned.samples);
     lc->set_cpu_ratio(learned.cpu_ratio);
     lc->set_samples(learned.samples);
+    lc->set_runs(learned.runs);
+    lc->set_mean_wall_us(learned.wall_us);
     lc->set_learned_class(LearnedClass(learned, options_.classifier));
   }
   auto& by_state = *stats.mutable_tasks_by_state();

@@ -258,11 +258,16 @@ TEST_F(TaskManagerTest, ACrashedWorkersTaskIsRetriedThenFailsWithTheSignal) {
 TEST_F(TaskManagerTest, ShortTasksHeldBehindACrashedOneAreRequeuedUncounted) {
   options.cpu_prefetch = 4;
   Start();
-  // Three runs teach the manager that t.cpu is short (1 ms).
+  // Three runs teach the manager that t.cpu is short (0.5 ms).
   for (int i = 1; i <= 3; ++i) {
     Submit(Spec("t.cpu"));
-    pool->Finish(RunNo(i).seq(), true);
+    pool->Finish(RunNo(i).seq(), true, "", v1::FAILURE_KIND_UNSPECIFIED, false, 100, 500);
   }
+  const v1::Stats stats = manager->GetStats(caller);
+  ASSERT_EQ(stats.learned_size(), 1);
+  EXPECT_EQ(stats.learned(0).runs(), 3u) << "short runs count as runs";
+  EXPECT_EQ(stats.learned(0).samples(), 0u) << "but runs under 1 ms teach no cpu ratio";
+  EXPECT_DOUBLE_EQ(stats.learned(0).mean_wall_us(), 500);
   const std::string a = Submit(Spec("t.cpu"));
   const std::string b = Submit(Spec("t.cpu"));
   ASSERT_EQ(pool->Runs(5).size(), 5u) << "the second short task waits in the same worker";
