@@ -65,17 +65,21 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "bench/daemon_process.h"
+#include "bench/bench_util.h"
 #include "common/util.h"
 #include "nlohmann/json.hpp"
 #include "taskrt/client.h"
 #include "taskrt/v1/service.grpc.pb.h"
+#include "tests/testing/daemon_process.h"
 
 extern char** environ;
 
 namespace taskrt::bench {
 namespace {
 
+using testing::DaemonProcess;
+using testing::DaemonProcessOptions;
+using testing::StopRunningDaemons;
 using v1::Task;
 using v1::TaskResult;
 using v1::TaskSpec;
@@ -86,7 +90,7 @@ constexpr int kScalingTasks = 16;
 
 struct BenchOptions {
   std::string socket_path;  // empty: start our own daemon
-  DaemonProcessOptions daemon;
+  DaemonProcessOptions daemon;  // temp_prefix "taskrt-bench"
   bool quick = false;
   bool json = false;
   std::vector<std::string> scenarios;  // empty: all (in --quick: all but sleep_10000)
@@ -176,43 +180,8 @@ Judged Judge(const Result& result, const std::map<std::string, double>& figures)
   return judged;
 }
 
-// What the benchmark runs against, read from GetStats.
-struct Shape {
-  int daemon_pid = 0;
-  int cpu_workers = 0;
-  int io_workers = 0;
-  int io_threads = 0;
-  int cores = 0;
-};
-
-// The 1-minute load average, a hint that other work shared the cores; -1 if unknown.
-double LoadAverage() {
-  double load = -1;
-  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
-    if (std::fscanf(f, "%lf", &load) != 1) load = -1;
-    std::fclose(f);
-  }
-  return load;
-}
-
 double Since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-absl::StatusOr<Shape> ReadShape(Client& client) {
-  absl::StatusOr<v1::Stats> stats = client.GetStats();
-  if (!stats.ok()) return stats.status();
-  Shape shape;
-  shape.daemon_pid = stats->daemon_pid();
-  for (const auto& pool : stats->pools()) {
-    if (pool.name() == "cpu") shape.cpu_workers = static_cast<int>(pool.workers());
-    if (pool.name() == "io") shape.io_workers = static_cast<int>(pool.workers());
-  }
-  for (const auto& worker : stats->workers()) {
-    if (worker.pool() == "io") shape.io_threads += static_cast<int>(worker.threads());
-  }
-  shape.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return shape;
 }
 
 // Fails unless every task succeeded; the message counts the others and shows the first.
@@ -246,13 +215,6 @@ absl::StatusOr<std::vector<TaskResult>> RunStreamed(Client& client,
   absl::Status status = AllSucceeded(*tasks);
   if (!status.ok()) return status;
   return tasks;
-}
-
-double Percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * values.size()));
-  return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
 }
 
 Result Measured(const std::string& scenario, double value, const std::string& unit,
@@ -999,7 +961,7 @@ void HandleSignalsOnThread() {
     }
     std::fflush(stdout);
     std::fprintf(stderr, "taskrt-bench: %s, stopping the daemon\n", strsignal(sig));
-    StopRunningDaemon();
+    StopRunningDaemons();
     _exit(128 + sig);
   }).detach();
 }
@@ -1011,6 +973,9 @@ int RunBench(const BenchOptions& options) {
     absl::StatusOr<std::unique_ptr<DaemonProcess>> started = DaemonProcess::Start(options.daemon);
     if (!started.ok()) {
       std::cerr << "taskrt-bench: " << started.status() << "\n";
+      if (absl::IsNotFound(started.status())) {
+        std::cerr << "taskrt-bench: pass --daemon PATH, or --socket to measure a running daemon\n";
+      }
       return 1;
     }
     daemon = *std::move(started);
@@ -1074,6 +1039,7 @@ int RunBench(const BenchOptions& options) {
 int main(int argc, char** argv) {
   using taskrt::bench::BenchOptions;
   BenchOptions options;
+  options.daemon.temp_prefix = "taskrt-bench";
   std::optional<int> cpu_workers;
   std::optional<int> io_workers;
   std::optional<int> io_threads;

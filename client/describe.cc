@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/task_state.h"
 #include "common/util.h"
 #include "taskrt/client.h"
 
@@ -150,17 +151,7 @@ v1::TaskSpec MakeTask(const std::string& handler, const std::string& input,
   return spec;
 }
 
-bool IsFinal(v1::TaskState state) {
-  switch (state) {
-    case v1::TASK_STATE_SUCCEEDED:
-    case v1::TASK_STATE_FAILED:
-    case v1::TASK_STATE_CANCELLED:
-    case v1::TASK_STATE_TIMED_OUT:
-      return true;
-    default:
-      return false;
-  }
-}
+bool IsFinal(v1::TaskState state) { return internal::IsFinal(state); }
 
 std::string ClassName(v1::TaskClass c) {
   switch (c) {

@@ -29,6 +29,12 @@ std::string DefaultSocketPath();
 // definition of that path for the daemon, the SDK and the CLI.
 std::string PerUserSocketPath();
 
+// Where DefaultSocketPath() looks, in words, for the --help of taskrtd and taskrt (one
+// text, so that they cannot drift from each other; keep it in step with the two above).
+inline constexpr char kDefaultSocketText[] =
+    "$TASKRT_SOCKET, else $XDG_RUNTIME_DIR/taskrt/taskrt.sock, else "
+    "/tmp/taskrt-<uid>/taskrt.sock";
+
 // True for the hosts that name this machine's loopback interface: 127.0.0.0/8, ::1
 // (with or without brackets) and "localhost".
 bool IsLoopbackHost(const std::string& host);

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "common/task_state.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -31,11 +32,6 @@ constexpr char kCreateTasks[] =
     " body BLOB NOT NULL)";
 constexpr std::string_view kSqliteMagic("SQLite format 3\0", 16);
 constexpr size_t kSqliteHeaderSize = 100;
-
-bool IsFinal(v1::TaskState s) {
-  return s == v1::TASK_STATE_SUCCEEDED || s == v1::TASK_STATE_FAILED ||
-         s == v1::TASK_STATE_CANCELLED || s == v1::TASK_STATE_TIMED_OUT;
-}
 
 absl::Status SqliteError(sqlite3* db, const std::string& what) {
   const int code = sqlite3_errcode(db);
@@ -547,7 +543,7 @@ Journal::Write Journal::MakeWrite(const Change& change) {
                false,
                task.id(),
                task.spec().idempotency_key(),
-               IsFinal(task.state()),
+               internal::IsFinal(task.state()),
                task.SerializeAsString()};
 }
 

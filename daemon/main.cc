@@ -25,8 +25,9 @@ int main(int argc, char** argv) {
       "tasks in the cpu pool (one process per task, parallel up to the core count),\n"
       "I/O-bound tasks in the io pool (threads and an async loop, thousands at once),\n"
       "and reports every scheduling decision with its reason.\n\n"
-      "Default socket: $TASKRT_SOCKET, else $XDG_RUNTIME_DIR/taskrt/taskrt.sock, else\n"
-      "/tmp/taskrt-<uid>/taskrt.sock (the CLI and SDK look in the same places).\n"
+      "Default socket: " +
+      std::string(taskrt::internal::kDefaultSocketText) +
+      "\n(the CLI and SDK look in the same places).\n"
       "Stop with SIGTERM or SIGINT."};
   app.get_formatter()->column_width(34);
   app.set_version_flag("--version", "taskrtd 0.1.0 (allocator: " TASKRT_MALLOC_NAME ")");

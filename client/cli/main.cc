@@ -3,6 +3,7 @@
 #include "CLI/CLI.hpp"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "common/util.h"
 
 namespace {
 
@@ -55,8 +56,8 @@ int main(int argc, char** argv) {
       "TLS unless the target is loopback; the unix socket needs none.\n\n"
       "Run `taskrt SUBCOMMAND --help` for the options of a subcommand.");
   app.add_option("--socket", ctx.global.socket_path,
-                 "Unix socket of the daemon (default: $TASKRT_SOCKET, else "
-                 "$XDG_RUNTIME_DIR/taskrt/taskrt.sock, else /tmp/taskrt-$UID/taskrt.sock)")
+                 "Unix socket of the daemon (default: " +
+                     std::string(taskrt::internal::kDefaultSocketText) + ")")
       ->type_name("PATH");
   app.add_option("--target", ctx.global.target,
                  "gRPC target of the daemon instead of the socket, e.g. 127.0.0.1:7070 "

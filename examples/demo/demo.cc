@@ -38,10 +38,14 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "bench/bench_util.h"
 #include "taskrt/client.h"
 
 namespace {
 
+using taskrt::bench::LoadAverage;
+using taskrt::bench::Percentile;
+using taskrt::bench::Shape;
 using taskrt::v1::Task;
 using taskrt::v1::TaskClass;
 using taskrt::v1::TaskSpec;
@@ -62,15 +66,6 @@ struct DemoOptions {
   double forced_cpu_budget_s = 8;  // cap for b's forced-cpu run
 };
 
-// What the daemon runs on, read from GetStats.
-struct Shape {
-  int daemon_pid = 0;
-  int cpu_workers = 0;
-  int io_workers = 0;
-  int io_threads = 0;  // over all io workers
-  unsigned cores = 0;  // of this machine, as seen by the client
-};
-
 // A batch of finished tasks and the client-side wall time from first submit to the
 // last result.
 struct Batch {
@@ -78,19 +73,11 @@ struct Batch {
   double wall_s = 0;
 };
 
+// The daemon's shape; an error unless it has both pools.
 absl::StatusOr<Shape> ReadShape(taskrt::Client& client) {
-  absl::StatusOr<taskrt::v1::Stats> stats = client.GetStats();
-  if (!stats.ok()) return stats.status();
-  Shape shape;
-  shape.daemon_pid = stats->daemon_pid();
-  for (const auto& pool : stats->pools()) {
-    if (pool.name() == "cpu") shape.cpu_workers = static_cast<int>(pool.workers());
-    if (pool.name() == "io") shape.io_workers = static_cast<int>(pool.workers());
-  }
-  for (const auto& worker : stats->workers()) {
-    if (worker.pool() == "io") shape.io_threads += static_cast<int>(worker.threads());
-  }
-  shape.cores = std::max(1u, std::thread::hardware_concurrency());
+  absl::StatusOr<Shape> read = taskrt::bench::ReadShape(client);
+  if (!read.ok()) return read.status();
+  const Shape& shape = *read;
   if (shape.cpu_workers == 0 || shape.io_workers == 0) {
     return absl::FailedPreconditionError(
         absl::StrFormat("the daemon reports %d cpu and %d io workers; the demo needs both pools "
@@ -181,24 +168,6 @@ std::vector<double> LatenciesMs(const std::vector<Task>& tasks) {
     out.push_back((task.decision().finished_unix_us() - task.decision().submitted_unix_us()) / 1e3);
   }
   return out;
-}
-
-// Nearest-rank percentile, p in (0, 100].
-double Percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * values.size()));
-  return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
-}
-
-// The 1-minute load average; -1 if unknown.
-double LoadAverage() {
-  double load = -1;
-  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
-    if (std::fscanf(f, "%lf", &load) != 1) load = -1;
-    std::fclose(f);
-  }
-  return load;
 }
 
 std::string Seconds(double s) { return absl::StrFormat("%.2f s", s); }

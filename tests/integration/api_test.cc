@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/integration/daemon_fixture.h"
+#include "tests/testing/await_state.h"
+#include "tests/testing/status_matchers.h"
 
 namespace taskrt::testing {
 namespace {
@@ -248,12 +250,7 @@ TEST_F(StatsCountTest, StateCountsMatchTheTaskTable) {
   auto extra = client_->Submit(MakeTask("sys.noop", "", v1::TASK_CLASS_CPU));
   ASSERT_TRUE(extra.ok()) << extra.status();
   ASSERT_TRUE(client_->Cancel({*queued}).ok());
-  for (int i = 0; i < 200; ++i) {  // bounded: the sleeps start within 10 s
-    auto t = client_->Get(running[1]);
-    ASSERT_TRUE(t.ok());
-    if (t->state() == v1::TASK_STATE_RUNNING) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  ASSERT_THAT(AwaitState(*client_, running[1], v1::TASK_STATE_RUNNING), IsOk());
   v1::ListRequest all;
   all.set_limit(1000);
   auto tasks = client_->List(all);

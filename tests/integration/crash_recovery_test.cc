@@ -6,8 +6,6 @@
 // asynchronous waits, on gRPC threads of the client's own.
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,70 +21,14 @@
 #include "absl/strings/str_cat.h"
 #include "common/util.h"
 #include "tests/integration/daemon_fixture.h"
-
-extern char** environ;
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/status_matchers.h"
 
 namespace taskrt::testing {
 namespace {
 
-// A taskrtd child process, stopped (SIGKILL) by the destructor if still running.
-class DaemonProcess {
- public:
-  DaemonProcess(const std::string& dir) : dir_(dir) {}
-  ~DaemonProcess() { Kill(); }
-
-  void Start() {
-    std::vector<std::string> args = {TASKRT_DAEMON_PATH,
-                                     "--socket",
-                                     socket(),
-                                     "--plugin",
-                                     TASKRT_TEST_PLUGIN_PATH,
-                                     "--cpu-workers",
-                                     "2",
-                                     "--io-threads",
-                                     "4",
-                                     "--durability",
-                                     "full"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    const std::string log = dir_ + "/daemon.log";
-    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    ASSERT_EQ(::posix_spawn(&pid_, TASKRT_DAEMON_PATH, &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    ClientOptions options;
-    options.socket_path = socket();
-    for (int i = 0; i < 100 && client_ == nullptr; ++i) {  // bounded: ~10 s
-      auto c = Client::Connect(options);
-      if (c.ok()) {
-        client_ = std::move(*c);
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    }
-    ASSERT_NE(client_, nullptr) << "daemon did not come up; see " << log;
-  }
-
-  void Kill() {
-    client_.reset();
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-
-  std::string socket() const { return dir_ + "/t.sock"; }
-  Client& client() { return *client_; }
-  pid_t pid() const { return pid_; }
-
- private:
-  const std::string dir_;
-  pid_t pid_ = -1;
-  std::unique_ptr<Client> client_;
-};
+using ::testing::AllOf;
+using ::testing::HasSubstr;
 
 std::map<std::string, int> CountExecutions(const std::string& path) {
   std::map<std::string, int> counts;
@@ -102,7 +44,39 @@ class CrashRecoveryTest : public ::testing::Test {
     dir_ = MakeTempDir();
     record_ = dir_ + "/executions";
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void TearDown() override {
+    client_.reset();
+    daemon_.reset();  // stops it by its pid
+    std::filesystem::remove_all(dir_);
+  }
+
+  // Starts taskrtd on dir_, or again after KillDaemon (same socket and journal), and
+  // connects client_ to it.
+  void StartDaemon() {
+    if (daemon_ == nullptr) {
+      DaemonProcessOptions options;
+      options.binary = TASKRT_DAEMON_PATH;
+      options.args = {"--plugin", TASKRT_TEST_PLUGIN_PATH, "--cpu-workers", "2", "--io-threads",
+                      "4",        "--durability",          "full"};
+      options.dir = dir_;
+      auto started = DaemonProcess::Start(options);
+      ASSERT_THAT(started, IsOk());
+      daemon_ = *std::move(started);
+    } else {
+      ASSERT_THAT(daemon_->Restart(), IsOk());
+    }
+    ClientOptions options;
+    options.socket_path = daemon_->socket_path();
+    auto client = Client::Connect(options);
+    ASSERT_THAT(client, IsOk());
+    client_ = *std::move(client);
+  }
+
+  // kill -9 of the daemon; its workers die with it.
+  void KillDaemon() {
+    client_.reset();
+    ASSERT_THAT(daemon_->Kill(), IsOk());
+  }
 
   std::vector<v1::TaskSpec> Specs(int n, uint32_t attempts) {
     std::vector<v1::TaskSpec> specs;
@@ -117,37 +91,38 @@ class CrashRecoveryTest : public ::testing::Test {
   }
 
   std::string dir_, record_;
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::unique_ptr<Client> client_;
 };
 
 TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
   constexpr int kTasks = 3000;
   constexpr uint32_t kAttempts = 3;
-  DaemonProcess daemon(dir_);
-  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   std::vector<std::string> ids;
   auto specs = Specs(kTasks, kAttempts);
   for (int i = 0; i < kTasks; i += 500) {
     std::vector<v1::TaskSpec> chunk(specs.begin() + i, specs.begin() + i + 500);
-    auto got = daemon.client().SubmitBatch(chunk);
-    ASSERT_TRUE(got.ok()) << got.status();
+    auto got = client_->SubmitBatch(chunk);
+    ASSERT_THAT(got, IsOk());
     ids.insert(ids.end(), got->begin(), got->end());
   }
   // A waiter that outlives the daemon: the SDK's Wait resumes after the restart.
   ClientOptions waiter_options;
-  waiter_options.socket_path = daemon.socket();
+  waiter_options.socket_path = daemon_->socket_path();
   auto waiter = Client::Connect(waiter_options);
-  ASSERT_TRUE(waiter.ok());
+  ASSERT_THAT(waiter, IsOk());
   auto waited =
       std::async(std::launch::async, [&] { return (*waiter)->WaitAll(ids, absl::Seconds(120)); });
   auto waited_async = (*waiter)->WaitFuture(ids.back(), absl::Seconds(120));  // resumes too
   // Let part of the work run, then kill the daemon in the middle of it.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   const size_t before_kill = CountExecutions(record_).size();
-  daemon.Kill();
+  ASSERT_NO_FATAL_FAILURE(KillDaemon());
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // workers die with it
-  ASSERT_NO_FATAL_FAILURE(daemon.Start());
-  auto tasks = daemon.client().WaitAll(ids, absl::Seconds(120));
-  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  auto tasks = client_->WaitAll(ids, absl::Seconds(120));
+  ASSERT_THAT(tasks, IsOk());
   ASSERT_EQ(tasks->size(), ids.size());
 
   const auto executions = CountExecutions(record_);
@@ -169,11 +144,11 @@ TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
     }
   }
   auto resumed = waited.get();
-  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_THAT(resumed, IsOk());
   for (const auto& t : *resumed) EXPECT_TRUE(IsFinal(t.state())) << t.id();
   ASSERT_EQ(waited_async.wait_for(std::chrono::seconds(60)), std::future_status::ready);
   auto resumed_async = waited_async.get();
-  ASSERT_TRUE(resumed_async.ok()) << resumed_async.status();
+  ASSERT_THAT(resumed_async, IsOk());
   EXPECT_EQ(resumed_async->id(), ids.back());
   EXPECT_TRUE(IsFinal(resumed_async->state()));
   EXPECT_EQ(over_limit, 0);
@@ -190,24 +165,23 @@ TEST_F(CrashRecoveryTest, KillNineOfTheDaemonLosesNoTask) {
 
 TEST_F(CrashRecoveryTest, KillNineOfRandomWorkersUnderLoad) {
   constexpr int kTasks = 2000;
-  DaemonProcess daemon(dir_);
-  ASSERT_NO_FATAL_FAILURE(daemon.Start());
-  auto ids = daemon.client().SubmitBatch(Specs(kTasks, 3));
-  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  auto ids = client_->SubmitBatch(Specs(kTasks, 3));
+  ASSERT_THAT(ids, IsOk());
   std::mt19937 rng(42);
   int killed = 0;
   for (int round = 0; round < 6; ++round) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    auto stats = daemon.client().GetStats();
-    ASSERT_TRUE(stats.ok());
+    auto stats = client_->GetStats();
+    ASSERT_THAT(stats, IsOk());
     std::vector<int> pids;
     for (const auto& w : stats->workers())
       if (w.pid() > 0) pids.push_back(w.pid());
     if (pids.empty()) continue;
     if (::kill(pids[rng() % pids.size()], SIGKILL) == 0) ++killed;
   }
-  auto tasks = daemon.client().WaitAll(*ids, absl::Seconds(120));
-  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  auto tasks = client_->WaitAll(*ids, absl::Seconds(120));
+  ASSERT_THAT(tasks, IsOk());
   const auto executions = CountExecutions(record_);
   int succeeded = 0, crashed = 0;
   for (const auto& t : *tasks) {
@@ -236,35 +210,22 @@ TEST_F(CrashRecoveryTest, KillNineOfRandomWorkersUnderLoad) {
 TEST(JournalSpaceTest, UnwritableJournalAtStartIsAClearError) {
   if (::access("/usr/bin/prlimit", X_OK) != 0) GTEST_SKIP() << "prlimit (util-linux) missing";
   const std::string dir = MakeTempDir();
-  const std::string log = dir + "/daemon.log";
-  std::vector<std::string> args = {"/usr/bin/prlimit", "--fsize=4096", TASKRT_DAEMON_PATH,
-                                   "--socket", dir + "/t.sock"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT, 0600);
-  pid_t pid = -1;
-  ASSERT_EQ(::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  int status = 0;
-  pid_t done = 0;
-  for (int i = 0; i < 300 && done == 0; ++i) {  // bounded: 30 s
-    done = ::waitpid(pid, &status, WNOHANG);
-    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  DaemonProcessOptions options;
+  options.binary = TASKRT_DAEMON_PATH;
+  options.wrapper = {"/usr/bin/prlimit", "--fsize=4096"};
+  options.dir = dir;
+  options.ready_timeout = absl::Seconds(30);
+  {
+    // Start's error ends with the daemon's log; a daemon that started after all is
+    // stopped by the StatusOr's destructor.
+    const auto daemon = DaemonProcess::Start(options);
+    EXPECT_THAT(daemon, StatusIs(absl::StatusCode::kInternal,
+                                 HasSubstr("exited with code 1 during start-up")))
+        << "taskrtd started despite an unwritable journal, or died of a signal instead of "
+           "reporting the error";
+    EXPECT_THAT(daemon, StatusIs(absl::StatusCode::kInternal,
+                                 AllOf(HasSubstr("journal"), HasSubstr("disk full"))));
   }
-  if (done == 0) {  // it started after all: stop it, and fail
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    FAIL() << "taskrtd started despite an unwritable journal";
-  }
-  ASSERT_TRUE(WIFEXITED(status)) << "taskrtd died of a signal instead of reporting the error";
-  EXPECT_EQ(WEXITSTATUS(status), 1);
-  std::ifstream in(log);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_NE(text.find("journal"), std::string::npos) << text;
-  EXPECT_NE(text.find("disk full"), std::string::npos) << text;
   std::filesystem::remove_all(dir);
 }
 
@@ -276,14 +237,13 @@ constexpr int kConcurrentClients = 50;
 
 TEST_F(CrashRecoveryTest, FiftyConcurrentClientsTotalsAddUp) {
   constexpr int kClients = kConcurrentClients, kEach = 40;
-  DaemonProcess daemon(dir_);
-  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   std::atomic<int> succeeded{0}, errors{0};
   std::vector<std::thread> threads;
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
       ClientOptions options;
-      options.socket_path = daemon.socket();
+      options.socket_path = daemon_->socket_path();
       auto client = Client::Connect(options);
       if (!client.ok()) {
         ++errors;
@@ -309,8 +269,8 @@ TEST_F(CrashRecoveryTest, FiftyConcurrentClientsTotalsAddUp) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(succeeded.load(), kClients * kEach);
-  auto stats = daemon.client().GetStats();
-  ASSERT_TRUE(stats.ok());
+  auto stats = client_->GetStats();
+  ASSERT_THAT(stats, IsOk());
   EXPECT_EQ(stats->tasks_submitted(), static_cast<uint64_t>(kClients * kEach));
   EXPECT_EQ(CountExecutions(record_).size(), static_cast<size_t>(kClients * kEach / 2));
 }
@@ -321,12 +281,11 @@ TEST_F(CrashRecoveryTest, FiftyConcurrentClientsTotalsAddUp) {
 TEST_F(CrashRecoveryTest, KillNineMidStreamAResumableRunManyGetsEveryResultOnce) {
   constexpr int kTasks = 600;
   constexpr uint32_t kAttempts = 3;
-  DaemonProcess daemon(dir_);
-  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   ClientOptions options;
-  options.socket_path = daemon.socket();
+  options.socket_path = daemon_->socket_path();
   auto streamer = Client::Connect(options);
-  ASSERT_TRUE(streamer.ok()) << streamer.status();
+  ASSERT_THAT(streamer, IsOk());
   const auto specs = Specs(kTasks, kAttempts);
   std::vector<int> calls(kTasks, 0);
   std::vector<v1::TaskResult> results(kTasks);
@@ -349,12 +308,12 @@ TEST_F(CrashRecoveryTest, KillNineMidStreamAResumableRunManyGetsEveryResultOnce)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   const int before_kill = delivered.load();
-  daemon.Kill();
+  ASSERT_NO_FATAL_FAILURE(KillDaemon());
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // workers die with it
-  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   ASSERT_EQ(streamed.wait_for(std::chrono::seconds(180)), std::future_status::ready);
   const absl::Status status = streamed.get();
-  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_THAT(status, IsOk());
 
   EXPECT_GE(before_kill, 100);
   EXPECT_LT(before_kill, kTasks) << "the kill came after the last result: nothing resumed";
@@ -368,8 +327,8 @@ TEST_F(CrashRecoveryTest, KillNineMidStreamAResumableRunManyGetsEveryResultOnce)
   v1::ListRequest request;
   request.set_handler("test.record");
   request.set_limit(10 * kTasks);
-  auto listed = daemon.client().List(request);
-  ASSERT_TRUE(listed.ok()) << listed.status();
+  auto listed = client_->List(request);
+  ASSERT_THAT(listed, IsOk());
   EXPECT_EQ(listed->size(), static_cast<size_t>(kTasks)) << "a resent spec became a new task";
   const auto executions = CountExecutions(record_);
   for (const std::string& id : ids) {
@@ -384,17 +343,16 @@ TEST_F(CrashRecoveryTest, KillNineMidStreamAResumableRunManyGetsEveryResultOnce)
 // completion, every such result came ~50 ms late; the client's own completion thread
 // does not pause. The bound only separates the two cases.
 TEST_F(CrashRecoveryTest, AsyncWaitOfATaskLongerThanASecondIsNotHeldBack) {
-  DaemonProcess daemon(dir_);
-  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   std::vector<double> late_ms;
   for (int i = 0; i < 3; ++i) {
-    auto id = daemon.client().Submit(MakeTask("sys.sleep", R"({"ms": 1050})"));
-    ASSERT_TRUE(id.ok()) << id.status();
-    auto future = daemon.client().WaitFuture(*id, absl::Seconds(30));
+    auto id = client_->Submit(MakeTask("sys.sleep", R"({"ms": 1050})"));
+    ASSERT_THAT(id, IsOk());
+    auto future = client_->WaitFuture(*id, absl::Seconds(30));
     ASSERT_EQ(future.wait_for(std::chrono::seconds(60)), std::future_status::ready);
     auto task = future.get();
     const int64_t now = internal::NowUnixMicros();
-    ASSERT_TRUE(task.ok()) << task.status();
+    ASSERT_THAT(task, IsOk());
     ASSERT_EQ(task->state(), v1::TASK_STATE_SUCCEEDED);
     late_ms.push_back(static_cast<double>(now - task->decision().finished_unix_us()) / 1000);
   }

@@ -6,6 +6,8 @@
 #include <thread>
 
 #include "tests/integration/daemon_fixture.h"
+#include "tests/testing/await_state.h"
+#include "tests/testing/status_matchers.h"
 
 namespace taskrt::testing {
 namespace {
@@ -30,14 +32,7 @@ class FaultTest : public DaemonTest {
 
   // Waits until `id` is RUNNING (bounded).
   void AwaitRunning(const std::string& id) {
-    for (int i = 0; i < 500; ++i) {
-      auto t = client_->Get(id);
-      ASSERT_TRUE(t.ok());
-      if (t->state() == v1::TASK_STATE_RUNNING) return;
-      ASSERT_FALSE(IsFinal(t->state())) << id << " ended before it was seen running";
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    FAIL() << id << " never started";
+    ASSERT_THAT(AwaitState(*client_, id, v1::TASK_STATE_RUNNING), IsOk());
   }
 
   uint64_t CpuRespawns() {

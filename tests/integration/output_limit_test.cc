@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/daemon_fixture.h"
+#include "tests/testing/await_state.h"
+#include "tests/testing/status_matchers.h"
 
 namespace taskrt::testing {
 namespace {
@@ -57,11 +59,7 @@ class OutputLimitTest : public DaemonTest, public ::testing::WithParamInterface<
     auto id = (*other)->Submit(MakeTask("sys.sleep", absl::StrCat(R"({"ms": )", ms, "}")));
     EXPECT_TRUE(id.ok()) << id.status();
     if (!id.ok()) return {};
-    for (int i = 0; i < 500; ++i) {
-      auto t = (*other)->Get(*id);
-      if (t.ok() && t->state() == v1::TASK_STATE_RUNNING) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    EXPECT_THAT(AwaitState(**other, *id, v1::TASK_STATE_RUNNING), IsOk());
     return {std::move(*other), *id};
   }
 

@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/integration/daemon_fixture.h"
+#include "tests/testing/await_state.h"
+#include "tests/testing/status_matchers.h"
 
 namespace taskrt::testing {
 namespace {
@@ -32,13 +34,7 @@ class ReliabilityTest : public DaemonTest {
   }
 
   void AwaitRunning(const std::string& id) {
-    for (int i = 0; i < 500; ++i) {
-      auto t = client_->Get(id);
-      ASSERT_TRUE(t.ok());
-      if (t->state() == v1::TASK_STATE_RUNNING) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    FAIL() << id << " never started";
+    ASSERT_THAT(AwaitState(*client_, id, v1::TASK_STATE_RUNNING), IsOk());
   }
 
   v1::TaskSpec Spec(const std::string& handler, const std::string& input, uint32_t attempts = 1) {

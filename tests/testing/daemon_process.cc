@@ -1,4 +1,4 @@
-#include "bench/daemon_process.h"
+#include "tests/testing/daemon_process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -8,28 +8,26 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 #include "common/util.h"
 #include "taskrt/client.h"
 
 extern char** environ;
 
-namespace taskrt::bench {
+namespace taskrt::testing {
 namespace {
 
-// The running DaemonProcesses (the benchmark may start a second one to compare), so
-// StopRunningDaemon can reach them from another thread. Stop holds `running_mu`
-// throughout, so each daemon is reaped and its directory removed exactly once.
-std::mutex running_mu;
+// The running DaemonProcesses (a caller may start several), for StopRunningDaemons.
 std::vector<DaemonProcess*>& Running() {
   static auto* running = new std::vector<DaemonProcess*>();
   return *running;
@@ -79,31 +77,54 @@ std::string DescribeExit(int status) {
 
 }  // namespace
 
-void StopRunningDaemon() {
-  std::lock_guard<std::mutex> lock(running_mu);
+internal::Mutex DaemonProcess::running_mu_;
+
+void StopRunningDaemons() {
+  internal::MutexLock lock(&DaemonProcess::running_mu_);
   // StopLocked removes each from the list.
   while (!Running().empty()) Running().back()->StopLocked().IgnoreError();
 }
 
-absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
-    const DaemonProcessOptions& options) {
-  const std::string binary = options.binary.empty() ? DefaultBinary() : options.binary;
-  if (access(binary.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "cannot run the daemon '", binary, "': ", std::strerror(errno),
-        "; build it (cmake --build build --target taskrtd), pass --daemon PATH, or use "
-        "--socket to measure a running daemon"));
+absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(DaemonProcessOptions options) {
+  if (options.binary.empty()) options.binary = DefaultBinary();
+  if (access(options.binary.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat("cannot run the daemon '", options.binary,
+                                            "': ", std::strerror(errno),
+                                            "; build it (cmake --build build --target taskrtd) "
+                                            "or name another binary"));
   }
-  std::string dir_template =
-      (std::filesystem::temp_directory_path() / "taskrt-bench-XXXXXX").string();
-  if (mkdtemp(dir_template.data()) == nullptr) {
-    return absl::InternalError(ErrnoText("mkdtemp " + dir_template, errno));
+  std::string dir = options.dir;
+  const bool own_dir = dir.empty();
+  if (own_dir) {
+    dir = (std::filesystem::temp_directory_path() / (options.temp_prefix + "-XXXXXX")).string();
+    if (mkdtemp(dir.data()) == nullptr) {
+      return absl::InternalError(ErrnoText("mkdtemp " + dir, errno));
+    }
   }
   // From here on the destructor of `daemon` stops the process and removes the directory.
-  std::unique_ptr<DaemonProcess> daemon(new DaemonProcess(0, dir_template, options.stop_timeout));
+  std::unique_ptr<DaemonProcess> daemon(new DaemonProcess(std::move(options), dir, own_dir));
+  RETURN_IF_ERROR(daemon->SpawnAndAwaitReady());
+  return daemon;
+}
 
-  std::vector<std::string> args = {binary, "--socket", daemon->socket_path_};
-  args.insert(args.end(), options.args.begin(), options.args.end());
+DaemonProcess::DaemonProcess(DaemonProcessOptions options, std::string dir, bool own_dir)
+    : options_(std::move(options)),
+      dir_(std::move(dir)),
+      own_dir_(own_dir),
+      socket_path_(dir_ + "/taskrt.sock"),
+      log_path_(dir_ + "/taskrtd.log") {}
+
+DaemonProcess::~DaemonProcess() { Stop().IgnoreError(); }
+
+pid_t DaemonProcess::pid() const {
+  internal::MutexLock lock(&running_mu_);
+  return pid_;
+}
+
+absl::Status DaemonProcess::SpawnAndAwaitReady() {
+  std::vector<std::string> args = options_.wrapper;
+  args.insert(args.end(), {options_.binary, "--socket", socket_path_});
+  args.insert(args.end(), options_.args.begin(), options_.args.end());
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -111,71 +132,66 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, daemon->log_path_.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path_.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   // The daemon starts with default signal handling and nothing blocked, whatever this
-  // process did (it blocks SIGINT/SIGTERM for its signal thread and ignores SIGPIPE).
+  // process did (a benchmark blocks SIGINT/SIGTERM for its signal thread).
   posix_spawnattr_t attr;
   internal::InitCleanSpawnAttr(&attr);
   pid_t pid = 0;
   int err;
   {
-    std::lock_guard<std::mutex> lock(running_mu);
-    err = posix_spawn(&pid, binary.c_str(), &actions, &attr, argv.data(), environ);
+    internal::MutexLock lock(&running_mu_);
+    err = posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), environ);
     if (err == 0) {
-      daemon->pid_ = pid;
-      Running().push_back(daemon.get());
+      pid_ = pid;
+      Running().push_back(this);
     }
   }
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
-  if (err != 0) return absl::InternalError(ErrnoText("posix_spawn " + binary, err));
+  if (err != 0) return absl::InternalError(ErrnoText("posix_spawn " + args[0], err));
 
   // Ready when a client gets an answer; bounded by ready_timeout, and cut short if the
-  // daemon exits (bad option, socket in use, ...).
+  // daemon exits (bad option, socket in use, unwritable journal, ...).
   ClientOptions client_options;
-  client_options.socket_path = daemon->socket_path_;
+  client_options.socket_path = socket_path_;
   client_options.connect_timeout = absl::Milliseconds(500);
-  const absl::Time deadline = absl::Now() + options.ready_timeout;
+  const absl::Time deadline = absl::Now() + options_.ready_timeout;
   absl::Status last = absl::UnavailableError("not tried");
   while (absl::Now() < deadline) {
     int status = 0;
     bool exited;
     {
-      std::lock_guard<std::mutex> lock(running_mu);
-      exited = daemon->pid_ > 0 && TryReap(pid, &status);
-      if (exited) daemon->pid_ = 0;
+      internal::MutexLock lock(&running_mu_);
+      exited = pid_ > 0 && TryReap(pid, &status);
+      if (exited) {
+        pid_ = 0;
+        Running().erase(std::remove(Running().begin(), Running().end(), this), Running().end());
+      }
     }
     if (exited) {
       return absl::InternalError(absl::StrCat("the daemon (", absl::StrJoin(args, " "), ") ",
                                               DescribeExit(status), " during start-up:\n",
-                                              daemon->LogTail()));
+                                              LogTail()));
     }
-    if (std::filesystem::exists(daemon->socket_path_)) {
+    if (std::filesystem::exists(socket_path_)) {
       auto client = Client::Connect(client_options);
-      if (client.ok()) return daemon;
+      if (client.ok()) return absl::OkStatus();
       last = client.status();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  const absl::Status killed = Kill();
   return absl::DeadlineExceededError(
-      absl::StrCat("the daemon did not answer on ", daemon->socket_path_, " within ",
-                   absl::FormatDuration(options.ready_timeout), " (last: ", last.ToString(), "):\n",
-                   daemon->LogTail()));
+      absl::StrCat("the daemon did not answer on ", socket_path_, " within ",
+                   absl::FormatDuration(options_.ready_timeout), " (last: ", last.ToString(),
+                   killed.ok() ? "" : "; " + killed.ToString(), "):\n", LogTail()));
 }
 
-DaemonProcess::DaemonProcess(pid_t pid, std::string dir, absl::Duration stop_timeout)
-    : pid_(pid),
-      dir_(std::move(dir)),
-      socket_path_(dir_ + "/taskrt.sock"),
-      log_path_(dir_ + "/taskrtd.log"),
-      stop_timeout_(stop_timeout) {}
-
-DaemonProcess::~DaemonProcess() { Stop().IgnoreError(); }
-
 absl::Status DaemonProcess::Stop() {
-  std::lock_guard<std::mutex> lock(running_mu);
+  internal::MutexLock lock(&running_mu_);
   return StopLocked();
 }
 
@@ -186,11 +202,11 @@ absl::Status DaemonProcess::StopLocked() {
   if (pid_ > 0) {
     int status = 0;
     kill(pid_, SIGTERM);
-    if (!ReapWithin(pid_, stop_timeout_, &status)) {
+    if (!ReapWithin(pid_, options_.stop_timeout, &status)) {
       kill(pid_, SIGKILL);
       ReapWithin(pid_, absl::Seconds(5), &status);
       result = absl::DeadlineExceededError(absl::StrCat("the daemon ignored SIGTERM for ",
-                                                        absl::FormatDuration(stop_timeout_),
+                                                        absl::FormatDuration(options_.stop_timeout),
                                                         " and was killed"));
     } else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) &&
                !(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM)) {
@@ -199,11 +215,41 @@ absl::Status DaemonProcess::StopLocked() {
     }
     pid_ = 0;
   }
-  if (!dir_.empty()) {
+  if (own_dir_) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
   return result;
+}
+
+absl::Status DaemonProcess::Kill() {
+  internal::MutexLock lock(&running_mu_);
+  return KillLocked();
+}
+
+absl::Status DaemonProcess::KillLocked() {
+  std::vector<DaemonProcess*>& running = Running();
+  running.erase(std::remove(running.begin(), running.end(), this), running.end());
+  if (pid_ <= 0) return absl::OkStatus();
+  int status = 0;
+  ::kill(pid_, SIGKILL);
+  const bool reaped = ReapWithin(pid_, absl::Seconds(10), &status);
+  const pid_t pid = pid_;
+  pid_ = 0;
+  if (!reaped) {
+    return absl::InternalError(absl::StrCat("the daemon (pid ", pid, ") outlived SIGKILL"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DaemonProcess::Restart() {
+  RETURN_IF_ERROR(Kill());
+  if (own_dir_ && !std::filesystem::exists(dir_)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot restart the daemon: its directory ", dir_,
+                     " was removed by Stop; Kill it instead to restart it on the same state"));
+  }
+  return SpawnAndAwaitReady();
 }
 
 std::string DaemonProcess::LogTail() const {
@@ -216,4 +262,4 @@ std::string DaemonProcess::LogTail() const {
   return text.empty() ? "(the daemon's log is empty)" : text;
 }
 
-}  // namespace taskrt::bench
+}  // namespace taskrt::testing
