@@ -21,8 +21,8 @@
 namespace taskrt::daemon {
 namespace {
 
-// The journal's one table. Earlier versions created it with CREATE TABLE IF NOT EXISTS
-// and this text; SQLite stores it from the table name on, so both read back as this.
+// The tasks table (schema version 1 and on). Earlier versions created it with CREATE TABLE IF NOT
+// EXISTS and this text; SQLite stores it from the table name on, so both read back as this.
 constexpr char kCreateTasks[] =
     "CREATE TABLE tasks ("
     " seq INTEGER PRIMARY KEY,"
@@ -30,6 +30,23 @@ constexpr char kCreateTasks[] =
     " idempotency_key TEXT,"
     " final INTEGER NOT NULL,"
     " body BLOB NOT NULL)";
+// The learned table (schema version 2 and on): one row per (handler, function), in
+// fixed columns rather than a serialized message, because LearnedStats is a few numbers
+// of the daemon's own (no proto type to evolve with it) and columns can be read and
+// checked with the sqlite3 shell. WITHOUT ROWID: the key is the primary index, and
+// sqlite_schema holds no separate autoindex.
+constexpr char kCreateLearned[] =
+    "CREATE TABLE learned ("
+    " handler TEXT NOT NULL,"
+    " function TEXT NOT NULL,"
+    " cpu_ratio REAL NOT NULL,"
+    " samples INTEGER NOT NULL,"
+    " gil_samples INTEGER NOT NULL,"
+    " wall_us REAL NOT NULL,"
+    " runs INTEGER NOT NULL,"
+    " PRIMARY KEY (handler, function)) WITHOUT ROWID";
+constexpr char kSelectLearned[] =
+    "SELECT handler, function, cpu_ratio, samples, gil_samples, wall_us, runs FROM learned";
 constexpr std::string_view kSqliteMagic("SQLite format 3\0", 16);
 constexpr size_t kSqliteHeaderSize = 100;
 
@@ -209,7 +226,9 @@ absl::StatusOr<int64_t> PragmaInt(sqlite3* db, const char* sql) {
 struct Marks {
   uint32_t application_id = 0;
   int64_t user_version = 0;
-  bool schema = false;  // exactly the journal's one table
+  // The schema version whose tables the database has, exactly (1: tasks; 2: tasks and
+  // learned); 0 when it has other tables.
+  int64_t tables_version = 0;
 };
 
 absl::StatusOr<Marks> ReadMarks(sqlite3* db) {
@@ -218,7 +237,7 @@ absl::StatusOr<Marks> ReadMarks(sqlite3* db) {
   marks.application_id = static_cast<uint32_t>(id);
   ASSIGN_OR_RETURN(marks.user_version, PragmaInt(db, "PRAGMA user_version"));
   ASSIGN_OR_RETURN(Statement stmt, Prepare(db, "SELECT type, name, sql FROM sqlite_schema"));
-  int rows = 0;
+  int rows = 0, tasks = 0, learned = 0;
   int rc;
   while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
     auto text = [&](int i) {
@@ -226,20 +245,30 @@ absl::StatusOr<Marks> ReadMarks(sqlite3* db) {
       return std::string_view(t == nullptr ? "" : t);
     };
     ++rows;
-    marks.schema = text(0) == "table" && text(1) == "tasks" && text(2) == kCreateTasks;
+    const bool table = text(0) == "table";
+    tasks += table && text(1) == "tasks" && text(2) == kCreateTasks;
+    learned += table && text(1) == "learned" && text(2) == kCreateLearned;
   }
   if (rc != SQLITE_DONE) return SqliteError(db, "reading the schema");
-  marks.schema = marks.schema && rows == 1;
+  if (rows == 1 && tasks == 1) marks.tables_version = 1;
+  if (rows == 2 && tasks == 1 && learned == 1) marks.tables_version = 2;
   return marks;
 }
 
-// Whether `marks` are those of a journal this taskrt reads; true for one of an earlier
-// taskrt, which did not set the application_id (0) but had the same schema and version.
-absl::StatusOr<bool> JudgeMarks(const Marks& marks, const std::string& path) {
+// What CheckExisting found in a journal this taskrt reads.
+struct Existing {
+  bool adopt = false;   // an earlier taskrt's journal, without the application_id
+  int64_t version = 0;  // its schema version, 1 or kSchemaVersion
+};
+
+// Whether `marks` are those of a journal this taskrt reads (of schema version 1, to be
+// upgraded, or kSchemaVersion); adopt for one of an earlier taskrt, which did not set
+// the application_id (0) and had schema version 1.
+absl::StatusOr<Existing> JudgeMarks(const Marks& marks, const std::string& path) {
   const std::string ours = absl::StrFormat("0x%08x \"tskr\"", Journal::kApplicationId);
   const int64_t version = marks.user_version;
   if (marks.application_id == 0) {
-    if (marks.schema && version == Journal::kSchemaVersion) return true;
+    if (marks.tables_version == 1 && version == 1) return Existing{true, 1};
     return Refusal(absl::StatusCode::kFailedPrecondition, path,
                    absl::StrCat("it is an SQLite database but not a taskrt journal (its "
                                 "application_id is 0, not ",
@@ -251,19 +280,21 @@ absl::StatusOr<bool> JudgeMarks(const Marks& marks, const std::string& path) {
                                    "0x%08x; a taskrt journal has %s)",
                                    marks.application_id, ours));
   }
-  if (version != Journal::kSchemaVersion) {
+  if (version != 1 && version != Journal::kSchemaVersion) {
     return Refusal(
         absl::StatusCode::kFailedPrecondition, path,
         absl::StrCat(
             "it has schema version ", version,
-            ", which this taskrt does not know (it reads version ", Journal::kSchemaVersion, ")",
+            ", which this taskrt does not know (it reads versions 1 to ", Journal::kSchemaVersion,
+            ")",
             version > Journal::kSchemaVersion ? ": a newer taskrt wrote it, run that one" : ""));
   }
-  if (!marks.schema) {
+  if (marks.tables_version != version) {
     return Refusal(absl::StatusCode::kDataLoss, path,
-                   "it is marked as a taskrt journal but its tables are not the journal's");
+                   absl::StrCat("it is marked as a taskrt journal of schema version ", version,
+                                " but its tables are not that version's"));
   }
-  return false;
+  return Existing{false, version};
 }
 
 absl::Status CheckIntegrity(sqlite3* db, const std::string& path) {
@@ -299,6 +330,58 @@ absl::Status CheckRows(sqlite3* db, const std::string& path) {
   return absl::OkStatus();
 }
 
+// Reads the current row of kSelectLearned into `key` and `stats`; returns what is wrong
+// with it, or an empty string.
+std::string ReadLearnedRow(sqlite3_stmt* stmt, LearnedKey& key, LearnedStats& stats) {
+  auto text = [stmt](int i) {
+    const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
+    return std::string(t == nullptr ? "" : t);
+  };
+  key = {text(0), text(1)};
+  const char* kNames[] = {"cpu_ratio", "samples", "gil_samples", "wall_us", "runs"};
+  for (int i = 2; i < 7; ++i) {
+    const int type = sqlite3_column_type(stmt, i);
+    const bool real = i == 2 || i == 5;
+    const bool ok = real ? (type == SQLITE_FLOAT || type == SQLITE_INTEGER)
+                         : type == SQLITE_INTEGER && sqlite3_column_int64(stmt, i) >= 0;
+    if (!ok) {
+      return absl::StrCat(kNames[i - 2], " is '", text(i), "', not ",
+                          real ? "a number" : "a non-negative integer");
+    }
+  }
+  stats.cpu_ratio = sqlite3_column_double(stmt, 2);
+  stats.samples = static_cast<uint64_t>(sqlite3_column_int64(stmt, 3));
+  stats.gil_samples = static_cast<uint64_t>(sqlite3_column_int64(stmt, 4));
+  stats.wall_us = sqlite3_column_double(stmt, 5);
+  stats.runs = static_cast<uint64_t>(sqlite3_column_int64(stmt, 6));
+  if (stats.gil_samples > stats.samples) {
+    return absl::StrCat("gil_samples ", stats.gil_samples, " exceeds samples ", stats.samples);
+  }
+  return "";
+}
+
+std::string DescribeLearnedRow(const LearnedKey& key) {
+  return absl::StrCat("learned row (handler '", key.first, "', function '", key.second, "')");
+}
+
+absl::Status CheckLearnedRows(sqlite3* db, const std::string& path) {
+  absl::StatusOr<Statement> stmt = Prepare(db, kSelectLearned);
+  if (!stmt.ok()) return ReadError(path, stmt.status());
+  LearnedKey key;
+  LearnedStats stats;
+  int rc;
+  while ((rc = sqlite3_step(stmt->get())) == SQLITE_ROW) {
+    const std::string problem = ReadLearnedRow(stmt->get(), key, stats);
+    if (!problem.empty()) {
+      return Refusal(
+          absl::StatusCode::kDataLoss, path,
+          absl::StrCat(DescribeLearnedRow(key), " does not hold valid statistics (", problem, ")"));
+    }
+  }
+  if (rc != SQLITE_DONE) return ReadError(path, SqliteError(db, "reading the learned rows"));
+  return absl::OkStatus();
+}
+
 // `path` as an SQLite URI with `query`.
 std::string UriOf(const std::string& path, const char* query) {
   std::string uri = "file:";
@@ -313,7 +396,7 @@ std::string UriOf(const std::string& path, const char* query) {
 }
 
 // Checks the existing journal at `path` without writing to it or creating a file beside
-// it; returns whether it is an earlier taskrt's journal to adopt. A read-only connection
+// it; returns what it is (whether to adopt it, its schema version). A read-only connection
 // does not write the database, but would create a missing -wal (and -shm). So without a
 // -wal, where journal.db is the whole journal, it is read as immutable: no lock, no
 // other file. With one, the "unix-none" VFS takes no file locks (the caller holds the
@@ -321,7 +404,7 @@ std::string UriOf(const std::string& path, const char* query) {
 // write lock on the read-only descriptor and keeps the WAL index in memory: no -shm
 // file is created. Without locks SQLite would checkpoint (and delete an empty -wal) at
 // close: NO_CKPT_ON_CLOSE prevents that.
-absl::StatusOr<bool> CheckExisting(const std::string& path, bool has_wal) {
+absl::StatusOr<Existing> CheckExisting(const std::string& path, bool has_wal) {
   sqlite3* raw = nullptr;
   const int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW;
   const int rc = has_wal ? sqlite3_open_v2(path.c_str(), &raw, flags, "unix-none")
@@ -334,10 +417,11 @@ absl::StatusOr<bool> CheckExisting(const std::string& path, bool has_wal) {
   if (!s.ok()) return ReadError(path, s);
   absl::StatusOr<Marks> marks = ReadMarks(raw);
   if (!marks.ok()) return ReadError(path, marks.status());
-  ASSIGN_OR_RETURN(const bool adopt, JudgeMarks(*marks, path));
+  ASSIGN_OR_RETURN(const Existing existing, JudgeMarks(*marks, path));
   RETURN_IF_ERROR(CheckIntegrity(raw, path));
   RETURN_IF_ERROR(CheckRows(raw, path));
-  return adopt;
+  if (existing.version >= 2) RETURN_IF_ERROR(CheckLearnedRows(raw, path));
+  return existing;
 }
 
 std::string DirectoryOf(const std::string& path) {
@@ -349,7 +433,7 @@ std::string DirectoryOf(const std::string& path) {
 // What Open found.
 struct Found {
   bool fresh = false;  // a new journal: no schema yet
-  bool adopt = false;  // an earlier taskrt's journal, without the application_id
+  Existing existing;   // when not fresh
 };
 
 // Checks the files at `path`, creates journal.db if it is missing, and clears group and
@@ -373,7 +457,7 @@ absl::StatusOr<Found> PrepareFiles(const std::string& path) {
   if (!files.db.exists) RETURN_IF_ERROR(CreatePrivateFile(path));
   if (!found.fresh) {
     RETURN_IF_ERROR(CheckHeader(path, files.db.size));
-    ASSIGN_OR_RETURN(found.adopt, CheckExisting(path, files.wal.exists));
+    ASSIGN_OR_RETURN(found.existing, CheckExisting(path, files.wal.exists));
   }
   RETURN_IF_ERROR(MakeFilePrivate(path, files.db));
   RETURN_IF_ERROR(MakeFilePrivate(path + "-wal", files.wal));
@@ -445,7 +529,7 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
     return s;
   }
   std::unique_ptr<Journal> j(new Journal(db, durability, path));
-  absl::Status s = j->Setup(found.fresh, found.adopt);
+  absl::Status s = j->Setup(found.fresh, found.existing.adopt, found.existing.version);
   if (!s.ok()) {
     std::string message = absl::StrCat("journal ", path, ": ", s.message());
     if (absl::IsDataLoss(s)) absl::StrAppend(&message, " (", kSalvage, ")");
@@ -455,7 +539,7 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
   return j;
 }
 
-absl::Status Journal::Setup(bool fresh, bool adopt) {
+absl::Status Journal::Setup(bool fresh, bool adopt, int64_t version) {
   // One process owns the journal (journal.lock): exclusive locking spares the per-commit
   // shared-memory locking. Set before the first access, it also keeps the WAL index in
   // memory, so there is no journal.db-shm.
@@ -465,6 +549,7 @@ absl::Status Journal::Setup(bool fresh, bool adopt) {
   if (fresh) {
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     absl::Status s = Exec(kCreateTasks);
+    if (s.ok()) s = Exec(kCreateLearned);
     if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
     if (s.ok()) s = Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str());
     if (s.ok()) s = Exec("COMMIT");
@@ -475,9 +560,12 @@ absl::Status Journal::Setup(bool fresh, bool adopt) {
   } else if (adopt) {
     RETURN_IF_ERROR(Exec(absl::StrCat("PRAGMA application_id=", kApplicationId).c_str()));
   }
+  if (!fresh) RETURN_IF_ERROR(Upgrade(version));
   RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL"));
-  RETURN_IF_ERROR(Exec(durability_ == Durability::kFull ? "PRAGMA synchronous=FULL"
-                                                        : "PRAGMA synchronous=NORMAL"));
+  // FULL until the writer commits a group with no write that needs an fsync (kFull).
+  synchronous_full_ = durability_ == Durability::kFull;
+  RETURN_IF_ERROR(
+      Exec(synchronous_full_ ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
   // A checkpoint every 1000 pages (4 MiB of WAL) keeps the WAL small enough to be
   // rewritten from its start: fdatasync after overwriting blocks the file already has is
   // cheaper than after growing it (no size change to journal in the filesystem). With
@@ -491,8 +579,28 @@ absl::Status Journal::Setup(bool fresh, bool adopt) {
                          " VALUES(?, ?, ?, ?, ?)",
                          -1, &put_, nullptr) != SQLITE_OK ||
       sqlite3_prepare_v2(db_, "DELETE FROM tasks WHERE seq BETWEEN ? AND ?", -1, &erase_,
-                         nullptr) != SQLITE_OK) {
+                         nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(db_,
+                         "INSERT OR REPLACE INTO learned(handler, function, cpu_ratio, samples,"
+                         " gil_samples, wall_us, runs) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                         -1, &put_learned_, nullptr) != SQLITE_OK) {
     return SqliteError(db_, "cannot prepare journal statements");
+  }
+  return absl::OkStatus();
+}
+
+// Version 1 -> 2: the learned table, in one transaction with the new version, so an
+// interrupted upgrade leaves a version-1 journal.
+absl::Status Journal::Upgrade(int64_t version) {
+  if (version == kSchemaVersion) return absl::OkStatus();
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s = Exec(kCreateLearned);
+  if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return absl::Status(s.code(), absl::StrCat("upgrading the journal from schema version ",
+                                               version, ": ", s.message()));
   }
   return absl::OkStatus();
 }
@@ -504,6 +612,7 @@ Journal::~Journal() {
   Close();
   sqlite3_finalize(put_);
   sqlite3_finalize(erase_);
+  sqlite3_finalize(put_learned_);
   sqlite3_close(db_);
 }
 
@@ -536,6 +645,25 @@ absl::StatusOr<std::vector<StoredTask>> Journal::LoadAll() {
   return out;
 }
 
+absl::StatusOr<LearnedMap> Journal::LoadLearned() {
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(db_, kSelectLearned));
+  LearnedMap out;
+  int rc;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+    LearnedKey key;
+    LearnedStats stats;
+    const std::string problem = ReadLearnedRow(stmt.get(), key, stats);
+    if (!problem.empty()) {
+      return absl::DataLossError(absl::StrCat("journal ", path_, ": ", DescribeLearnedRow(key),
+                                              " does not hold valid statistics (", problem, "; ",
+                                              kSalvage, ")"));
+    }
+    out[std::move(key)] = stats;
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, "reading the learned rows");
+  return out;
+}
+
 Journal::Write Journal::MakeWrite(const Change& change) {
   if (change.task == nullptr) return Write{change.seq, true, "", "", false, ""};
   const v1::Task& task = *change.task;
@@ -547,15 +675,27 @@ Journal::Write Journal::MakeWrite(const Change& change) {
                task.SerializeAsString()};
 }
 
-uint64_t Journal::Put(uint64_t seq, const v1::Task& task) { return Apply({{seq, &task}}); }
+uint64_t Journal::Put(uint64_t seq, const v1::Task& task, bool sync) {
+  return Apply({{seq, &task}}, sync);
+}
+
+uint64_t Journal::PutLearned(const std::string& handler, const std::string& function,
+                             const LearnedStats& stats) {
+  internal::MutexLock lock(&mu_);
+  if (!pending_learned_.insert_or_assign(LearnedKey(handler, function), stats).second) {
+    ++coalesced_;
+  }
+  return ++queued_ticket_;
+}
 
 uint64_t Journal::Erase(uint64_t seq) { return Apply({{seq, nullptr}}); }
 
-uint64_t Journal::Apply(const std::vector<Change>& changes) {
+uint64_t Journal::Apply(const std::vector<Change>& changes, bool sync) {
   std::vector<Write> writes;
   writes.reserve(changes.size());
   for (const Change& c : changes) writes.push_back(MakeWrite(c));
   internal::MutexLock lock(&mu_);
+  if (sync && !writes.empty()) pending_sync_ = true;
   for (Write& w : writes) {
     // A row written again before the writer took the first write is written once,
     // with its latest content.
@@ -581,6 +721,16 @@ uint64_t Journal::commits() {
   return commits_;
 }
 
+uint64_t Journal::synced_commits() {
+  internal::MutexLock lock(&mu_);
+  return synced_commits_;
+}
+
+uint64_t Journal::unsynced_commits() {
+  internal::MutexLock lock(&mu_);
+  return commits_ - synced_commits_;
+}
+
 uint64_t Journal::coalesced() {
   internal::MutexLock lock(&mu_);
   return coalesced_;
@@ -604,61 +754,32 @@ void Journal::Close() {
 void Journal::WriterLoop() {
   while (true) {
     std::vector<Write> batch;
+    LearnedMap learned;
+    bool sync = false;
     std::vector<Waiter> ready;
     uint64_t upto = 0;
     {
       internal::MutexLock lock(&mu_);
       auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        if (stopping_ || !pending_.empty()) return true;
+        if (stopping_ || !pending_.empty() || !pending_learned_.empty()) return true;
         for (const auto& w : waiters_)
           if (w.ticket <= committed_ticket_) return true;
         return false;
       };
       mu_.Await(absl::Condition(&has_work));
-      if (pending_.empty() && stopping_ && waiters_.empty()) return;
+      const bool idle = pending_.empty() && pending_learned_.empty();
+      if (idle && stopping_ && waiters_.empty()) return;
       batch.swap(pending_);
       pending_index_.clear();
+      learned.swap(pending_learned_);
+      sync = pending_sync_;
+      pending_sync_ = false;
       upto = queued_ticket_;
     }
+    const bool wrote = !batch.empty() || !learned.empty();
     absl::Status status;
-    if (!batch.empty()) {
-      status = Exec("BEGIN IMMEDIATE");
-      std::vector<uint64_t> erased;
-      for (size_t i = 0; status.ok() && i < batch.size(); ++i) {
-        const Write& w = batch[i];
-        if (w.erase) {  // rows differ from every put of this batch: order is free
-          erased.push_back(w.seq);
-          continue;
-        }
-        sqlite3_reset(put_);
-        sqlite3_bind_int64(put_, 1, static_cast<sqlite3_int64>(w.seq));
-        sqlite3_bind_text(put_, 2, w.id.data(), static_cast<int>(w.id.size()), SQLITE_STATIC);
-        if (w.key.empty()) {
-          sqlite3_bind_null(put_, 3);
-        } else {
-          sqlite3_bind_text(put_, 3, w.key.data(), static_cast<int>(w.key.size()), SQLITE_STATIC);
-        }
-        sqlite3_bind_int(put_, 4, w.final ? 1 : 0);
-        sqlite3_bind_blob(put_, 5, w.body.data(), static_cast<int>(w.body.size()), SQLITE_STATIC);
-        if (sqlite3_step(put_) != SQLITE_DONE) status = SqliteError(db_, "journal write");
-      }
-      // Retention erases old tasks about in the order they were accepted: delete runs
-      // of consecutive rows with one statement each.
-      std::sort(erased.begin(), erased.end());
-      for (size_t i = 0; status.ok() && i < erased.size();) {
-        size_t j = i + 1;
-        while (j < erased.size() && erased[j] == erased[j - 1] + 1) ++j;
-        sqlite3_reset(erase_);
-        sqlite3_bind_int64(erase_, 1, static_cast<sqlite3_int64>(erased[i]));
-        sqlite3_bind_int64(erase_, 2, static_cast<sqlite3_int64>(erased[j - 1]));
-        if (sqlite3_step(erase_) != SQLITE_DONE) status = SqliteError(db_, "journal erase");
-        i = j;
-      }
-      if (status.ok()) {
-        status = Exec("COMMIT");
-      } else {
-        Exec("ROLLBACK").IgnoreError();
-      }
+    if (wrote) {
+      status = Commit(batch, learned, sync);
       if (!status.ok()) {
         std::fprintf(stderr, "taskrtd: journal write failed: %s\n",
                      std::string(status.message()).c_str());
@@ -666,9 +787,10 @@ void Journal::WriterLoop() {
     }
     {
       internal::MutexLock lock(&mu_);
-      if (!batch.empty()) {
+      if (wrote) {
         committed_ticket_ = upto;
         ++commits_;
+        if (synchronous_full_) ++synced_commits_;
       }
       std::vector<Waiter> later;
       for (auto& w : waiters_) {
@@ -678,6 +800,75 @@ void Journal::WriterLoop() {
     }
     for (auto& w : ready) w.fn(status);
   }
+}
+
+absl::Status Journal::Commit(const std::vector<Write>& batch, const LearnedMap& learned,
+                             bool sync) {
+  // PRAGMA synchronous applies from the next transaction on; outside one it can change
+  // at every commit. In WAL mode FULL syncs the WAL at this commit (covering the frames
+  // of earlier NORMAL commits too); NORMAL syncs it only at checkpoints.
+  const bool full = durability_ == Durability::kFull && sync;
+  if (full != synchronous_full_) {
+    RETURN_IF_ERROR(Exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+    synchronous_full_ = full;
+  }
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status status = WriteTasks(batch);
+  if (status.ok()) status = WriteLearned(learned);
+  if (status.ok()) return Exec("COMMIT");
+  Exec("ROLLBACK").IgnoreError();
+  return status;
+}
+
+absl::Status Journal::WriteTasks(const std::vector<Write>& batch) {
+  std::vector<uint64_t> erased;
+  for (const Write& w : batch) {
+    if (w.erase) {  // rows differ from every put of this batch: order is free
+      erased.push_back(w.seq);
+      continue;
+    }
+    sqlite3_reset(put_);
+    sqlite3_bind_int64(put_, 1, static_cast<sqlite3_int64>(w.seq));
+    sqlite3_bind_text(put_, 2, w.id.data(), static_cast<int>(w.id.size()), SQLITE_STATIC);
+    if (w.key.empty()) {
+      sqlite3_bind_null(put_, 3);
+    } else {
+      sqlite3_bind_text(put_, 3, w.key.data(), static_cast<int>(w.key.size()), SQLITE_STATIC);
+    }
+    sqlite3_bind_int(put_, 4, w.final ? 1 : 0);
+    sqlite3_bind_blob(put_, 5, w.body.data(), static_cast<int>(w.body.size()), SQLITE_STATIC);
+    if (sqlite3_step(put_) != SQLITE_DONE) return SqliteError(db_, "journal write");
+  }
+  // Retention erases old tasks about in the order they were accepted: delete runs
+  // of consecutive rows with one statement each.
+  std::sort(erased.begin(), erased.end());
+  for (size_t i = 0; i < erased.size();) {
+    size_t j = i + 1;
+    while (j < erased.size() && erased[j] == erased[j - 1] + 1) ++j;
+    sqlite3_reset(erase_);
+    sqlite3_bind_int64(erase_, 1, static_cast<sqlite3_int64>(erased[i]));
+    sqlite3_bind_int64(erase_, 2, static_cast<sqlite3_int64>(erased[j - 1]));
+    if (sqlite3_step(erase_) != SQLITE_DONE) return SqliteError(db_, "journal erase");
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Journal::WriteLearned(const LearnedMap& learned) {
+  for (const auto& [key, stats] : learned) {
+    sqlite3_reset(put_learned_);
+    sqlite3_bind_text(put_learned_, 1, key.first.data(), static_cast<int>(key.first.size()),
+                      SQLITE_STATIC);
+    sqlite3_bind_text(put_learned_, 2, key.second.data(), static_cast<int>(key.second.size()),
+                      SQLITE_STATIC);
+    sqlite3_bind_double(put_learned_, 3, stats.cpu_ratio);
+    sqlite3_bind_int64(put_learned_, 4, static_cast<sqlite3_int64>(stats.samples));
+    sqlite3_bind_int64(put_learned_, 5, static_cast<sqlite3_int64>(stats.gil_samples));
+    sqlite3_bind_double(put_learned_, 6, stats.wall_us);
+    sqlite3_bind_int64(put_learned_, 7, static_cast<sqlite3_int64>(stats.runs));
+    if (sqlite3_step(put_learned_) != SQLITE_DONE) return SqliteError(db_, "journal learned write");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace taskrt::daemon

@@ -112,6 +112,120 @@ TEST_F(JournalTest, ErasesRunsAndSinglesAndFoldsRepeatedWritesOfARow) {
   EXPECT_EQ(kept, (std::vector<uint64_t>{1, 2, 10, 11, 13, 14, 16, 17, 18, 19, 20}));
 }
 
+TEST_F(JournalTest, LearnedStatsSurviveReopenAndLatestWins) {
+  LearnedStats a;
+  a.cpu_ratio = 0.25;
+  a.samples = 7;
+  a.gil_samples = 2;
+  a.wall_us = 1234.5;
+  a.runs = 9;
+  LearnedStats b = a;
+  b.cpu_ratio = 0.75;
+  b.runs = 10;
+  {
+    auto j = Journal::Open(path_, Durability::kFull);
+    ASSERT_TRUE(j.ok()) << j.status();
+    (*j)->PutLearned("py.call", "mod.f", a);
+    (*j)->Put(1, MakeTask("a", v1::TASK_STATE_SUCCEEDED));
+    (*j)->PutLearned("py.call", "mod.f", b);  // replaces the first, pending or committed
+    (*j)->PutLearned("sys.exec", "", a);
+    ASSERT_TRUE(AwaitCommit(**j, (*j)->last_ticket()).ok());
+  }
+  auto j = Journal::Open(path_, Durability::kFull);
+  ASSERT_TRUE(j.ok()) << j.status();
+  auto learned = (*j)->LoadLearned();
+  ASSERT_TRUE(learned.ok()) << learned.status();
+  ASSERT_EQ(learned->size(), 2u);
+  const LearnedStats& f = learned->at({"py.call", "mod.f"});
+  EXPECT_EQ(f.cpu_ratio, 0.75);
+  EXPECT_EQ(f.samples, 7u);
+  EXPECT_EQ(f.gil_samples, 2u);
+  EXPECT_EQ(f.wall_us, 1234.5);
+  EXPECT_EQ(f.runs, 10u);
+  EXPECT_EQ(learned->at({"sys.exec", ""}).runs, 9u);
+  auto all = (*j)->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 1u);
+}
+
+// Holds the writer thread inside a callback until Release, so that the writes queued
+// meanwhile go into one commit group.
+class WriterGate {
+ public:
+  explicit WriterGate(Journal& j) {
+    j.AfterCommit(j.Put(1000, MakeTaskForGate()), [this](absl::Status) {
+      entered_.set_value();
+      release_.get_future().wait();
+    });
+    entered_.get_future().wait();
+  }
+  void Release() { release_.set_value(); }
+
+ private:
+  static v1::Task MakeTaskForGate() {
+    v1::Task t;
+    t.set_id("gate");
+    return t;
+  }
+  std::promise<void> entered_, release_;
+};
+
+TEST_F(JournalTest, CommitIsSyncedOnlyWhenAWriteOfItsGroupNeedsIt) {
+  auto j = Journal::Open(path_, Durability::kFull);
+  ASSERT_TRUE(j.ok()) << j.status();
+  // Alone, a sync write's commit is fsync'd and a non-sync one's is not.
+  ASSERT_TRUE(AwaitCommit(**j, (*j)->Put(1, MakeTask("a", v1::TASK_STATE_QUEUED))).ok());
+  EXPECT_EQ((*j)->synced_commits(), 1u);
+  ASSERT_TRUE(
+      AwaitCommit(**j, (*j)->Put(2, MakeTask("b", v1::TASK_STATE_QUEUED), /*sync=*/false)).ok());
+  EXPECT_EQ((*j)->synced_commits(), 1u);
+  EXPECT_EQ((*j)->unsynced_commits(), 1u);
+  // Learned statistics never need an fsync.
+  ASSERT_TRUE(AwaitCommit(**j, (*j)->PutLearned("sys.noop", "", LearnedStats{})).ok());
+  EXPECT_EQ((*j)->unsynced_commits(), 2u);
+
+  // A group of only non-sync writes: one unsynced commit.
+  {
+    WriterGate gate(**j);  // its own commit is synced
+    EXPECT_EQ((*j)->synced_commits(), 2u);
+    (*j)->Put(3, MakeTask("c", v1::TASK_STATE_QUEUED), false);
+    (*j)->Apply({{4, nullptr}}, false);
+    (*j)->PutLearned("sys.noop", "", LearnedStats{});
+    gate.Release();
+  }
+  ASSERT_TRUE(AwaitCommit(**j, (*j)->last_ticket()).ok());
+  EXPECT_EQ((*j)->synced_commits(), 2u);
+  EXPECT_EQ((*j)->unsynced_commits(), 3u);
+
+  // A mixed group: one synced commit.
+  {
+    WriterGate gate(**j);
+    (*j)->Put(5, MakeTask("d", v1::TASK_STATE_QUEUED), false);
+    (*j)->Put(6, MakeTask("e", v1::TASK_STATE_QUEUED), true);
+    (*j)->Put(7, MakeTask("f", v1::TASK_STATE_QUEUED), false);
+    gate.Release();
+  }
+  ASSERT_TRUE(AwaitCommit(**j, (*j)->last_ticket()).ok());
+  EXPECT_EQ((*j)->synced_commits(), 4u);
+  EXPECT_EQ((*j)->unsynced_commits(), 3u);
+  EXPECT_EQ((*j)->commits(), 7u);
+  // Unsynced commits are still commits: every row is there after a reopen.
+  j->reset();
+  auto reopened = Journal::Open(path_, Durability::kFull);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  auto all = (*reopened)->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 7u);  // 1, 2, 3, 5, 6, 7 and the gates' row 1000
+}
+
+TEST_F(JournalTest, EveryCommitIsUnsyncedUnderProcessDurability) {
+  auto j = Journal::Open(path_, Durability::kProcess);
+  ASSERT_TRUE(j.ok()) << j.status();
+  ASSERT_TRUE(AwaitCommit(**j, (*j)->Put(1, MakeTask("a", v1::TASK_STATE_QUEUED))).ok());
+  EXPECT_EQ((*j)->synced_commits(), 0u);
+  EXPECT_EQ((*j)->unsynced_commits(), 1u);
+}
+
 TEST_F(JournalTest, CallbacksRunInTicketOrderNeverInline) {
   auto j = Journal::Open(path_, Durability::kProcess);
   ASSERT_TRUE(j.ok());
@@ -363,10 +477,10 @@ TEST_F(JournalSecurityTest, OtherApplicationIdIsRefusedUntouched) {
 
 TEST_F(JournalSecurityTest, UnknownSchemaVersionIsRefusedUntouched) {
   MakeJournal(3);
-  RunSql(path_, "PRAGMA user_version=2");
-  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kFailedPrecondition)
-                .find("schema version 2, which this taskrt does not know"),
-            std::string::npos);
+  RunSql(path_, "PRAGMA user_version=3");
+  const std::string message = ExpectRefusedUntouched(absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(message.find("schema version 3, which this taskrt does not know"), std::string::npos);
+  EXPECT_NE(message.find("a newer taskrt wrote it"), std::string::npos) << message;
 }
 
 TEST_F(JournalSecurityTest, WalWithoutItsDatabaseIsRefusedUntouched) {
@@ -412,7 +526,7 @@ TEST_F(JournalSecurityTest, DirectoryOfAnotherUserIsRefused) {
 TEST_F(JournalSecurityTest, NewJournalIsMarked) {
   MakeJournal(1);
   EXPECT_EQ(PragmaOf(path_, "application_id"), kTaskrtApplicationId);
-  EXPECT_EQ(PragmaOf(path_, "user_version"), 1);
+  EXPECT_EQ(PragmaOf(path_, "user_version"), 2);
 }
 
 TEST_F(JournalSecurityTest, JournalOfAnEarlierTaskrtIsAdopted) {
@@ -428,7 +542,64 @@ TEST_F(JournalSecurityTest, JournalOfAnEarlierTaskrtIsAdopted) {
     EXPECT_EQ((*all)[0].task.id(), "old-1");
   }
   EXPECT_EQ(PragmaOf(path_, "application_id"), kTaskrtApplicationId);
-  EXPECT_EQ(PragmaOf(path_, "user_version"), 1);
+  EXPECT_EQ(PragmaOf(path_, "user_version"), 2);
+}
+
+// A version-1 journal of this taskrt (marked, without the learned table) is upgraded in
+// place: its tasks stay, the learned table is created, and learned rows then persist.
+TEST_F(JournalSecurityTest, Version1JournalIsUpgraded) {
+  MakeJournal(2);
+  RunSql(path_, "DROP TABLE learned; PRAGMA user_version=1");
+  ASSERT_EQ(PragmaOf(path_, "user_version"), 1);
+  LearnedStats stats;
+  stats.samples = 3;
+  stats.runs = 4;
+  {
+    auto j = Journal::Open(path_, Durability::kFull);
+    ASSERT_TRUE(j.ok()) << j.status();
+    auto all = (*j)->LoadAll();
+    ASSERT_TRUE(all.ok()) << all.status();
+    EXPECT_EQ(all->size(), 2u);
+    auto learned = (*j)->LoadLearned();
+    ASSERT_TRUE(learned.ok()) << learned.status();
+    EXPECT_TRUE(learned->empty());
+    ASSERT_TRUE(AwaitCommit(**j, (*j)->PutLearned("sys.exec", "", stats)).ok());
+  }
+  EXPECT_EQ(PragmaOf(path_, "user_version"), 2);
+  auto j = Journal::Open(path_, Durability::kFull);
+  ASSERT_TRUE(j.ok()) << j.status();
+  auto learned = (*j)->LoadLearned();
+  ASSERT_TRUE(learned.ok()) << learned.status();
+  ASSERT_EQ(learned->size(), 1u);
+  EXPECT_EQ(learned->begin()->second.runs, 4u);
+}
+
+// Marked version 2 but without the learned table: not a journal this taskrt wrote.
+TEST_F(JournalSecurityTest, Version2WithoutLearnedTableIsRefusedUntouched) {
+  MakeJournal(1);
+  RunSql(path_, "DROP TABLE learned");
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss)
+                .find("schema version 2 but its tables are not that version's"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, DamagedLearnedRowIsRefusedUntouched) {
+  MakeJournal(1);
+  RunSql(path_,
+         "INSERT INTO learned VALUES('py.call', 'mod.f', 0.5, 2, 1, 10.0, 2);"
+         "INSERT INTO learned VALUES('py.call', 'mod.g', 0.5, 'lots', 1, 10.0, 2)");
+  EXPECT_NE(ExpectRefusedUntouched(absl::StatusCode::kDataLoss)
+                .find("learned row (handler 'py.call', function 'mod.g') does not hold valid "
+                      "statistics (samples is 'lots', not a non-negative integer)"),
+            std::string::npos);
+}
+
+TEST_F(JournalSecurityTest, LearnedRowWithMoreGilSamplesThanSamplesIsRefused) {
+  MakeJournal(1);
+  RunSql(path_, "INSERT INTO learned VALUES('py.call', 'mod.f', 0.5, 2, 3, 10.0, 2)");
+  EXPECT_NE(
+      ExpectRefusedUntouched(absl::StatusCode::kDataLoss).find("(gil_samples 3 exceeds samples 2)"),
+      std::string::npos);
 }
 
 TEST_F(JournalSecurityTest, RowsOnlyInTheWalOfACrashAreRecovered) {
