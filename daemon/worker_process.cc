@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/util.h"
 
 extern char** environ;
@@ -52,9 +53,28 @@ std::vector<std::string> PythonEnvironment(const std::string& python_path) {
 
 }  // namespace
 
-std::string DefaultWorkerPath() {
+std::vector<std::string> WorkerPathCandidates() {
   const std::string dir = ExeDir();
-  return dir.empty() ? "taskrt-worker" : absl::StrCat(dir, "taskrt-worker");
+  if (dir.empty()) return {"taskrt-worker"};
+  return {absl::StrCat(dir, "taskrt-worker"), absl::StrCat(dir, "../libexec/taskrt/taskrt-worker")};
+}
+
+absl::StatusOr<std::string> FindWorkerBinary() {
+  const std::vector<std::string> candidates = WorkerPathCandidates();
+  for (const std::string& path : candidates) {
+    if (::access(path.c_str(), X_OK) == 0) {
+      char resolved[PATH_MAX];
+      return ::realpath(path.c_str(), resolved) != nullptr ? std::string(resolved) : path;
+    }
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cannot find the taskrt-worker binary: tried ", absl::StrJoin(candidates, " and "),
+      " (none is an executable file); install it there or pass --worker-path"));
+}
+
+std::string DefaultWorkerPath() {
+  auto found = FindWorkerBinary();
+  return found.ok() ? *found : WorkerPathCandidates().front();
 }
 
 std::string DefaultPythonPath() {

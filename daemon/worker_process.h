@@ -37,7 +37,17 @@ struct SpawnedWorker {
 
 absl::StatusOr<SpawnedWorker> SpawnWorker(const WorkerLaunch& launch);
 
-// The taskrt-worker next to the running executable (/proc/self/exe's directory).
+// Where taskrtd looks for taskrt-worker, in order: next to the running executable
+// (/proc/self/exe's directory: the build tree's bin/), then <exe dir>/../libexec/taskrt/
+// (an installed tree: cmake --install puts the worker there).
+std::vector<std::string> WorkerPathCandidates();
+
+// The first executable of WorkerPathCandidates(), else FailedPreconditionError naming
+// every path tried and --worker-path.
+absl::StatusOr<std::string> FindWorkerBinary();
+
+// FindWorkerBinary()'s path, or the first candidate when there is none (SpawnWorker
+// then reports it as not executable).
 std::string DefaultWorkerPath();
 
 // The directory holding the taskrt Python package of a build tree (<exe dir>/../python,

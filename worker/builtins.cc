@@ -124,10 +124,10 @@ void Sleep(asio::io_context& loop, std::shared_ptr<AsyncCall> call) {
 }  // namespace
 
 void RegisterBuiltins(Registry& registry, const BuiltinOptions& options) {
-  registry.RegisterAsync("sys.noop", ClassHint::kIo,
-                         "does nothing; measures the runtime's own overhead", Noop);
-  registry.RegisterAsync("sys.sleep", ClassHint::kIo,
-                         "waits {\"ms\": N} on the async loop without holding a thread", Sleep);
+  registry.RegisterLoop("sys.noop", ClassHint::kIo,
+                        "does nothing; measures the runtime's own overhead", Noop);
+  registry.RegisterLoop("sys.sleep", ClassHint::kIo,
+                        "waits {\"ms\": N} on the async loop without holding a thread", Sleep);
   registry.Register({"math.primes", ClassHint::kCpu,
                      "counts primes below {\"below\": N} by trial division (CPU-bound)", Primes});
   registry.Register({"hash.sha256", ClassHint::kCpu,

@@ -382,7 +382,7 @@ void Exec(asio::io_context& loop, std::shared_ptr<AsyncCall> call, size_t max_ou
 
 void RegisterExecHandler(Registry& registry, const BuiltinOptions& options) {
   const size_t max_output_bytes = options.max_output_bytes;
-  registry.RegisterAsync(
+  registry.RegisterLoop(
       "sys.exec", ClassHint::kIo,
       "runs {\"argv\": [...], \"env\", \"cwd\", \"stdin\"}; captures stdout, stderr "
       "(up to taskrtd --max-output-bytes), exit status, CPU time and peak RSS",

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include "absl/strings/str_cat.h"
+#include "worker/plugin_async.h"
 
 namespace taskrt::worker {
 namespace {
@@ -19,7 +20,17 @@ v1::TaskClass HintToClass(ClassHint hint) {
   return v1::TASK_CLASS_AUTO;
 }
 
+// Plugins built for these ABIs load (taskrt/handler.h: ABI 2 only added to ABI 1).
+constexpr int kOldestPluginAbi = 1;
+
 }  // namespace
+
+absl::Status LateResultError() {
+  return absl::CancelledError(
+      "the handler returned a result after its task was cancelled or passed its deadline; "
+      "the result was dropped (taskrt/handler.h: return CancelledError once "
+      "ctx.cancelled() is true)");
+}
 
 absl::Status Registry::AddEntry(HandlerEntry entry) {
   const std::string name = entry.info.name();
@@ -48,8 +59,17 @@ void Registry::Register(HandlerDef def) {
   registration_error_.Update(AddEntry(std::move(entry)));
 }
 
-void Registry::RegisterAsync(const std::string& name, ClassHint hint,
-                             const std::string& description, AsyncHandlerFn fn) {
+void Registry::RegisterAsync(AsyncHandlerDef def) {
+  if (!def.fn) {
+    registration_error_.Update(absl::InvalidArgumentError(
+        absl::StrCat("handler '", def.name, "' from ", source_, " has no function")));
+    return;
+  }
+  RegisterLoop(def.name, def.hint, def.description, AdaptPluginAsync(std::move(def.fn)));
+}
+
+void Registry::RegisterLoop(const std::string& name, ClassHint hint, const std::string& description,
+                            LoopHandlerFn fn) {
   HandlerEntry entry;
   entry.info.set_name(name);
   entry.info.set_hint(HintToClass(hint));
@@ -73,13 +93,16 @@ absl::Status Registry::LoadPlugin(const std::string& path) {
   if (abi == nullptr || reg == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("plugin ", path,
-                     " has no taskrt entry points: define them with TASKRT_PLUGIN "
-                     "from taskrt/handler.h"));
+                     " exports no taskrt entry points (taskrt_plugin_abi_version, "
+                     "taskrt_register_handlers): define them with TASKRT_PLUGIN from "
+                     "taskrt/handler.h, and check them with `nm -D --defined-only ",
+                     path, "`"));
   }
-  if (abi() != TASKRT_PLUGIN_ABI_VERSION) {
-    return absl::InvalidArgumentError(absl::StrCat("plugin ", path, " was built for plugin ABI ",
-                                                   abi(), ", this worker speaks ",
-                                                   TASKRT_PLUGIN_ABI_VERSION, ": rebuild it"));
+  if (const int built_for = abi();
+      built_for < kOldestPluginAbi || built_for > TASKRT_PLUGIN_ABI_VERSION) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "plugin ", path, " was built for plugin ABI ", built_for, ", this worker speaks ",
+        kOldestPluginAbi, " to ", TASKRT_PLUGIN_ABI_VERSION, ": rebuild it against this taskrt"));
   }
   source_ = path;
   registration_error_ = absl::OkStatus();

@@ -1,12 +1,14 @@
 // The handler registry of one worker process: built-in handlers and plugin handlers.
 //
 // Two kinds of handler: synchronous ones (taskrt::HandlerFn, built-in or from a plugin)
-// run on a thread of the worker's pool; asynchronous built-ins start on the worker's
-// event loop and complete later without holding a thread (timers, child processes).
+// run on a thread of the worker's pool; asynchronous ones (built-in LoopHandlerFn, or a
+// plugin's taskrt::AsyncHandlerFn adapted to one) start on the worker's event loop and
+// complete later without holding a thread (timers, child processes).
 // Thread-safety: filled on the main thread before the loop starts, read-only afterwards.
 #ifndef TASKRT_WORKER_REGISTRY_H_
 #define TASKRT_WORKER_REGISTRY_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -29,7 +31,11 @@ struct AsyncResult {
   int64_t peak_rss_kb = 0;  // 0 = report the worker's own peak
 };
 
-// One running asynchronous task. Lives on the loop thread only.
+// What a handler that returned OK after its task was cancelled or passed its deadline
+// reports instead: a cancellation, which the daemon turns into TIMED_OUT or CANCELLED.
+absl::Status LateResultError();
+
+// One running asynchronous task. Lives on the loop thread only (but see cancelled()).
 class AsyncCall {
  public:
   AsyncCall(std::string task_id, std::string input, int64_t deadline_unix_us,
@@ -42,25 +48,28 @@ class AsyncCall {
   const std::string& task_id() const { return task_id_; }
   const std::string& input() const { return input_; }
   int64_t deadline_unix_us() const { return deadline_unix_us_; }
-  bool cancelled() const { return cancelled_; }
+  // The one method that may be called from any thread (plugins' AsyncTask::cancelled).
+  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
   bool finished() const { return finished_; }
 
   // The handler's way to stop its work when the task is cancelled or times out.
   // Called at most once, on the loop thread. The handler must still call Finish.
   void set_on_cancel(std::function<void()> fn) { on_cancel_ = std::move(fn); }
 
-  // Completes the task; later calls are ignored.
+  // Completes the task; later calls are ignored. A success after cancellation is
+  // reported as cancelled (taskrt/handler.h: a late result is dropped).
   void Finish(AsyncResult result) {
     if (finished_) return;
     finished_ = true;
     on_cancel_ = nullptr;
+    if (result.output.ok() && cancelled()) result.output = LateResultError();
     done_(std::move(result));
   }
 
   // Requests cancellation (worker side).
   void Cancel() {
-    if (cancelled_ || finished_) return;
-    cancelled_ = true;
+    if (cancelled() || finished_) return;
+    cancelled_.store(true, std::memory_order_relaxed);
     if (auto fn = std::move(on_cancel_)) fn();
   }
 
@@ -70,27 +79,32 @@ class AsyncCall {
   const int64_t deadline_unix_us_;
   std::function<void(AsyncResult)> done_;
   std::function<void()> on_cancel_;
-  bool cancelled_ = false;
+  std::atomic<bool> cancelled_{false};
   bool finished_ = false;
 };
 
-using AsyncHandlerFn = std::function<void(asio::io_context& loop, std::shared_ptr<AsyncCall> call)>;
+using LoopHandlerFn = std::function<void(asio::io_context& loop, std::shared_ptr<AsyncCall> call)>;
 
 struct HandlerEntry {
   v1::HandlerInfo info;
-  HandlerFn sync;        // set for thread-pool handlers
-  AsyncHandlerFn async;  // set for event-loop handlers
+  HandlerFn sync;       // set for thread-pool handlers
+  LoopHandlerFn async;  // set for event-loop handlers
 };
 
 class Registry : public HandlerRegistry {
  public:
   // From plugins (and synchronous built-ins).
   void Register(HandlerDef def) override;
-  void RegisterAsync(const std::string& name, ClassHint hint, const std::string& description,
-                     AsyncHandlerFn fn);
+  // From plugins: the handler gets a taskrt::AsyncTask (worker/plugin_async.h).
+  void RegisterAsync(AsyncHandlerDef def) override;
+  // Built-in asynchronous handlers, which get the loop and the call itself.
+  void RegisterLoop(const std::string& name, ClassHint hint, const std::string& description,
+                    LoopHandlerFn fn);
 
   // Loads a plugin shared object and runs its registration. Errors name the path and
-  // the cause (missing file, missing entry point, ABI mismatch, duplicate handler).
+  // the cause (missing file, missing entry point, ABI mismatch, duplicate handler). A
+  // path without a '/' is looked up by dlopen's search path (the daemon makes every
+  // --plugin path absolute first).
   absl::Status LoadPlugin(const std::string& path);
 
   const HandlerEntry* Find(const std::string& name) const;

@@ -198,6 +198,9 @@ class Worker {
         // meanwhile is not started at all.
         output = ctx->cancelled() ? absl::CancelledError("cancelled before it started")
                                   : entry->sync(*ctx, input);
+        // A result after cancellation or the deadline is dropped (taskrt/handler.h), so
+        // that a late OK cannot make a timed-out task look succeeded.
+        if (output.ok() && ctx->cancelled()) output = LateResultError();
       } catch (const std::bad_alloc&) {
         output = absl::ResourceExhaustedError(
             "the handler ran out of memory: it exceeded the worker's memory limit "

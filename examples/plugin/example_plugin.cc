@@ -1,20 +1,25 @@
-// An example taskrt plugin: two handlers registered from a shared object.
+// An example taskrt plugin: three handlers registered from a shared object, two
+// synchronous and one asynchronous.
 //
 // Build it with the main build (build/lib/libtaskrt_example_plugin.so), load it with
 //   taskrtd --plugin build/lib/libtaskrt_example_plugin.so
 // and submit tasks to it like to a built-in handler, e.g. from the SDK:
 //   client->Run(taskrt::MakeTask("example.word_count", "the quick brown fox"));
 //
-// A plugin sees only taskrt/handler.h and Abseil's status types. Each handler runs in a
-// worker process, possibly on several threads of an io-pool worker at once, so the
-// handlers below keep no mutable globals.
+// A plugin sees only taskrt/handler.h and Abseil's status and time types (the CMake
+// target taskrt::plugin, or pkg-config's taskrt-plugin). Each handler runs in a worker
+// process, possibly on several threads of an io-pool worker at once, so the handlers
+// below keep no mutable globals.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/time/time.h"
 #include "taskrt/handler.h"
 
 namespace {
@@ -79,6 +84,23 @@ absl::StatusOr<std::string> Reverse(taskrt::TaskContext&, std::string_view in) {
   return out;
 }
 
+// An asynchronous handler: answers "after N ms" once N milliseconds (the input, a plain
+// number up to a minute) have passed, holding no thread meanwhile: thousands can wait at
+// once on one io worker. A cancel or the task's timeout ends it early with
+// CancelledError, which the daemon reports as CANCELLED or TIMED_OUT.
+void Delay(std::shared_ptr<taskrt::AsyncTask> task) {
+  constexpr int64_t kMaxMs = 60'000;
+  int64_t ms = 0;
+  if (!absl::SimpleAtoi(task->input(), &ms) || ms < 0 || ms > kMaxMs) {
+    return task->Finish(absl::InvalidArgumentError(
+        "example.delay: the input must be a number of milliseconds from 0 to 60000, not '" +
+        task->input() + "'"));
+  }
+  task->OnCancel([task] { task->Finish(absl::CancelledError("example.delay: cancelled")); });
+  task->After(absl::Milliseconds(ms),
+              [task, ms] { task->Finish("after " + std::to_string(ms) + " ms"); });
+}
+
 }  // namespace
 
 TASKRT_PLUGIN(registry) {
@@ -88,4 +110,7 @@ TASKRT_PLUGIN(registry) {
   // kNone: no hint; the daemon learns the class from measured cpu/wall of past runs.
   registry.Register({"example.reverse", taskrt::ClassHint::kNone,
                      "reverses the input text by UTF-8 code point", Reverse});
+  // Asynchronous: runs on the worker's event loop, never on a thread of its pool.
+  registry.RegisterAsync({"example.delay", taskrt::ClassHint::kIo,
+                          "answers after N ms (input \"N\") without holding a thread", Delay});
 }
