@@ -391,10 +391,17 @@ expect_contains "state: succeeded" stdout
 
 check "submit sys.sleep 30000ms" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 30000}'
 CANCEL_ID=$OUT
+check "status of a running task exits 0" 0 -- "${T[@]}" status "$CANCEL_ID"
 check "cancel ID" 0 -- "${T[@]}" cancel "$CANCEL_ID"
 expect_line "^$CANCEL_ID +sys\.sleep +cancelled " stdout
-check "status after cancel" 0 -- "${T[@]}" status "$CANCEL_ID"
+check "cancel of a task cancelled before exits 0" 0 -- "${T[@]}" cancel "$CANCEL_ID"
+check "status after cancel exits 1 (did not succeed)" 1 -- "${T[@]}" status "$CANCEL_ID"
 expect_line "^$CANCEL_ID +sys\.sleep +cancelled " stdout
+check "status of a succeeded and a cancelled task exits 1" 1 -- "${T[@]}" status "$ID" "$CANCEL_ID"
+check "explain of a cancelled task exits 1" 1 -- "${T[@]}" explain "$CANCEL_ID"
+expect_contains "task $CANCEL_ID (sys.sleep): cancelled" stdout
+check "cancel of a task that already succeeded exits 1" 1 -- "${T[@]}" cancel "$ID"
+expect_line "^$ID +math\.primes +succeeded " stdout
 check "wait on a cancelled task" 1 -- "${T[@]}" wait "$CANCEL_ID"
 expect_contains "cancelled" stdout
 
