@@ -423,9 +423,14 @@ WORKER_PIDS=$(printf '%s' "$OUT" |
   python3 -c 'import json,sys; print(" ".join(str(w["pid"]) for w in json.load(sys.stdin)["workers"] if w["pid"] > 0))' ||
   true)
 
+for i in 1 2 3; do "${T[@]}" submit sys.noop --wait >/dev/null 2>&1 || true; done
 check "stats" 0 -- "${T[@]}" stats
 expect_contains "daemon pid $DAEMON_PID" stdout
-expect_line "^cpu +2 " stdout
+expect_line "^POOL +WORKERS +QUEUED +RUNNING +COMPLETED +RESPAWNS +RECYCLED$" stdout
+expect_line "^cpu +2 +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+$" stdout
+# sys.noop runs are far under 1 ms: learned from, but never a cpu/wall sample.
+expect_line "^sys\.noop +- +[0-9.]+ +0 +undecided$" stdout
+expect_contains "Every finished run of every handler is learned from" stdout
 expect_line "^io +1 " stdout
 # Workers being restarted (after the crash and the timeout above) have no pid yet.
 if [[ -n $WORKER_PIDS ]]; then pass; else fail "-o json stats lists no worker pids"; fi
