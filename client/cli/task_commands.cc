@@ -266,6 +266,10 @@ void AddExplainCommand(CLI::App& app, CliContext& ctx) {
   CLI::App* sub = app.add_subcommand(
       "explain", "Say where a task ran and why: class, executor, worker, timings, hints");
   sub->footer(
+      "A hint line appears when one run of 10 ms or more contradicts a class the client "
+      "declared or the handler hinted: IO with cpu/wall >= 0.8 (or a Python run with "
+      "cpu/(wall - GIL wait) >= 0.5 that waited >= 20% of its run for the GIL), or CPU with "
+      "cpu/wall <= 0.2 (docs/ARCHITECTURE.md, mismatch hints).\n"
       "Exit status: 1 if the task is final and did not succeed (failed, cancelled, timed "
       "out), else 0 (also while it is queued or running).");
   sub->add_option("id", opts->id, "Task id")->type_name("ID")->required();
