@@ -56,7 +56,9 @@ int main(int argc, char** argv) {
       "Run `taskrt SUBCOMMAND --help` for the options of a subcommand.");
   app.add_option("--socket", ctx.global.socket_path,
                  "Unix socket of the daemon (default: $TASKRT_SOCKET, else "
-                 "$XDG_RUNTIME_DIR/taskrt/taskrt.sock, else /tmp/taskrt-$UID/taskrt.sock)")
+                 "$XDG_RUNTIME_DIR/taskrt/taskrt.sock, else /tmp/taskrt-$UID/taskrt.sock; "
+                 "when that does not exist and $TASKRT_SOCKET is unset, the system "
+                 "service's /run/taskrt/taskrt.sock)")
       ->type_name("PATH");
   app.add_option("--target", ctx.global.target,
                  "gRPC target of the daemon instead of the socket, e.g. 127.0.0.1:7070 "

@@ -34,8 +34,9 @@ struct SpecOptions {
 
 void AddSpecOptions(CLI::App* sub, SpecOptions* opts) {
   sub->add_option("--class", opts->class_name,
-                  "Task class: auto (the daemon decides), cpu (a worker process per task) "
-                  "or io (a thread of the io pool)")
+                  "Task class: auto (the daemon decides), cpu (a cpu worker process, one "
+                  "task at a time) or io (the io worker: its event loop for async handlers "
+                  "such as sys.sleep and sys.exec, else one of its threads)")
       ->type_name("CLASS")
       ->default_val("auto");
   sub->add_option("--timeout", opts->timeout,
