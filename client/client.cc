@@ -630,6 +630,51 @@ absl::StatusOr<v1::Task> Client::Run(const v1::TaskSpec& spec, absl::Duration ti
 
 namespace {
 
+// Writes the specs at `todo` as batches of `batch` (tag = batch number), then WritesDone.
+// Stops early when the call has ended (Finish then says why).
+void WriteBatches(grpc::ClientReaderWriterInterface<v1::StreamRequest, v1::StreamResponse>& stream,
+                  const std::vector<v1::TaskSpec>& specs, const std::vector<size_t>& todo,
+                  const std::string& key_prefix, size_t batch) {
+  const size_t batches = (todo.size() + batch - 1) / batch;
+  v1::StreamRequest request;
+  for (size_t b = 0; b < batches; ++b) {
+    request.Clear();
+    request.set_tag(b);
+    const size_t end = std::min(todo.size(), (b + 1) * batch);
+    request.mutable_tasks()->Reserve(static_cast<int>(end - b * batch));
+    for (size_t k = b * batch; k < end; ++k) {
+      v1::TaskSpec* spec = request.add_tasks();
+      *spec = specs[todo[k]];
+      if (!key_prefix.empty() && spec->idempotency_key().empty()) {
+        spec->set_idempotency_key(absl::StrCat(key_prefix, todo[k]));
+      }
+    }
+    if (!stream.Write(request)) return;
+  }
+  stream.WritesDone();
+}
+
+// The error for a refused batch: which batch and tasks (1-based positions in specs), the
+// daemon's reason (its "nothing was submitted" is about this batch only), and how many
+// tasks of earlier batches this call had already submitted, which keep running.
+absl::Status BatchRefused(const v1::StreamResponse::Accepted& a, const std::vector<size_t>& todo,
+                          size_t batch, size_t batches, size_t accepted_batches,
+                          size_t accepted_tasks) {
+  const size_t first = a.tag() * batch;
+  const size_t last = std::min(todo.size(), (a.tag() + 1) * batch) - 1;
+  const std::string earlier =
+      accepted_tasks == 0
+          ? "no task of this call was submitted"
+          : absl::StrCat(accepted_tasks, " task(s) of ", accepted_batches,
+                         " earlier batch(es) of this call were already submitted and keep "
+                         "running (their ids are in the results delivered so far)");
+  return absl::Status(
+      static_cast<absl::StatusCode>(a.code()),
+      absl::StrCat("batch ", a.tag() + 1, " of ", batches, " (tasks ", todo[first] + 1,
+                   first == last ? "" : absl::StrCat("-", todo[last] + 1),
+                   ") was refused: ", a.message(), " (this batch only; ", earlier, ")"));
+}
+
 // One Stream call over the specs at `todo` (indices into `specs`, in order), until each
 // has its result or the call fails. Results go to `deliver`, which returns false for a
 // spec that already had one (specs sharing an idempotency key share a task, whose
@@ -644,30 +689,15 @@ absl::Status StreamOnce(v1::TaskService::Stub& stub, const std::vector<v1::TaskS
   auto stream = stub.Stream(&context);
   // One thread writes the batches while this one reads: gRPC allows one reader and one
   // writer at a time on a stream.
-  std::thread writer([&] {
-    v1::StreamRequest request;
-    for (size_t b = 0; b < batches; ++b) {
-      request.Clear();
-      request.set_tag(b);
-      const size_t end = std::min(todo.size(), (b + 1) * batch);
-      request.mutable_tasks()->Reserve(static_cast<int>(end - b * batch));
-      for (size_t k = b * batch; k < end; ++k) {
-        v1::TaskSpec* spec = request.add_tasks();
-        *spec = specs[todo[k]];
-        if (!key_prefix.empty() && spec->idempotency_key().empty()) {
-          spec->set_idempotency_key(absl::StrCat(key_prefix, todo[k]));
-        }
-      }
-      if (!stream->Write(request)) return;  // the call ended; Finish says why
-    }
-    stream->WritesDone();
-  });
+  std::thread writer([&] { WriteBatches(*stream, specs, todo, key_prefix, batch); });
   // task id -> positions in specs (several when specs share an idempotency key). A
   // SwissTable: std::unordered_multimap's lookups were 15 % of the client's CPU.
   absl::flat_hash_map<std::string, absl::InlinedVector<size_t, 1>> index;
   index.reserve(todo.size());
   absl::flat_hash_map<std::string, v1::TaskResult> early;  // results before their ids
   size_t done = 0;
+  size_t accepted_batches = 0;
+  size_t accepted_tasks = 0;
   auto take = [&](size_t i, v1::TaskResult& r) {
     if (deliver(i, r)) ++done;
   };
@@ -676,15 +706,11 @@ absl::Status StreamOnce(v1::TaskService::Stub& stub, const std::vector<v1::TaskS
   while (failure.ok() && done < todo.size() && stream->Read(&response)) {
     for (const auto& a : response.accepted()) {
       if (a.code() != 0) {
-        const size_t first = a.tag() * batch;
-        const size_t last = std::min(todo.size(), (a.tag() + 1) * batch) - 1;
-        failure = absl::Status(
-            static_cast<absl::StatusCode>(a.code()),
-            absl::StrCat("batch ", a.tag() + 1, " of ", batches, " (tasks ", todo[first] + 1,
-                         first == last ? "" : absl::StrCat("-", todo[last] + 1),
-                         "): ", a.message()));
+        failure = BatchRefused(a, todo, batch, batches, accepted_batches, accepted_tasks);
         break;
       }
+      ++accepted_batches;
+      accepted_tasks += static_cast<size_t>(a.task_ids_size());
       for (int k = 0; k < a.task_ids_size(); ++k) {
         const size_t at = a.tag() * batch + static_cast<size_t>(k);
         if (at >= todo.size()) break;

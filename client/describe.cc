@@ -284,4 +284,16 @@ std::string ExplainDecision(const v1::Task& task) {
   return out;
 }
 
+std::string ExplainDecision(const v1::TaskResult& result, const v1::TaskSpec& spec) {
+  v1::Task task;
+  task.set_id(result.id());
+  task.set_state(result.state());
+  task.set_output(result.output());
+  *task.mutable_spec() = spec;
+  if (result.has_error()) *task.mutable_error() = result.error();
+  *task.mutable_decision() = result.decision();
+  *task.mutable_attempts() = result.attempts();
+  return ExplainDecision(task);
+}
+
 }  // namespace taskrt

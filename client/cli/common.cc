@@ -209,6 +209,13 @@ int ExitCodeForTasks(const std::vector<v1::Task>& tasks) {
   return kExitOk;
 }
 
+int ExitCodeForFinishedTasks(const std::vector<v1::Task>& tasks) {
+  for (const v1::Task& task : tasks) {
+    if (IsFinal(task.state()) && task.state() != v1::TASK_STATE_SUCCEEDED) return kExitTaskFailed;
+  }
+  return kExitOk;
+}
+
 void PrintBatchSummary(const std::vector<v1::Task>& tasks, absl::Duration wall, std::ostream& out) {
   std::map<int, int> by_state;
   std::map<int, int> by_executor;

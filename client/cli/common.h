@@ -122,6 +122,9 @@ void PrintTasks(const GlobalOptions& global, const std::vector<v1::Task>& tasks)
 
 // 0 when every task succeeded, else kExitTaskFailed.
 int ExitCodeForTasks(const std::vector<v1::Task>& tasks);
+// For commands that do not wait (status, explain): kExitTaskFailed when any task is final
+// and did not succeed (failed, cancelled, timed out), else 0 (queued and running too).
+int ExitCodeForFinishedTasks(const std::vector<v1::Task>& tasks);
 
 // Counts by final state and executor, wall time and throughput of a finished batch,
 // then one line per task that did not succeed (at most a few).

@@ -28,6 +28,14 @@ std::string FormatUptime(int64_t us) {
   return absl::StrCat(s, "s");
 }
 
+// What the learned table means, as daemon/task_manager.cc and classifier.cc do it.
+constexpr char kLearnedNote[] =
+    "(Every finished run of every handler is learned from, hinted or not; SAMPLES counts the\n"
+    "runs of 1 ms of wall time or more, as shorter ones say nothing about cpu/wall: a handler\n"
+    "as short as sys.noop stays at 0. The class is decided after --learn-min-samples samples\n"
+    "(cpu if CPU/WALL >= --cpu-threshold) and routes only tasks with no declared class and\n"
+    "no handler hint.)\n";
+
 void PrintStats(const v1::Stats& stats) {
   std::cout << "daemon pid " << stats.daemon_pid();
   if (stats.started_unix_us() > 0) {
@@ -35,11 +43,13 @@ void PrintStats(const v1::Stats& stats) {
   }
   std::cout << ", " << stats.tasks_submitted() << " tasks submitted\n\n";
 
-  Table pools({"POOL", "WORKERS", "QUEUED", "RUNNING", "COMPLETED", "RESPAWNS"});
+  // RESPAWNS: workers replaced after they died; RECYCLED: replaced on purpose
+  // (--worker-max-tasks, --worker-max-rss).
+  Table pools({"POOL", "WORKERS", "QUEUED", "RUNNING", "COMPLETED", "RESPAWNS", "RECYCLED"});
   for (const v1::PoolInfo& p : stats.pools()) {
     pools.AddRow({p.name(), absl::StrCat(p.workers()), absl::StrCat(p.queued()),
                   absl::StrCat(p.running()), absl::StrCat(p.completed()),
-                  absl::StrCat(p.respawns())});
+                  absl::StrCat(p.respawns()), absl::StrCat(p.recycled())});
   }
   pools.Print(std::cout);
   if (!stats.python().empty()) std::cout << "python: " << stats.python() << "\n";
@@ -86,8 +96,7 @@ void PrintStats(const v1::Stats& stats) {
 
   std::cout << "\n";
   if (stats.learned().empty()) {
-    std::cout << "learned classes: none yet (the daemon learns from runs of handlers "
-                 "without a hint)\n";
+    std::cout << "learned classes: none yet (the daemon learns from every finished run)\n";
     return;
   }
   // CPU/WALL of Python runs whose GIL wait was measured is cpu / (wall - GIL wait): "(GIL)".
@@ -100,6 +109,7 @@ void PrintStats(const v1::Stats& stats) {
          l.learned_class() == v1::TASK_CLASS_AUTO ? "undecided" : ClassName(l.learned_class())});
   }
   learned.Print(std::cout);
+  std::cout << kLearnedNote;
 }
 
 int RunStats(const CliContext& ctx) {
@@ -141,6 +151,9 @@ int RunHandlers(const CliContext& ctx) {
 void AddStatsCommand(CLI::App& app, CliContext& ctx) {
   CLI::App* sub = app.add_subcommand(
       "stats", "Show pools, workers, task counts and what the classifier has learned");
+  sub->footer(std::string("Pools: RESPAWNS counts workers replaced after they died, RECYCLED ") +
+              "those replaced on purpose (taskrtd --worker-max-tasks, --worker-max-rss).\n" +
+              "Learned classes: " + kLearnedNote);
   sub->callback([&ctx] { ctx.exit_code = RunStats(ctx); });
 }
 

@@ -57,7 +57,9 @@ int main(int argc, char** argv) {
       "Run `taskrt SUBCOMMAND --help` for the options of a subcommand.");
   app.add_option("--socket", ctx.global.socket_path,
                  "Unix socket of the daemon (default: " +
-                     std::string(taskrt::internal::kDefaultSocketText) + ")")
+                     std::string(taskrt::internal::kDefaultSocketText) +
+                     "; when that does not exist and $TASKRT_SOCKET is unset, the system "
+                     "service's /run/taskrt/taskrt.sock)")
       ->type_name("PATH");
   app.add_option("--target", ctx.global.target,
                  "gRPC target of the daemon instead of the socket, e.g. 127.0.0.1:7070 "

@@ -34,8 +34,9 @@ struct SpecOptions {
 
 void AddSpecOptions(CLI::App* sub, SpecOptions* opts) {
   sub->add_option("--class", opts->class_name,
-                  "Task class: auto (the daemon decides), cpu (a worker process per task) "
-                  "or io (a thread of the io pool)")
+                  "Task class: auto (the daemon decides), cpu (a cpu worker process, one "
+                  "task at a time) or io (the io worker: its event loop for async handlers "
+                  "such as sys.sleep and sys.exec, else one of its threads)")
       ->type_name("CLASS")
       ->default_val("auto");
   sub->add_option("--timeout", opts->timeout,
@@ -380,6 +381,62 @@ int ReportExec(const v1::Task& task, absl::string_view what) {
   return result->ShellStatus();
 }
 
+// The specs of --jobs-file, one `/bin/sh -c LINE` per non-empty line, and the lines.
+// Returns kExitOk, or the exit code after printing why (then nothing is submitted).
+int ExecJobSpecs(const ExecOptions& opts, const v1::TaskSpec& base, const std::string& stdin_text,
+                 std::vector<v1::TaskSpec>* specs, std::vector<std::string>* job_lines) {
+  absl::StatusOr<std::string> text = ReadFileOrStdin(opts.jobs_file);
+  if (!text.ok()) return Fail(text.status());
+  for (auto& [number, line] : NonEmptyLines(*text)) {
+    absl::StatusOr<std::string> input = ExecInput({"/bin/sh", "-c", line}, opts, stdin_text);
+    if (!input.ok()) {
+      PrintError(absl::StrCat("line ", number, ": ", input.status().message(),
+                              " (nothing was submitted)"));
+      return kExitUsage;
+    }
+    v1::TaskSpec spec = base;
+    spec.set_input(*std::move(input));
+    if (!base.idempotency_key().empty()) {
+      spec.set_idempotency_key(absl::StrCat(base.idempotency_key(), "-", number));
+    }
+    specs->push_back(std::move(spec));
+    job_lines->push_back(std::move(line));
+  }
+  if (specs->empty()) {
+    PrintError(absl::StrCat(opts.jobs_file, " has no jobs (expected one command per line)"));
+    return kExitUsage;
+  }
+  return kExitOk;
+}
+
+// The results of a waited-for --jobs-file batch: JSON, or each job's output in line order
+// then the summary. Exit 1 when a job did not exit with status 0.
+int ReportExecBatch(const FinishedBatch& batch, const std::vector<std::string>& job_lines,
+                    const CliContext& ctx) {
+  if (ctx.global.json()) {
+    PrintJsonArray(batch.tasks);
+    for (const v1::Task& task : batch.tasks) {
+      if (ShellStatusOf(task) != 0) return kExitTaskFailed;
+    }
+    return kExitOk;
+  }
+  // Jobs' outputs in line order (like `parallel -k`), then the summary on stderr so
+  // that stdout is exactly the jobs' output.
+  int non_zero = 0;
+  for (size_t i = 0; i < batch.tasks.size(); ++i) {
+    const std::string what =
+        absl::StrCat("job ", i + 1, " `", i < job_lines.size() ? job_lines[i] : "?", "`");
+    if (ReportExec(batch.tasks[i], what) != 0) ++non_zero;
+  }
+  std::cerr << "\n";
+  PrintBatchSummary(batch.tasks, batch.wall, std::cerr);
+  if (non_zero > 0) {
+    std::cerr << "\n"
+              << non_zero << " of " << batch.tasks.size() << " jobs did not exit with status 0\n";
+  }
+  return non_zero > 0 ? kExitTaskFailed : kExitOk;
+}
+
 int RunExec(const ExecOptions& opts, const CliContext& ctx) {
   if (opts.jobs_file.empty() == opts.command.empty()) {
     PrintError(opts.command.empty()
@@ -400,26 +457,8 @@ int RunExec(const ExecOptions& opts, const CliContext& ctx) {
   std::vector<v1::TaskSpec> specs;
   std::vector<std::string> job_lines;
   if (!opts.jobs_file.empty()) {
-    absl::StatusOr<std::string> text = ReadFileOrStdin(opts.jobs_file);
-    if (!text.ok()) return Fail(text.status());
-    for (auto& [number, line] : NonEmptyLines(*text)) {
-      absl::StatusOr<std::string> input = ExecInput({"/bin/sh", "-c", line}, opts, stdin_text);
-      if (!input.ok()) {
-        PrintError(absl::StrCat("line ", number, ": ", input.status().message(),
-                                " (nothing was submitted)"));
-        return kExitUsage;
-      }
-      v1::TaskSpec spec = base;
-      spec.set_input(*std::move(input));
-      if (!base.idempotency_key().empty()) {
-        spec.set_idempotency_key(absl::StrCat(base.idempotency_key(), "-", number));
-      }
-      specs.push_back(std::move(spec));
-      job_lines.push_back(std::move(line));
-    }
-    if (specs.empty()) {
-      PrintError(absl::StrCat(opts.jobs_file, " has no jobs (expected one command per line)"));
-      return kExitUsage;
+    if (int rc = ExecJobSpecs(opts, base, stdin_text, &specs, &job_lines); rc != kExitOk) {
+      return rc;
     }
   } else {
     absl::StatusOr<std::string> input = ExecInput(opts.command, opts, stdin_text);
@@ -447,28 +486,7 @@ int RunExec(const ExecOptions& opts, const CliContext& ctx) {
   absl::StatusOr<FinishedBatch> batch = SubmitBatch(**client, ctx.global, specs, opts.spec.wait);
   if (!batch.ok()) return Fail(batch.status());
   if (!opts.spec.wait) return kExitOk;
-  if (ctx.global.json()) {
-    PrintJsonArray(batch->tasks);
-    for (const v1::Task& task : batch->tasks) {
-      if (ShellStatusOf(task) != 0) return kExitTaskFailed;
-    }
-    return kExitOk;
-  }
-  // Jobs' outputs in line order (like `parallel -k`), then the summary on stderr so
-  // that stdout is exactly the jobs' output.
-  int non_zero = 0;
-  for (size_t i = 0; i < batch->tasks.size(); ++i) {
-    const std::string what =
-        absl::StrCat("job ", i + 1, " `", i < job_lines.size() ? job_lines[i] : "?", "`");
-    if (ReportExec(batch->tasks[i], what) != 0) ++non_zero;
-  }
-  std::cerr << "\n";
-  PrintBatchSummary(batch->tasks, batch->wall, std::cerr);
-  if (non_zero > 0) {
-    std::cerr << "\n"
-              << non_zero << " of " << batch->tasks.size() << " jobs did not exit with status 0\n";
-  }
-  return non_zero > 0 ? kExitTaskFailed : kExitOk;
+  return ReportExecBatch(*batch, job_lines, ctx);
 }
 
 }  // namespace

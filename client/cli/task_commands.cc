@@ -68,7 +68,7 @@ int RunStatus(const IdsOptions& opts, const CliContext& ctx) {
     tasks.push_back(*std::move(task));
   }
   PrintTasks(ctx.global, tasks);
-  return kExitOk;
+  return ExitCodeForFinishedTasks(tasks);
 }
 
 // --- cancel ---------------------------------------------------------------------------
@@ -79,6 +79,11 @@ int RunCancel(const IdsOptions& opts, const CliContext& ctx) {
   absl::StatusOr<std::vector<v1::Task>> tasks = (*client)->Cancel(opts.ids);
   if (!tasks.ok()) return Fail(tasks.status());
   PrintTasks(ctx.global, *tasks);
+  // The daemon cancels every queued or running task at once; one in another state
+  // afterwards had already finished (succeeded, failed, timed out): it was not cancelled.
+  for (const v1::Task& task : *tasks) {
+    if (task.state() != v1::TASK_STATE_CANCELLED) return kExitTaskFailed;
+  }
   return kExitOk;
 }
 
@@ -181,7 +186,7 @@ int RunExplain(const ExplainOptions& opts, const CliContext& ctx) {
   } else {
     std::cout << ExplainDecision(*task);
   }
-  return kExitOk;
+  return ExitCodeForFinishedTasks({*task});
 }
 
 void AddIdsArgument(CLI::App* sub, std::vector<std::string>* ids, bool required) {
@@ -208,6 +213,9 @@ void AddWaitCommand(CLI::App& app, CliContext& ctx) {
 void AddStatusCommand(CLI::App& app, CliContext& ctx) {
   auto opts = std::make_shared<IdsOptions>();
   CLI::App* sub = app.add_subcommand("status", "Show the current state of tasks (no waiting)");
+  sub->footer(
+      "Exit status: 1 if any task is final and did not succeed (failed, cancelled, timed "
+      "out), else 0 (also while tasks are queued or running: use `taskrt wait` to wait).");
   AddIdsArgument(sub, &opts->ids, /*required=*/true);
   sub->callback([opts, &ctx] { ctx.exit_code = RunStatus(*opts, ctx); });
 }
@@ -216,6 +224,10 @@ void AddCancelCommand(CLI::App& app, CliContext& ctx) {
   auto opts = std::make_shared<IdsOptions>();
   CLI::App* sub = app.add_subcommand(
       "cancel", "Cancel queued or running tasks and show their state afterwards");
+  sub->footer(
+      "Exit status: 0 if every task is cancelled afterwards (also one cancelled before), 1 "
+      "if any had already finished otherwise (succeeded, failed, timed out) and so was not "
+      "cancelled. An unknown id changes nothing and exits 2.");
   AddIdsArgument(sub, &opts->ids, /*required=*/true);
   sub->callback([opts, &ctx] { ctx.exit_code = RunCancel(*opts, ctx); });
 }
@@ -253,6 +265,13 @@ void AddExplainCommand(CLI::App& app, CliContext& ctx) {
   auto opts = std::make_shared<ExplainOptions>();
   CLI::App* sub = app.add_subcommand(
       "explain", "Say where a task ran and why: class, executor, worker, timings, hints");
+  sub->footer(
+      "A hint line appears when one run of 10 ms or more contradicts a class the client "
+      "declared or the handler hinted: IO with cpu/wall >= 0.8 (or a Python run with "
+      "cpu/(wall - GIL wait) >= 0.5 that waited >= 20% of its run for the GIL), or CPU with "
+      "cpu/wall <= 0.2 (docs/ARCHITECTURE.md, mismatch hints).\n"
+      "Exit status: 1 if the task is final and did not succeed (failed, cancelled, timed "
+      "out), else 0 (also while it is queued or running).");
   sub->add_option("id", opts->id, "Task id")->type_name("ID")->required();
   sub->callback([opts, &ctx] { ctx.exit_code = RunExplain(*opts, ctx); });
 }

@@ -391,10 +391,17 @@ expect_contains "state: succeeded" stdout
 
 check "submit sys.sleep 30000ms" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 30000}'
 CANCEL_ID=$OUT
+check "status of a running task exits 0" 0 -- "${T[@]}" status "$CANCEL_ID"
 check "cancel ID" 0 -- "${T[@]}" cancel "$CANCEL_ID"
 expect_line "^$CANCEL_ID +sys\.sleep +cancelled " stdout
-check "status after cancel" 0 -- "${T[@]}" status "$CANCEL_ID"
+check "cancel of a task cancelled before exits 0" 0 -- "${T[@]}" cancel "$CANCEL_ID"
+check "status after cancel exits 1 (did not succeed)" 1 -- "${T[@]}" status "$CANCEL_ID"
 expect_line "^$CANCEL_ID +sys\.sleep +cancelled " stdout
+check "status of a succeeded and a cancelled task exits 1" 1 -- "${T[@]}" status "$ID" "$CANCEL_ID"
+check "explain of a cancelled task exits 1" 1 -- "${T[@]}" explain "$CANCEL_ID"
+expect_contains "task $CANCEL_ID (sys.sleep): cancelled" stdout
+check "cancel of a task that already succeeded exits 1" 1 -- "${T[@]}" cancel "$ID"
+expect_line "^$ID +math\.primes +succeeded " stdout
 check "wait on a cancelled task" 1 -- "${T[@]}" wait "$CANCEL_ID"
 expect_contains "cancelled" stdout
 
@@ -416,9 +423,14 @@ WORKER_PIDS=$(printf '%s' "$OUT" |
   python3 -c 'import json,sys; print(" ".join(str(w["pid"]) for w in json.load(sys.stdin)["workers"] if w["pid"] > 0))' ||
   true)
 
+for i in 1 2 3; do "${T[@]}" submit sys.noop --wait >/dev/null 2>&1 || true; done
 check "stats" 0 -- "${T[@]}" stats
 expect_contains "daemon pid $DAEMON_PID" stdout
-expect_line "^cpu +2 " stdout
+expect_line "^POOL +WORKERS +QUEUED +RUNNING +COMPLETED +RESPAWNS +RECYCLED$" stdout
+expect_line "^cpu +2 +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+$" stdout
+# sys.noop runs are far under 1 ms: learned from, but never a cpu/wall sample.
+expect_line "^sys\.noop +- +[0-9.]+ +0 +undecided$" stdout
+expect_contains "Every finished run of every handler is learned from" stdout
 expect_line "^io +1 " stdout
 # Workers being restarted (after the crash and the timeout above) have no pid yet.
 if [[ -n $WORKER_PIDS ]]; then pass; else fail "-o json stats lists no worker pids"; fi

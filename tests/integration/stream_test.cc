@@ -177,6 +177,27 @@ TEST_F(StreamTest, SpecsSharingAnIdempotencyKeyAllGetTheOneTasksResult) {
   EXPECT_EQ(AllTasks().size(), 3u);
 }
 
+TEST_F(StreamTest, ExplainDecisionAcceptsAStreamResult) {
+  std::vector<v1::TaskSpec> specs = {MakeTask("test.echo", "x")};
+  auto results = client_->RunMany(specs);
+  ASSERT_TRUE(results.ok()) << results.status();
+  const v1::TaskResult& r = (*results)[0];
+  const std::string text = ExplainDecision(r, specs[0]);
+  EXPECT_TRUE(absl::StartsWith(text, absl::StrCat("task ", r.id(), " (test.echo): succeeded\n")))
+      << text;
+  EXPECT_TRUE(absl::StrContains(text, "ran as ")) << text;
+  EXPECT_TRUE(absl::StrContains(ExplainDecision(r), "(?): succeeded")) << ExplainDecision(r);
+}
+
+TEST_F(StreamTest, RunManyRefusedFirstBatchSaysNothingOfTheCallWasSubmitted) {
+  std::vector<v1::TaskSpec> specs = {MakeTask("no.such.handler", ""), MakeTask("test.echo", "x")};
+  auto results = client_->RunMany(specs, Options(1));
+  ASSERT_FALSE(results.ok());
+  EXPECT_TRUE(absl::StrContains(results.status().message(), "batch 1 of 2")) << results.status();
+  EXPECT_TRUE(absl::StrContains(results.status().message(), "no task of this call was submitted"))
+      << results.status();
+}
+
 TEST_F(StreamTest, RefusedBatchIsNamedAndEarlierBatchesStillComplete) {
   constexpr size_t kBatch = 4;
   std::vector<v1::TaskSpec> specs;
@@ -192,6 +213,12 @@ TEST_F(StreamTest, RefusedBatchIsNamedAndEarlierBatchesStillComplete) {
   EXPECT_TRUE(absl::StrContains(status.message(), "batch 2")) << status;
   EXPECT_TRUE(absl::StrContains(status.message(), "'no.such.handler' is not registered")) << status;
   EXPECT_TRUE(absl::StrContains(status.message(), "task 2 of 4")) << status;
+  // The daemon's "nothing was submitted" is about batch 2 only: the message says batch 1
+  // was submitted.
+  EXPECT_TRUE(absl::StrContains(status.message(),
+                                "4 task(s) of 1 earlier batch(es) of this call were already "
+                                "submitted"))
+      << status;
   EXPECT_LE(delivered, kBatch);
 
   // Nothing of batch 2 was submitted; the whole of batch 1 was, and it finishes.

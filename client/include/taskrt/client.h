@@ -12,8 +12,11 @@
 // Errors: every call returns absl::Status / absl::StatusOr with the daemon's canonical
 // code and message (INVALID_ARGUMENT for a bad task, NOT_FOUND for an unknown id,
 // UNAVAILABLE when the daemon is not running, DEADLINE_EXCEEDED when a wait gives up).
-// Thread-safety: a Client may be shared by many threads; callbacks run on gRPC threads
-// and must not block.
+// Thread-safety: a Client may be shared by many threads. No callback runs on a gRPC
+// thread: RunStream's `on_result` and Watch's `on_event` run on the thread that called
+// them, before the call returns; WaitAsync's `done` (and so WaitFuture's result) runs on
+// the client's one completion thread, where a slow `done` delays every other
+// asynchronous wait of that Client.
 #ifndef TASKRT_CLIENT_H_
 #define TASKRT_CLIENT_H_
 
@@ -168,7 +171,7 @@ class Client {
   absl::StatusOr<std::vector<v1::Task>> List(const v1::ListRequest& request = {});
 
   // Streams task events to `on_event` until it returns false, the daemon goes away or
-  // `timeout` passes (then returns OK). Blocks the calling thread.
+  // `timeout` passes (then returns OK). Blocks the calling thread; `on_event` runs on it.
   absl::Status Watch(const v1::WatchRequest& request,
                      const std::function<bool(const v1::TaskEvent&)>& on_event,
                      absl::Duration timeout = absl::InfiniteDuration());
@@ -204,6 +207,10 @@ absl::StatusOr<v1::TaskClass> ParseClass(const std::string& text);
 // The decision in words, several lines: what was asked, what was chosen and why, where
 // it ran, how long it waited and ran, and any hint.
 std::string ExplainDecision(const v1::Task& task);
+// The same for a result of RunStream / RunMany (a v1::TaskResult carries the decision but
+// not the spec): give the spec the task was submitted with, to name its handler (without
+// it the handler shows as "?").
+std::string ExplainDecision(const v1::TaskResult& result, const v1::TaskSpec& spec = {});
 
 }  // namespace taskrt
 
