@@ -64,10 +64,14 @@ absl::Status TaskManager::Start() {
   }
   pool_->Start(this);
   std::vector<StoredTask> stored;
+  LearnedMap learned;  // what the classifier learned before a restart
   if (options_.journal != nullptr) {
     auto loaded = options_.journal->LoadAll();
     if (!loaded.ok()) return loaded.status();
     stored = std::move(*loaded);
+    auto classes = options_.journal->LoadLearned();
+    if (!classes.ok()) return classes.status();
+    learned = std::move(*classes);
   }
   if (options_.tick_ms > 0) ticker_ = std::thread([this] { TickerLoop(); });
 
@@ -89,6 +93,7 @@ absl::Status TaskManager::Start() {
   }
   if (!startup_error_.ok()) return startup_error_;
   started_ = true;
+  learned_ = std::move(learned);
   RecoverLocked(std::move(stored));  // needs the handlers the workers registered
   DispatchLocked();
   return absl::OkStatus();
@@ -185,7 +190,7 @@ void TaskManager::FlushRowsLocked() {
     changes.push_back({seq, &r->task});
   }
   for (uint64_t seq : op_.TakeErased()) changes.push_back({seq, nullptr});
-  options_.journal->Apply(changes);  // TODO(sync flag): !relaxed
+  options_.journal->Apply(changes, /*sync=*/!relaxed);
 }
 
 void TaskManager::EndOperation() {
@@ -258,7 +263,7 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
     r.python = r.task.decision().runtime() == "python";
     r.pool = PoolOf(r.task.decision().resolved_class(), r.python);
     const v1::TaskState state = r.task.state();
-    if (IsFinalState(state)) {
+    if (IsFinal(state)) {
       ++recovery_.finished;
       continue;
     }
@@ -266,7 +271,7 @@ void TaskManager::RecoverLocked(std::vector<StoredTask> stored) {
     d->set_recovered(true);
     if (state == v1::TASK_STATE_RUNNING) {
       RecoverRunningLocked(seq, now);
-      if (IsFinalState(r.task.state())) continue;
+      if (IsFinal(r.task.state())) continue;
     } else {
       ++recovery_.requeued;
     }

@@ -41,7 +41,7 @@ void TaskManager::ExpireWaiterLocked(uint64_t handle) {
   std::vector<std::string> pending;
   for (uint64_t seq : w->seqs) {
     const v1::Task& t = table_.at(seq).task;
-    if (!IsFinalState(t.state()) && pending.size() < 5) pending.push_back(t.id());
+    if (!IsFinal(t.state()) && pending.size() < 5) pending.push_back(t.id());
   }
   CompleteWaiterLocked(handle, absl::DeadlineExceededError(absl::StrCat(
                                    w->remaining, " of ", w->seqs.size(),
@@ -74,7 +74,7 @@ uint64_t TaskManager::Wait(const Caller& caller,
     }
     w->seqs.push_back(*seq);
     TaskRecord& r = table_.at(*seq);
-    if (!IsFinalState(r.task.state())) {
+    if (!IsFinal(r.task.state())) {
       ++w->remaining;
       r.waiters.push_back(handle);
     }

@@ -137,17 +137,18 @@ void TaskManager::OnDone(int worker, const RunSlot& run, const v1::internal::Tas
   const uint64_t seq = run.seq;
   r->worker = -1;
   RecordRunLocked(*r, done);
-  if (IsFinalState(r->task.state())) {  // cancelled or timed out meanwhile
+  if (IsFinal(r->task.state())) {  // cancelled or timed out meanwhile
     PersistLocked(seq);
     return;
   }
   // A failed Python call leaves its pickled exception in the output (the SDK re-raises it).
   r->task.set_output(done.output());
-  if (done.ok()) {
+  if (done.ok() && !(r->deadline_us > 0 && done.finished_unix_us() >= r->deadline_us)) {
     FinishLocked(seq, v1::TASK_STATE_SUCCEEDED, v1::TaskError());
-  } else if (done.failure() == v1::FAILURE_KIND_CANCELLED && r->deadline_us > 0 &&
-             done.finished_unix_us() >= r->deadline_us) {
-    // The worker's own deadline fired before the daemon's tick: still a timeout.
+  } else if ((done.ok() || done.failure() == v1::FAILURE_KIND_CANCELLED) &&
+             r->deadline_us > 0 && done.finished_unix_us() >= r->deadline_us) {
+    // The worker's own deadline fired before the daemon's tick (and the handler gave
+    // up, or returned OK regardless): still a timeout.
     FailOrRetryLocked(
         seq, v1::TASK_STATE_TIMED_OUT,
         MakeError(v1::FAILURE_KIND_TIMEOUT,
@@ -178,8 +179,13 @@ void TaskManager::RecordRunLocked(TaskRecord& r, const v1::internal::TaskDone& d
   // Asynchronous handlers spend their wait on a timer or a child: what they teach the
   // classifier is the CPU they caused (the child's, for sys.exec). A Python run's wait
   // for the GIL is not a wait for I/O: it is taken out of the wall time.
-  Learn(learned_[{r.task.spec().handler(), r.task.spec().function()}], done.cpu_time_us(),
-        d->run_time_us(), options_.classifier, done.gil_measured() ? done.gil_wait_us() : -1);
+  LearnedStats& learned = learned_[{r.task.spec().handler(), r.task.spec().function()}];
+  Learn(learned, done.cpu_time_us(), d->run_time_us(), options_.classifier,
+        done.gil_measured() ? done.gil_wait_us() : -1);
+  // Kept across restarts; coalesced per handler by the journal, never fsync'd alone.
+  if (options_.journal != nullptr) {
+    options_.journal->PutLearned(r.task.spec().handler(), r.task.spec().function(), learned);
+  }
   d->set_hint(MismatchHint(*d, options_.classifier));
   if (std::string gil = GilEvidence(*d); !gil.empty()) {
     d->set_evidence(absl::StrCat(d->evidence(), kThisRun, gil));
@@ -194,7 +200,7 @@ void TaskManager::OnLost(int worker, const WorkerSlot& was, const WorkerLoss& lo
     TaskRecord* r = table_.find(run.seq);
     if (r == nullptr || r->run_id != run.run_id) continue;
     r->worker = -1;
-    if (IsFinalState(r->task.state())) continue;
+    if (IsFinal(r->task.state())) continue;
     if (head != 0 && run.run_id != head) {  // it waited behind the one that was running
       RequeueUnstartedLocked(run.seq);
       continue;

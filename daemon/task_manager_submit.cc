@@ -119,7 +119,7 @@ uint64_t TaskManager::WaitEachLocked(const std::vector<uint64_t>& seqs, ResultCa
   w->each = std::make_shared<ResultCallback>(std::move(each));
   for (const uint64_t seq : seqs) {
     TaskRecord& r = table_.at(seq);
-    if (IsFinalState(r.task.state())) {
+    if (IsFinal(r.task.state())) {
       op_.DeferResult(w->each, MakeResult(r.task));  // at the end of this operation
     } else {
       ++w->remaining;

@@ -36,7 +36,7 @@ TaskRecord& TaskTable::Restore(uint64_t seq, v1::Task task) {
   r.task = std::move(task);
   Count(r.task, +1);
   Index(r, seq);
-  if (IsFinalState(r.task.state())) retained_.push_back(seq);
+  if (IsFinal(r.task.state())) retained_.push_back(seq);
   return r;
 }
 

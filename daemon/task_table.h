@@ -19,6 +19,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/task_state.h"
 #include "daemon/pool.h"
 #include "taskrt/v1/task.pb.h"
 
@@ -36,10 +37,7 @@ struct TaskRecord {
   bool dirty = false;             // changed since the journal last got it
 };
 
-inline bool IsFinalState(v1::TaskState s) {
-  return s == v1::TASK_STATE_SUCCEEDED || s == v1::TASK_STATE_FAILED ||
-         s == v1::TASK_STATE_CANCELLED || s == v1::TASK_STATE_TIMED_OUT;
-}
+using internal::IsFinal;
 
 using StateCounts = std::array<uint64_t, v1::TaskState_ARRAYSIZE>;
 

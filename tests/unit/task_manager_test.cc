@@ -172,6 +172,16 @@ TEST_F(TaskManagerTest, AnIoTaskPastItsTimeoutIsCancelledThroughItsContext) {
   EXPECT_EQ(Get(id).state(), v1::TASK_STATE_TIMED_OUT);
 }
 
+TEST_F(TaskManagerTest, AnOkResultAfterTheDeadlineIsATimeoutNotASuccess) {
+  Start();
+  v1::TaskSpec spec = Spec("t.io");
+  spec.set_timeout_ms(50);
+  const std::string id = Submit(spec);
+  clock.AdvanceMs(60);  // past the deadline, before the daemon's tick saw it
+  pool->Finish(RunNo(1).seq(), true, "finished anyway");
+  EXPECT_EQ(Get(id).state(), v1::TASK_STATE_TIMED_OUT);
+}
+
 TEST_F(TaskManagerTest, ACpuTaskPastItsTimeoutCostsItsWorkerWhichIsReplaced) {
   Start();
   v1::TaskSpec spec = Spec("t.cpu");
@@ -396,6 +406,10 @@ TEST_F(TaskManagerRecoveryTest, RunningTasksAreRerunOrFailedAndQueuedOnesRequeue
   EXPECT_EQ(rec.rerun, 1u);
   EXPECT_EQ(rec.failed, 1u);
   EXPECT_EQ(Get(done).output(), "kept");
+  const v1::Stats stats = manager->GetStats(caller);
+  ASSERT_EQ(stats.learned_size(), 1) << "what was learned survives the restart";
+  EXPECT_EQ(stats.learned(0).handler(), "t.io");
+  EXPECT_EQ(stats.learned(0).runs(), 1u);
   const v1::Task tb = Get(b);
   EXPECT_EQ(tb.state(), v1::TASK_STATE_FAILED);
   EXPECT_EQ(tb.error().kind(), v1::FAILURE_KIND_DAEMON_RESTART);
