@@ -91,7 +91,7 @@ constexpr size_t kChunk = 1000;  // tasks per stream batch
 constexpr int kScalingTasks = 16;
 
 struct BenchOptions {
-  std::string socket_path;  // empty: start our own daemon
+  std::string socket_path;      // empty: start our own daemon
   DaemonProcessOptions daemon;  // temp_prefix "taskrt-bench"
   bool quick = false;
   bool json = false;
@@ -407,8 +407,9 @@ std::vector<Result> Fsync(Context& ctx) {
   if (!status.ok()) return {Failed("fsync_p50", "us", status)};
   return {Measured("fsync_p50", Percentile(micros, 50), "us",
                    absl::StrFormat("reference, no target: 4 KiB pwrite + fdatasync x%d in %s; "
-                                   "p99 %.0f us; a Run with --durability full waits for two "
-                                   "such commits (accepted+running, final)",
+                                   "p99 %.0f us; a Run with --durability full waits for one "
+                                   "such commit (its final state; its acceptance is written "
+                                   "to the WAL without one)",
                                    m, dir, Percentile(micros, 99)))};
 }
 
