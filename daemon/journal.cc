@@ -285,10 +285,14 @@ void Journal::WriterLoop() {
     uint64_t upto = 0;
     {
       internal::MutexLock lock(&mu_);
+      // Learned statistics alone do not wake the writer (they ride with the task row
+      // of the run that taught them, queued in the same operation), unless someone
+      // waits for them: a commit of its own would delay that run's result.
       auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        if (stopping_ || !pending_.empty() || !pending_learned_.empty()) return true;
-        for (const auto& w : waiters_)
-          if (w.ticket <= committed_ticket_) return true;
+        if (stopping_ || !pending_.empty()) return true;
+        for (const auto& w : waiters_) {
+          if (w.ticket <= committed_ticket_ || !pending_learned_.empty()) return true;
+        }
         return false;
       };
       mu_.Await(absl::Condition(&has_work));

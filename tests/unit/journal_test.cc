@@ -7,12 +7,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace taskrt::daemon {
@@ -146,6 +148,30 @@ TEST_F(JournalTest, LearnedStatsSurviveReopenAndLatestWins) {
   auto all = (*j)->LoadAll();
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_EQ(all->size(), 1u);
+}
+
+TEST_F(JournalTest, LearnedStatsRideWithTheNextTaskWriteAndCloseFlushesThem) {
+  {
+    auto j = Journal::Open(path_, Durability::kFull);
+    ASSERT_TRUE(j.ok()) << j.status();
+    (*j)->PutLearned("sys.noop", "", LearnedStats{});
+    // Alone, with nobody waiting for them, they do not make a commit of their own (a
+    // writer that woke for them would commit within microseconds).
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ((*j)->commits(), 0u);
+    ASSERT_TRUE(AwaitCommit(**j, (*j)->Put(1, MakeTask("a", v1::TASK_STATE_SUCCEEDED))).ok());
+    EXPECT_EQ((*j)->commits(), 1u);
+    // Queued last, written at Close.
+    LearnedStats s;
+    s.runs = 5;
+    (*j)->PutLearned("sys.exec", "", s);
+  }
+  auto j = Journal::Open(path_, Durability::kFull);
+  ASSERT_TRUE(j.ok()) << j.status();
+  auto learned = (*j)->LoadLearned();
+  ASSERT_TRUE(learned.ok()) << learned.status();
+  ASSERT_EQ(learned->size(), 2u);
+  EXPECT_EQ(learned->at({"sys.exec", ""}).runs, 5u);
 }
 
 // Holds the writer thread inside a callback until Release, so that the writes queued
