@@ -79,7 +79,9 @@ TEST(TaskQueueTest, MassRemovalKeepsOrderOfTheRest) {
   TaskQueue q;
   for (uint64_t k = 0; k < 10000; ++k) q.Push(k, static_cast<int32_t>(k % 3));
   for (uint64_t k = 0; k < 10000; ++k) {
-    if (k % 10 != 0) ASSERT_TRUE(q.Remove(k));
+    if (k % 10 != 0) {
+      ASSERT_TRUE(q.Remove(k));
+    }
   }
   EXPECT_FALSE(q.Remove(5));
   ASSERT_EQ(q.size(), 1000u);
