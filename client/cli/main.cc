@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
       "taskrt: submit tasks to the taskrt daemon (taskrtd), wait for them, and "
       "see where and why they ran.",
       "taskrt");
+  app.set_version_flag("--version", "taskrt " TASKRT_VERSION);
   app.require_subcommand(1);
   app.fallthrough();  // global options may also follow the subcommand
   app.footer(

@@ -210,6 +210,11 @@ for word in --socket submit exec explain wait status cancel handlers "Exit statu
   expect_contains "$word" stdout
 done
 
+check "taskrt --version" 0 -- "$TASKRT_BIN" --version
+expect_line "taskrt [0-9]+\.[0-9]+\.[0-9]+" stdout
+check "taskrtd --version" 0 -- "$TASKRTD" --version
+expect_line "taskrtd [0-9]+\.[0-9]+\.[0-9]+ \(allocator: [a-z]+\)" stdout
+
 check "taskrt without a subcommand is a usage error" 2 -- "$TASKRT_BIN"
 expect_contains "subcommand"
 
