@@ -319,6 +319,9 @@ def test_a_connection_flood_of_one_uid_leaves_others_served(daemons):
     assert r.code == 0, r
 
 
+@pytest.mark.skipif(os.environ.get("TASKRT_ASAN") == "1",
+                    reason="UBSan's vptr check tests memory through a pipe(): with every "
+                    "descriptor taken it reports a false 'invalid vptr' and aborts")
 def test_the_listener_survives_descriptor_exhaustion(daemons):
     d = daemons("--max-connections", "100000", "--max-connections-per-uid", "100000",
                 prlimit=256)
