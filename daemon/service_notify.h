@@ -6,9 +6,10 @@
 //
 // Without $NOTIFY_SOCKET (taskrtd not started by systemd, or by a test) every call does
 // nothing. A message that cannot be sent is logged once to stderr and otherwise
-// ignored: the daemon serves whether or not its manager hears of it. Only the daemon
-// process itself may notify: the unit sets NotifyAccess=main, so workers and sys.exec
-// commands, which inherit the environment, are not heard.
+// ignored: the daemon serves whether or not its manager hears of it. A send blocks
+// while the manager's queue is full (systemd reads it at once; a test must too), so
+// call these without holding locks that others need. Workers and sys.exec commands
+// inherit $NOTIFY_SOCKET, but the unit sets NotifyAccess=main: only taskrtd is heard.
 //
 // Example (RunDaemon):
 //   ServiceNotifier notifier;
