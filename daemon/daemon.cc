@@ -28,6 +28,7 @@
 #include "common/util.h"
 #include "daemon/poller_keep_awake.h"
 #include "daemon/service.h"
+#include "daemon/service_notify.h"
 #include "daemon/validation.h"
 #include "daemon/worker_process.h"
 
@@ -138,6 +139,12 @@ absl::StatusOr<int> TakeLock(const std::string& path, const std::string& what) {
     return absl::InternalError(absl::StrCat("cannot write ", path));
   }
   return fd;
+}
+
+// The status line systemd shows (`systemctl status taskrtd`).
+std::string ServiceStatus(const QueueDepths& d) {
+  return absl::StrCat(d.draining ? "draining" : "serving", "; ", d.queued, " queued, ", d.running,
+                      " running");
 }
 
 std::string DefaultStateDir() {
@@ -435,12 +442,21 @@ int RunDaemon(DaemonOptions options) {
   // A file-size limit must surface as a journal write error, not kill the daemon.
   ::signal(SIGXFSZ, SIG_IGN);
 
+  // Declared before the daemon, whose ticker thread calls it. A no-op unless systemd
+  // (or a test) set $NOTIFY_SOCKET.
+  ServiceNotifier notifier;
+  if (notifier.enabled()) {
+    options.tasks.on_tick = [&notifier](const QueueDepths& d) { notifier.Tick(ServiceStatus(d)); };
+    options.tasks.on_tick_ms = absl::ToInt64Milliseconds(notifier.tick_period());
+  }
   const absl::Duration options_drain_timeout = options.drain_timeout;
   auto daemon = Daemon::Start(std::move(options));
   if (!daemon.ok()) {
     std::fprintf(stderr, "taskrtd: %s\n", std::string(daemon.status().message()).c_str());
     return 1;
   }
+  // Start returned: the sockets listen and the journal's tasks are recovered.
+  notifier.Ready(ServiceStatus((*daemon)->queue_depths()));
   while (true) {
     int sig = 0;
     if (::sigwait(&stop_signals, &sig) != 0) continue;
@@ -457,6 +473,9 @@ int RunDaemon(DaemonOptions options) {
                  absl::FormatDuration(options_drain_timeout).c_str());
     break;
   }
+  QueueDepths depths = (*daemon)->queue_depths();
+  depths.draining = true;
+  notifier.Stopping(ServiceStatus(depths));
   (*daemon)->Drain();
   // Drained: the journal is closed, the workers are stopped and the socket is gone.
   // Exit without destroying the gRPC server: its destructor runs gRPC's global

@@ -76,6 +76,8 @@ class Daemon {
   // Graceful stop: refuses new submits, starts nothing new, lets running tasks finish
   // for up to options.drain_timeout, then Shutdown. Queued tasks stay in the journal.
   void Drain();
+  // The task manager's queue depths (before Shutdown).
+  QueueDepths queue_depths() { return manager_->Depths(); }
   const std::string& state_dir() const { return options_.state_dir; }
   TaskManager::Recovery recovery() const { return recovery_; }
   const std::string& socket_path() const { return options_.socket_path; }

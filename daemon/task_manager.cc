@@ -129,14 +129,39 @@ size_t TaskManager::Drain(absl::Duration timeout) {
 }
 
 void TaskManager::TickerLoop() {
+  int64_t last_report_us = 0;
   while (true) {
-    OpLock lock(this);
-    auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-    if (mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(options_.tick_ms))) {
-      return;
+    std::optional<QueueDepths> report;
+    {
+      OpLock lock(this);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(options_.tick_ms))) {
+        return;
+      }
+      TickLocked();
+      // The wall clock may step back: report then too, or the watchdog would starve.
+      const int64_t now = clock_->NowUnixMicros();
+      if (options_.on_tick &&
+          (now < last_report_us || now - last_report_us >= options_.on_tick_ms * 1000)) {
+        last_report_us = now;
+        report = DepthsLocked();
+      }
     }
-    TickLocked();
+    if (report) options_.on_tick(*report);  // without mu_: it may block on a socket
   }
+}
+
+QueueDepths TaskManager::Depths() {
+  OpLock lock(this);
+  return DepthsLocked();
+}
+
+QueueDepths TaskManager::DepthsLocked() {
+  QueueDepths d;
+  d.queued = table_.by_state()[v1::TASK_STATE_QUEUED];
+  d.running = table_.by_state()[v1::TASK_STATE_RUNNING];
+  d.draining = draining_;
+  return d;
 }
 
 void TaskManager::Tick() {

@@ -51,6 +51,13 @@
 
 namespace taskrt::daemon {
 
+// How many tasks wait and run, and whether the manager drains (for status lines).
+struct QueueDepths {
+  uint64_t queued = 0;   // unfinished tasks not running (retries waiting included)
+  uint64_t running = 0;  // tasks a worker holds
+  bool draining = false;
+};
+
 struct TaskManagerOptions {
   int cpu_workers = 2;           // processes in the cpu pool (one task each)
   int io_workers = 1;            // processes in the io pool
@@ -119,6 +126,13 @@ struct TaskManagerOptions {
   // Deadlines, retries, retention and the stuck check run every tick_ms on an internal
   // thread; 0 = no thread: the caller calls Tick() (tests, with a fake clock).
   int64_t tick_ms = 10;
+  // Called on the ticker thread, without mu_, after a tick at most every on_tick_ms
+  // (and again at once if the clock went back), with the queue depths: the daemon
+  // reports them to systemd, and their regular arrival shows that the ticker and mu_
+  // are alive (the watchdog, daemon/service_notify.h). Must not call back into the
+  // TaskManager's Stop. Null: none. Never called without a ticker thread (tick_ms 0).
+  std::function<void(const QueueDepths&)> on_tick;
+  int64_t on_tick_ms = 2000;
 };
 
 // What Submit accepted: the ids, and the journal ticket that makes them durable.
@@ -203,6 +217,8 @@ class TaskManager : private WorkerPoolObserver {
   void Unwatch(uint64_t handle);
   // Per-owner counts (Stats.owners) only for admins.
   v1::Stats GetStats(const Caller& caller);
+  // The queue depths right now (what on_tick reports).
+  QueueDepths Depths();
   // Every handler, with `allowed` saying whether the caller may submit it.
   std::vector<v1::HandlerInfo> Handlers(const Caller& caller);
 
@@ -249,6 +265,7 @@ class TaskManager : private WorkerPoolObserver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TickerLoop();
   void TickLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  QueueDepths DepthsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Submit's pieces (task_manager_submit.cc).
   absl::Status ValidateLocked(const v1::TaskSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

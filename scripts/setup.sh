@@ -22,6 +22,7 @@ PACKAGES=(
   util-linux         # setpriv and prlimit: the security tests' other uid and fd limit
   openssl            # the security tests make a test CA for TLS
   systemd            # systemd-analyze, to verify deploy/taskrtd.service
+  libsystemd-dev     # sd_notify: taskrtd tells systemd it is ready (Type=notify), its watchdog
   clang-14 libclang-rt-14-dev  # the fuzz build (scripts/fuzz.sh): clang++-14 -fsanitize=fuzzer
 )
 

@@ -91,6 +91,18 @@ for public in ./bin/taskrtd ./bin/taskrt ./libexec/taskrt/taskrt-worker \
   ./lib/pkgconfig/taskrt-plugin.pc ./lib/cmake/taskrt/taskrtConfig.cmake; do
   if grep -qxF "$public" "$tmp/files"; then pass; else fail "the installed tree lacks $public"; fi
 done
+# The service: the unit with its binaries' paths under this prefix, the sysusers.d file.
+unit="$prefix/lib/systemd/system/taskrtd.service"
+if grep -q "^ExecStart=$prefix/bin/taskrtd .*--worker-path $prefix/libexec/taskrt/taskrt-worker" \
+  "$unit" 2>/dev/null; then
+  pass
+else
+  fail "the installed tree lacks lib/systemd/system/taskrtd.service naming $prefix/bin/taskrtd" \
+    "$tmp/files"
+fi
+if grep -qxF ./lib/sysusers.d/taskrt.conf "$tmp/files"; then pass; else
+  fail "the installed tree lacks lib/sysusers.d/taskrt.conf" "$tmp/files"
+fi
 if [[ $(readlink "$libdir/libtaskrt_client.so.0") == libtaskrt_client.so.*.*.* ]]; then
   pass
 else

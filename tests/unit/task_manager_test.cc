@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_clock.h"
@@ -355,6 +357,43 @@ TEST_F(TaskManagerTest, AnotherOwnersTaskIsNotFound) {
   EXPECT_EQ(manager->Get(other, ids).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(manager->Cancel(other, ids).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(Get(id).state(), v1::TASK_STATE_RUNNING);
+}
+
+// The one test here with the ticker thread (what the daemon's systemd status and
+// watchdog hang on): it waits for the thread, but time still moves only by hand.
+TEST_F(TaskManagerTest, OnTickReportsTheQueueDepthsOncePerPeriodWithoutTheLock) {
+  absl::Mutex mu;
+  std::vector<daemon::QueueDepths> reports;
+  options.tick_ms = 1;
+  options.on_tick_ms = 1000;
+  options.on_tick = [&](const daemon::QueueDepths& d) {
+    manager->Depths();  // would deadlock if the hook ran under the manager's lock
+    absl::MutexLock lock(&mu);
+    reports.push_back(d);
+  };
+  Start();
+  auto reported = [&](size_t n) {
+    absl::MutexLock lock(&mu);
+    auto enough = [&] { return reports.size() >= n; };
+    mu.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+    return reports.size();
+  };
+  ASSERT_EQ(reported(1), 1u);  // the first tick reports (nothing yet)
+  Submit(Spec("t.cpu"));
+  Submit(Spec("t.cpu"));  // one cpu worker: one runs, one waits
+  ::usleep(50 * 1000);    // ~50 ticks, but the fake clock stands still: no new report
+  ASSERT_EQ(reported(1), 1u);
+  clock.AdvanceMs(1000);
+  ASSERT_EQ(reported(2), 2u);
+  manager->Drain(absl::ZeroDuration());
+  clock.AdvanceMs(1000);
+  ASSERT_EQ(reported(3), 3u);
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(reports[0].queued + reports[0].running, 0u);
+  EXPECT_EQ(reports[1].queued, 1u);
+  EXPECT_EQ(reports[1].running, 1u);
+  EXPECT_FALSE(reports[1].draining);
+  EXPECT_TRUE(reports[2].draining);
 }
 
 class TaskManagerRecoveryTest : public TaskManagerTest {
