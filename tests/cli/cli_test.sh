@@ -35,25 +35,12 @@ MAX_INPUT=1000
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/taskrt-cli.XXXXXX")
 SOCK="$DIR/t.sock"
 DAEMON_PID=""
+source "$(dirname "${BASH_SOURCE[0]}")/../testing/stop_pid.sh"
 
 cleanup() {
   local rc=$?
   set +e
-  if [[ -n $DAEMON_PID ]]; then
-    if kill -0 "$DAEMON_PID" 2>/dev/null; then
-      kill -TERM "$DAEMON_PID" 2>/dev/null
-      local i
-      for ((i = 0; i < STOP_TENTHS; i++)); do
-        kill -0 "$DAEMON_PID" 2>/dev/null || break
-        sleep 0.1
-      done
-      if kill -0 "$DAEMON_PID" 2>/dev/null; then
-        echo "cli_test: taskrtd (pid $DAEMON_PID) ignored SIGTERM; sending SIGKILL" >&2
-        kill -KILL "$DAEMON_PID" 2>/dev/null
-      fi
-    fi
-    wait "$DAEMON_PID" 2>/dev/null
-  fi
+  stop_pid "$DAEMON_PID" "$STOP_TENTHS" "cli_test: taskrtd"
   rm -rf "$DIR"
   exit "$rc"
 }

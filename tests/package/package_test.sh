@@ -24,16 +24,9 @@ failed=0
 READY_TENTHS=200  # how long the daemon may take to serve, in tenths of a second
 STOP_TENTHS=100   # how long it may take to exit after SIGTERM
 
+source "$(dirname "${BASH_SOURCE[0]}")/../testing/stop_pid.sh"
 stop_daemon() {
-  [[ -n $daemon_pid ]] || return 0
-  kill -TERM "$daemon_pid" 2>/dev/null || true
-  local i
-  for ((i = 0; i < STOP_TENTHS; i++)); do
-    kill -0 "$daemon_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$daemon_pid" 2>/dev/null || true
-  wait "$daemon_pid" 2>/dev/null || true
+  stop_pid "$daemon_pid" "$STOP_TENTHS" taskrtd
   daemon_pid=""
 }
 cleanup() {

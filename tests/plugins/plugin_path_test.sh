@@ -23,16 +23,9 @@ DAEMON_PID=""
 PASSED=0
 FAILED=0
 
+source "$(dirname "${BASH_SOURCE[0]}")/../testing/stop_pid.sh"
 stop_daemon() {
-  [[ -n $DAEMON_PID ]] || return 0
-  kill -TERM "$DAEMON_PID" 2>/dev/null || true
-  local i
-  for ((i = 0; i < STOP_TENTHS; i++)); do
-    kill -0 "$DAEMON_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$DAEMON_PID" 2>/dev/null || true
-  wait "$DAEMON_PID" 2>/dev/null || true
+  stop_pid "$DAEMON_PID" "$STOP_TENTHS" taskrtd
   DAEMON_PID=""
 }
 cleanup() {

@@ -12,40 +12,18 @@
 
 #include "daemon/daemon.h"
 #include "taskrt/client.h"
+#include "tests/integration/daemon_fixture.h"
 
 namespace taskrt {
 namespace {
 
-class PluginTest : public ::testing::Test {
+// The shared in-process daemon (tests/integration/daemon_fixture.h), with this
+// directory's plugins instead of the fault plugin.
+class PluginTest : public testing::DaemonTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/taskrt-plugin-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    daemon::DaemonOptions options;
-    options.socket_path = dir_ + "/taskrt.sock";
-    options.verbose = false;
-    options.tasks.worker_path = TASKRT_WORKER_PATH;
+  void Configure(daemon::DaemonOptions& options) override {
     options.tasks.plugins = {TASKRT_API_PLUGIN_PATH, TASKRT_EXAMPLE_PLUGIN_PATH};
     options.tasks.cpu_workers = 1;
-    options.tasks.io_workers = 1;
-    options.tasks.io_threads = 2;
-    auto d = daemon::Daemon::Start(options);
-    ASSERT_TRUE(d.ok()) << d.status();
-    daemon_ = std::move(*d);
-    ClientOptions copts;
-    copts.socket_path = daemon_->socket_path();
-    auto c = Client::Connect(copts);
-    ASSERT_TRUE(c.ok()) << c.status();
-    client_ = std::move(*c);
-  }
-
-  void TearDown() override {
-    client_.reset();
-    if (daemon_) daemon_->Shutdown();
-    daemon_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   // Runs one attempt of the task in the io pool and returns it final.
@@ -57,10 +35,6 @@ class PluginTest : public ::testing::Test {
     EXPECT_TRUE(task.ok()) << task.status();
     return task.ok() ? *task : v1::Task();
   }
-
-  std::string dir_;
-  std::unique_ptr<daemon::Daemon> daemon_;
-  std::unique_ptr<Client> client_;
 };
 
 TEST_F(PluginTest, HiddenVisibilityPluginLoadsAndListsAsyncHandlers) {
