@@ -99,10 +99,12 @@ void InitCleanSpawnAttr(posix_spawnattr_t* attr, short extra_flags) {
 
 std::string FormatMicros(int64_t us) {
   if (us < 0) us = 0;
-  if (us < 10'000'000) return absl::StrFormat("%.1f ms", static_cast<double>(us) / 1e3);
-  if (us < 600'000'000) return absl::StrFormat("%.1f s", static_cast<double>(us) / 1e6);
+  if (us < 1'000'000) return absl::StrFormat("%.1f ms", static_cast<double>(us) / 1e3);
+  if (us < 60'000'000) return absl::StrFormat("%.2f s", static_cast<double>(us) / 1e6);
   const int64_t s = us / 1'000'000;
-  return absl::StrFormat("%dm %02ds", s / 60, s % 60);
+  if (s < 3600) return absl::StrFormat("%dm %02ds", s / 60, s % 60);
+  if (s < 86400) return absl::StrFormat("%dh %02dm", s / 3600, (s % 3600) / 60);
+  return absl::StrFormat("%dd %dh", s / 86400, (s % 86400) / 3600);
 }
 
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {

@@ -39,7 +39,8 @@ inline constexpr char kDefaultSocketText[] =
 // (with or without brackets) and "localhost".
 bool IsLoopbackHost(const std::string& host);
 
-// A duration for people: "0.2 ms", "812.4 ms", "12.3 s", "4m 05s".
+// A duration for people: "0.2 ms", "812.4 ms", "4.03 s", "4m 05s", "2h 05m", "3d 4h"
+// (the same units as `taskrt stats`' uptimes).
 std::string FormatMicros(int64_t us);
 
 // Initialises `attr` so that a spawned child starts with an empty signal mask and

@@ -192,12 +192,16 @@ void PrintTasks(const GlobalOptions& global, const std::vector<v1::Task>& tasks)
     PrintJsonArray(tasks);
     return;
   }
-  Table table({"ID", "HANDLER", "STATE", "EXECUTOR", "CLASS", "REASON", "RUN TIME"});
+  Table table({"ID", "HANDLER", "STATE", "EXECUTOR", "CLASS", "REASON", "RUN TIME", "AGE"});
+  const int64_t now_us = internal::NowUnixMicros();
   for (const v1::Task& task : tasks) {
     const v1::Decision& d = task.decision();
+    // AGE: since the task was submitted.
+    const std::string age =
+        d.submitted_unix_us() > 0 ? FormatMicros(now_us - d.submitted_unix_us()) : "-";
     table.AddRow({task.id(), task.spec().handler(), StateName(task.state()),
                   ExecutorName(d.executor()), ClassCell(d), ReasonName(d.reason()),
-                  RunTimeCell(task)});
+                  RunTimeCell(task), age});
   }
   table.Print(std::cout);
 }

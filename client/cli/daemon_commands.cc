@@ -21,11 +21,8 @@ constexpr v1::TaskState kStateOrder[] = {
 
 // "3d 4h", "2h 05m", "4m 07s", "12s".
 std::string FormatUptime(int64_t us) {
-  const int64_t s = std::max<int64_t>(us, 0) / 1'000'000;
-  if (s >= 86400) return absl::StrFormat("%dd %dh", s / 86400, (s % 86400) / 3600);
-  if (s >= 3600) return absl::StrFormat("%dh %02dm", s / 3600, (s % 3600) / 60);
-  if (s >= 60) return absl::StrFormat("%dm %02ds", s / 60, s % 60);
-  return absl::StrCat(s, "s");
+  if (us < 60'000'000) return absl::StrCat(std::max<int64_t>(us, 0) / 1'000'000, "s");
+  return FormatMicros(us);
 }
 
 // What the learned table means, as daemon/task_manager.cc and classifier.cc do it.

@@ -1,4 +1,5 @@
 // Subcommands about existing tasks: wait, status, cancel, list, watch, explain.
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -108,6 +109,17 @@ int RunList(const ListOptions& opts, const CliContext& ctx) {
   if (!client.ok()) return Fail(client.status());
   absl::StatusOr<std::vector<v1::Task>> tasks = (*client)->List(request);
   if (!tasks.ok()) return Fail(tasks.status());
+  if (tasks->empty() && !opts.handler.empty()) {
+    // Nothing of a handler the daemon does not have is a typo, not an empty list (tasks
+    // of a handler since removed are still listed).
+    absl::StatusOr<std::vector<v1::HandlerInfo>> handlers = (*client)->ListHandlers();
+    if (!handlers.ok()) return Fail(handlers.status());
+    if (std::none_of(handlers->begin(), handlers->end(),
+                     [&](const v1::HandlerInfo& h) { return h.name() == opts.handler; })) {
+      return Fail(absl::NotFoundError(
+          absl::StrCat("no handler named '", opts.handler, "' (`taskrt handlers` lists them)")));
+    }
+  }
   PrintTasks(ctx.global, *tasks);
   return kExitOk;
 }

@@ -400,10 +400,14 @@ expect_contains "cancelled" stdout
 # --- list, stats, handlers, watch ------------------------------------------------------
 
 check "list" 0 -- "${T[@]}" list
-expect_line "^ID +HANDLER +STATE +EXECUTOR +CLASS +REASON +RUN TIME$" stdout
+expect_line "^ID +HANDLER +STATE +EXECUTOR +CLASS +REASON +RUN TIME +AGE$" stdout
+expect_line "^$ID +math\.primes +succeeded .* [0-9.]+ (ms|s) +[0-9.]+ (ms|s)$" stdout
 expect_contains "$ID" stdout
 expect_contains "$CANCEL_ID" stdout
 expect_contains "test.crash" stdout
+
+check "list --handler of no such handler is an error" 2 -- "${T[@]}" list --handler nosuch
+expect_contains "no handler named 'nosuch'" stderr
 
 check "list --state cancelled" 0 -- "${T[@]}" list --state cancelled
 expect_contains "$CANCEL_ID" stdout
