@@ -84,6 +84,17 @@ int main(int argc, char** argv) {
   AddExplainCommand(app, ctx);
   AddStatsCommand(app, ctx);
   AddHandlersCommand(app, ctx);
+  // Global options may stand before or after the subcommand (fallthrough): say so in
+  // every subcommand's help, which CLI11 prints without its parent's options.
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    std::string footer = sub->get_footer();
+    if (!footer.empty()) footer += "\n\n";
+    sub->footer(footer +
+                "Global options (before or after the subcommand; `taskrt --help` "
+                "explains them):\n  --socket PATH, --target HOST:PORT, --token-file FILE, "
+                "--tls, --tls-ca FILE,\n  --tls-cert FILE, --tls-key FILE, "
+                "--tls-server-name NAME, -o/--output table|json");
+  }
 
   try {
     app.parse(argc, argv);

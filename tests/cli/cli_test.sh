@@ -197,6 +197,11 @@ for word in --socket submit exec explain wait status cancel handlers "Exit statu
   expect_contains "$word" stdout
 done
 
+check "subcommand help names the global options" 0 -- "$TASKRT_BIN" submit --help
+expect_contains "Global options" stdout
+expect_contains "--socket PATH" stdout
+expect_contains "-o/--output" stdout
+
 check "taskrt --version" 0 -- "$TASKRT_BIN" --version
 expect_line "taskrt [0-9]+\.[0-9]+\.[0-9]+" stdout
 check "taskrtd --version" 0 -- "$TASKRTD" --version
