@@ -12,6 +12,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -176,14 +177,19 @@ TEST_F(JournalTest, LearnedStatsRideWithTheNextTaskWriteAndCloseFlushesThem) {
 
 // Holds the writer thread inside a callback until Release, so that the writes queued
 // meanwhile go into one commit group.
+// The writer may still be inside the callback when the gate is gone: the callback
+// shares the release future and the entered promise instead of using the gate.
 class WriterGate {
  public:
   explicit WriterGate(Journal& j) {
-    j.AfterCommit(j.Put(1000, MakeTaskForGate()), [this](absl::Status) {
-      entered_.set_value();
-      release_.get_future().wait();
+    auto entered = std::make_shared<std::promise<void>>();
+    std::future<void> in = entered->get_future();
+    std::shared_future<void> release = release_.get_future().share();
+    j.AfterCommit(j.Put(1000, MakeTaskForGate()), [entered, release](absl::Status) {
+      entered->set_value();
+      release.wait();
     });
-    entered_.get_future().wait();
+    in.wait();
   }
   void Release() { release_.set_value(); }
 
@@ -193,7 +199,7 @@ class WriterGate {
     t.set_id("gate");
     return t;
   }
-  std::promise<void> entered_, release_;
+  std::promise<void> release_;
 };
 
 TEST_F(JournalTest, CommitIsSyncedOnlyWhenAWriteOfItsGroupNeedsIt) {
