@@ -422,19 +422,27 @@ int ReportExecBatch(const FinishedBatch& batch, const std::vector<std::string>& 
   }
   // Jobs' outputs in line order (like `parallel -k`), then the summary on stderr so
   // that stdout is exactly the jobs' output.
-  int non_zero = 0;
+  std::vector<std::string> failed;  // "job 3 `false`: status 1"
   for (size_t i = 0; i < batch.tasks.size(); ++i) {
     const std::string what =
         absl::StrCat("job ", i + 1, " `", i < job_lines.size() ? job_lines[i] : "?", "`");
-    if (ReportExec(batch.tasks[i], what) != 0) ++non_zero;
+    const int status = ReportExec(batch.tasks[i], what);
+    if (status == 0) continue;
+    failed.push_back(batch.tasks[i].state() == v1::TASK_STATE_SUCCEEDED
+                         ? absl::StrCat(what, ": status ", status)
+                         : absl::StrCat(what, ": ", StateName(batch.tasks[i].state()), " (task ",
+                                        batch.tasks[i].id(), ")"));
   }
   std::cerr << "\n";
   PrintBatchSummary(batch.tasks, batch.wall, std::cerr);
-  if (non_zero > 0) {
-    std::cerr << "\n"
-              << non_zero << " of " << batch.tasks.size() << " jobs did not exit with status 0\n";
-  }
-  return non_zero > 0 ? kExitTaskFailed : kExitOk;
+  if (failed.empty()) return kExitOk;
+  std::cerr << "\n"
+            << failed.size() << " of " << batch.tasks.size()
+            << " jobs did not exit with status 0:\n";
+  constexpr size_t kNamed = 20;  // the rest are counted
+  for (size_t i = 0; i < failed.size() && i < kNamed; ++i) std::cerr << "  " << failed[i] << "\n";
+  if (failed.size() > kNamed) std::cerr << "  and " << failed.size() - kNamed << " more\n";
+  return kExitTaskFailed;
 }
 
 int RunExec(const ExecOptions& opts, const CliContext& ctx) {

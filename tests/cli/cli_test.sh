@@ -284,6 +284,14 @@ expect_equals $'one\ntwo\nthree' "$OUT" "stdout (jobs' outputs in line order)"
 expect_contains "3 tasks in" stderr
 expect_line "^succeeded +3$" stderr
 
+printf 'true\nexit 3\ntrue\nfalse\n' >"$DIR/failing_jobs.txt"
+check "exec --jobs-file names the jobs that failed" 1 -- \
+  "${T[@]}" exec --wait --jobs-file "$DIR/failing_jobs.txt"
+expect_contains "2 of 4 jobs did not exit with status 0:" stderr
+expect_line "^  job 2 \`exit 3\`: status 3$" stderr
+expect_line "^  job 4 \`false\`: status 1$" stderr
+expect_not_contains "job 1 " stderr
+
 printf '{"below": 100}\n{"below": 1000}\n\n{"below": 100000}\n' >"$DIR/inputs.jsonl"
 check "submit --json-lines --wait" 0 -- \
   "${T[@]}" submit math.primes --json-lines "$DIR/inputs.jsonl" --wait
