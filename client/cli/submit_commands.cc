@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
+#include "cli/interrupt.h"
 #include "nlohmann/json.hpp"
 
 namespace taskrt::cli {
@@ -131,6 +132,7 @@ absl::StatusOr<std::optional<v1::Task>> SubmitOne(Client& client, const GlobalOp
     PrintSubmitted(global, {*id});
     return std::nullopt;
   }
+  CancelOnInterrupt on_ctrl_c(client, {*id});
   absl::StatusOr<v1::Task> task = client.Wait(*id);
   if (!task.ok()) return task.status();
   return std::optional<v1::Task>(*std::move(task));
@@ -153,6 +155,7 @@ absl::StatusOr<FinishedBatch> SubmitBatch(Client& client, const GlobalOptions& g
     PrintSubmitted(global, *ids);
     return FinishedBatch{};
   }
+  CancelOnInterrupt on_ctrl_c(client, *ids);
   absl::StatusOr<std::vector<v1::Task>> tasks = client.WaitAll(*ids);
   if (!tasks.ok()) return tasks.status();
   return FinishedBatch{*std::move(tasks), absl::Now() - start};

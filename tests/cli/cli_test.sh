@@ -278,6 +278,52 @@ check "exec of a missing command" "!0" -- "${T[@]}" exec --wait -- taskrt-no-suc
 expect_contains "taskrt-no-such-command-xyz" stderr
 expect_contains "No such file" stderr
 
+# interrupt_exec N [stop]: `exec --wait -- sleep 60` in the background, N SIGINTs half a
+# second apart once its task runs (with `stop`, the daemon is stopped meanwhile, so
+# that the cancel cannot answer); sets OUT, ERR, CODE and RUNNING_ID (the task it ran).
+interrupt_exec() {
+  local n=$1 stop=${2:-} pid i
+  "${T[@]}" exec --wait -- sleep 60 >"$DIR/int.out" 2>"$DIR/int.err" &
+  pid=$!
+  RUNNING_ID=""
+  for ((i = 0; i < 100; i++)); do
+    sleep 0.1
+    RUNNING_ID=$("$TASKRT_BIN" --socket "$SOCK" -o json list --state running --handler sys.exec |
+      python3 -c 'import json,sys; t=json.load(sys.stdin); print(t[0]["id"] if t else "")')
+    [[ -n $RUNNING_ID ]] && break
+  done
+  [[ -n $stop ]] && kill -STOP "$DAEMON_PID"
+  for ((i = 0; i < n; i++)); do
+    kill -INT "$pid" 2>/dev/null
+    sleep 0.5
+  done
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -n $stop ]] && kill -CONT "$DAEMON_PID"
+  kill -KILL "$pid" 2>/dev/null && echo "interrupt_exec: taskrt (pid $pid) still ran" >&2
+  CODE=0
+  wait "$pid" || CODE=$?
+  OUT=$(cat "$DIR/int.out")
+  ERR=$(cat "$DIR/int.err")
+}
+
+interrupt_exec 1
+expect_equals 1 "$CODE" "exit code after one Ctrl-C (the task was cancelled)"
+expect_contains "taskrt: cancelling $RUNNING_ID" stderr
+check "the interrupted command's task is cancelled" 1 -- "${T[@]}" status "$RUNNING_ID"
+expect_contains "cancelled" stdout
+
+interrupt_exec 2 stop
+expect_equals 130 "$CODE" "exit code after a second Ctrl-C (detached)"
+expect_contains "taskrt: cancelling $RUNNING_ID" stderr
+expect_contains "detached; still on the daemon: $RUNNING_ID" stderr
+# Whether the hung cancel reached the daemon after all is up to it: cancel it now.
+"${T[@]}" cancel "$RUNNING_ID" >/dev/null 2>&1 || true
+check "the detached command, cancelled afterwards" 1 -- "${T[@]}" status "$RUNNING_ID"
+expect_contains "cancelled" stdout
+
 printf 'echo one\necho two\n\necho three\n' >"$DIR/jobs.txt"
 check "exec --jobs-file" 0 -- "${T[@]}" exec --wait --jobs-file "$DIR/jobs.txt"
 expect_equals $'one\ntwo\nthree' "$OUT" "stdout (jobs' outputs in line order)"
