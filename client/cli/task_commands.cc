@@ -167,19 +167,52 @@ int RunWatch(const WatchOptions& opts, const CliContext& ctx) {
                                  "CLASS", "REASON", "PID")
               << std::endl;
   }
-  absl::Status status = (*client)->Watch(
-      request,
-      [json](const v1::TaskEvent& event) {
-        if (json) {
-          std::cout << ToJson(event, /*pretty=*/false) << std::endl;
-        } else {
-          PrintWatchLine(event);
-        }
-        return true;
-      },
-      *timeout);
-  if (!status.ok()) return Fail(status);
-  return kExitOk;
+  auto on_event = [json](const v1::TaskEvent& event) {
+    if (json) {
+      std::cout << ToJson(event, /*pretty=*/false) << std::endl;
+    } else {
+      PrintWatchLine(event);
+    }
+    return true;
+  };
+  // A watch that fell behind (RESOURCE_EXHAUSTED) or lost its daemon (UNAVAILABLE, e.g.
+  // a restart) reconnects, saying so on stderr: events in between are not shown. The
+  // daemon must come back within kGiveUpAfter of the last good connection.
+  constexpr absl::Duration kGiveUpAfter = absl::Seconds(60);
+  const absl::Time end =
+      *timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + *timeout;
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time last_connected = absl::Now();
+  bool reported = false;  // this outage was reported (once, not at every attempt)
+  while (true) {
+    const absl::Time started = absl::Now();
+    absl::Status status =
+        (*client)->Watch(request, on_event,
+                         end == absl::InfiniteFuture() ? absl::InfiniteDuration() : end - started);
+    if (status.ok()) return kExitOk;
+    const bool behind = absl::IsResourceExhausted(status);
+    if (!behind && !absl::IsUnavailable(status)) return Fail(status);
+    if (absl::Now() - started > absl::Seconds(1)) {  // it was connected
+      last_connected = absl::Now();
+      backoff = absl::Milliseconds(100);
+      reported = false;
+    }
+    if (absl::Now() - last_connected > kGiveUpAfter) return Fail(status);
+    if (absl::Now() + backoff >= end) return kExitOk;  // the --timeout passes meanwhile
+    if (behind || !reported) {
+      PrintError(absl::StrCat(
+          "watch: ", status.message(), "; reconnecting",
+          behind ? " (the events it missed are not shown)" : " (events until then are not shown)"));
+      reported = true;
+    }
+    if (behind) continue;
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(1));
+    // A new channel: the old one waits out gRPC's own reconnect backoff (seconds).
+    if (absl::StatusOr<std::unique_ptr<Client>> fresh = ConnectClient(ctx.global); fresh.ok()) {
+      client = std::move(fresh);
+    }
+  }
 }
 
 // --- explain --------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 # and checks exit codes and output. Prints every failure with the captured output and
 # ends with exactly one line "N passed, M failed"; exits 1 if anything failed.
 set -euo pipefail
+trap 'echo "cli_test: line $LINENO: exit $? (set -e)" >&2' ERR
 
 if [[ $# -ne 2 ]]; then
   echo "usage: $0 BIN_DIR PLUGIN_SO" >&2
@@ -164,25 +165,29 @@ T=("$TASKRT_BIN" --socket "$SOCK")
 
 # --- start the daemon ------------------------------------------------------------------
 
-"$TASKRTD" --socket "$SOCK" --plugin "$PLUGIN" --cpu-workers 2 --quiet \
-  --max-input-bytes "$MAX_INPUT" >"$DIR/taskrtd.log" 2>&1 &
-DAEMON_PID=$!
-
-ready=0
-for ((i = 0; i < READY_TENTHS; i++)); do
-  if ! kill -0 "$DAEMON_PID" 2>/dev/null; then break; fi
-  if timeout -k 2 5 "${T[@]}" handlers >/dev/null 2>&1; then
-    ready=1
-    break
+# start_daemon: taskrtd on $SOCK (its journal in the default <socket>.state), serving
+# within READY_TENTHS, else the test ends with its log.
+start_daemon() {
+  "$TASKRTD" --socket "$SOCK" --plugin "$PLUGIN" --cpu-workers 2 --quiet \
+    --max-input-bytes "$MAX_INPUT" >>"$DIR/taskrtd.log" 2>&1 &
+  DAEMON_PID=$!
+  local ready=0 i
+  for ((i = 0; i < READY_TENTHS; i++)); do
+    if ! kill -0 "$DAEMON_PID" 2>/dev/null; then break; fi
+    if timeout -k 2 5 "${T[@]}" handlers >/dev/null 2>&1; then
+      ready=1
+      break
+    fi
+    sleep 0.1
+  done
+  if [[ $ready -ne 1 ]]; then
+    echo "cli_test: taskrtd did not start serving $SOCK within $((READY_TENTHS / 10))s; its log:" >&2
+    sed 's/^/  | /' "$DIR/taskrtd.log" >&2
+    echo "$PASSED passed, $((FAILED + 1)) failed"
+    exit 1
   fi
-  sleep 0.1
-done
-if [[ $ready -ne 1 ]]; then
-  echo "cli_test: taskrtd did not start serving $SOCK within $((READY_TENTHS / 10))s; its log:" >&2
-  sed 's/^/  | /' "$DIR/taskrtd.log" >&2
-  echo "0 passed, 1 failed"
-  exit 1
-fi
+}
+start_daemon
 
 # --- help ------------------------------------------------------------------------------
 
@@ -292,6 +297,7 @@ interrupt_exec() {
       python3 -c 'import json,sys; t=json.load(sys.stdin); print(t[0]["id"] if t else "")')
     [[ -n $RUNNING_ID ]] && break
   done
+  sleep 0.3  # taskrt takes over SIGINT once Submit has answered, a moment after that
   [[ -n $stop ]] && kill -STOP "$DAEMON_PID"
   for ((i = 0; i < n; i++)); do
     kill -INT "$pid" 2>/dev/null
@@ -519,6 +525,30 @@ expect_contains "$DAEMON_PID" stderr
 
 check "the first daemon still serves" 0 -- "${T[@]}" submit sys.noop --wait
 expect_contains "state: succeeded" stdout
+
+# --- watch across a daemon restart ----------------------------------------------------
+
+"${T[@]}" watch --timeout 12s >"$DIR/watch.out" 2>"$DIR/watch.err" &
+WATCH_PID=$!
+sleep 1
+stop_pid "$DAEMON_PID" "$STOP_TENTHS" "cli_test: taskrtd"
+DAEMON_PID=""
+start_daemon
+# It ends 3 s later: the watch, retrying every second at most, is back by then.
+check "submit after the restart" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 3000}'
+AFTER_ID=$OUT
+for ((i = 0; i < 200; i++)); do
+  kill -0 "$WATCH_PID" 2>/dev/null || break
+  sleep 0.1
+done
+CODE=0
+kill -0 "$WATCH_PID" 2>/dev/null && { kill -KILL "$WATCH_PID"; echo "watch outlived its timeout" >&2; }
+wait "$WATCH_PID" || CODE=$?
+OUT=$(cat "$DIR/watch.out")
+ERR=$(cat "$DIR/watch.err")
+expect_equals 0 "$CODE" "exit code of a watch that reconnected"
+expect_contains "reconnecting" stderr
+expect_line "$AFTER_ID +sys\.sleep +succeeded" stdout
 
 # --- summary ---------------------------------------------------------------------------
 
