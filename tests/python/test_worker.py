@@ -362,8 +362,10 @@ def test_gil_probe_separates_waiting_for_the_gil_from_waiting_for_io(py_worker):
         solo_ratio, ", ".join("(%.2f, %.2f)" % r for r in ratios)))
     for raw, corrected in ratios[:4]:
         # Four compute threads share one GIL: each looks a quarter busy, but is busy
-        # whenever it holds it (relative to a solo run, as the machine may be loaded).
-        assert raw < 0.5 * corrected and corrected >= 0.6 * solo_ratio
+        # whenever it holds it (relative to a solo run, as the machine may be loaded:
+        # time spent runnable but descheduled counts as neither, hence the margin; without
+        # the probe's correction `corrected` would equal `raw`).
+        assert raw < 0.5 * corrected and corrected >= 0.35 * solo_ratio
     assert ratios[4][1] <= 0.3  # the sleep is no compute, GIL or not
 
 
