@@ -167,7 +167,9 @@ int RunWatch(const WatchOptions& opts, const CliContext& ctx) {
                                  "CLASS", "REASON", "PID")
               << std::endl;
   }
-  auto on_event = [json](const v1::TaskEvent& event) {
+  uint64_t events = 0;  // delivered by the current connection
+  auto on_event = [json, &events](const v1::TaskEvent& event) {
+    ++events;
     if (json) {
       std::cout << ToJson(event, /*pretty=*/false) << std::endl;
     } else {
@@ -175,7 +177,8 @@ int RunWatch(const WatchOptions& opts, const CliContext& ctx) {
     }
     return true;
   };
-  // A watch that fell behind (RESOURCE_EXHAUSTED) or lost its daemon (UNAVAILABLE, e.g.
+  // A watch that fell behind (RESOURCE_EXHAUSTED after events came; at the start it is
+  // a limit such as --max-watchers-per-owner, reported) or lost its daemon (UNAVAILABLE, e.g.
   // a restart) reconnects, saying so on stderr: events in between are not shown. The
   // daemon must come back within kGiveUpAfter of the last good connection.
   constexpr absl::Duration kGiveUpAfter = absl::Seconds(60);
@@ -183,15 +186,18 @@ int RunWatch(const WatchOptions& opts, const CliContext& ctx) {
       *timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + *timeout;
   absl::Duration backoff = absl::Milliseconds(100);
   absl::Time last_connected = absl::Now();
-  bool reported = false;  // this outage was reported (once, not at every attempt)
+  bool reported = false;   // this outage was reported (once, not at every attempt)
+  bool connected = false;  // some attempt was connected: a daemon that never was is an error
   while (true) {
     const absl::Time started = absl::Now();
     absl::Status status =
         (*client)->Watch(request, on_event,
                          end == absl::InfiniteFuture() ? absl::InfiniteDuration() : end - started);
     if (status.ok()) return kExitOk;
-    const bool behind = absl::IsResourceExhausted(status);
-    if (!behind && !absl::IsUnavailable(status)) return Fail(status);
+    const bool behind = absl::IsResourceExhausted(status) && events > 0;
+    if (events > 0 || absl::Now() - started > absl::Seconds(1)) connected = true;
+    events = 0;
+    if (!connected || (!behind && !absl::IsUnavailable(status))) return Fail(status);
     if (absl::Now() - started > absl::Seconds(1)) {  // it was connected
       last_connected = absl::Now();
       backoff = absl::Milliseconds(100);

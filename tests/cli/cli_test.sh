@@ -530,7 +530,7 @@ expect_contains "state: succeeded" stdout
 
 "${T[@]}" watch --timeout 12s >"$DIR/watch.out" 2>"$DIR/watch.err" &
 WATCH_PID=$!
-sleep 1
+sleep 2  # connected for over a second: a watch whose daemon never answered gives up
 stop_pid "$DAEMON_PID" "$STOP_TENTHS" "cli_test: taskrtd"
 DAEMON_PID=""
 start_daemon
