@@ -129,7 +129,9 @@ expect_line() {
     stderr) haystack=$ERR ;;
     *) haystack="$OUT"$'\n'"$ERR" ;;
   esac
-  if printf '%s\n' "$haystack" | grep -Eq -- "$regex"; then
+  # A here-string, not a pipe: grep -q may exit before printf is done, and pipefail
+  # would take the writer's SIGPIPE for "no match".
+  if grep -Eq -- "$regex" <<<"$haystack"; then
     pass
   else
     fail "no line of $where matches /$regex/"

@@ -60,7 +60,7 @@ expect_output() {
 # needs_lib NAME BINARY yes|no: whether BINARY has libtaskrt_client.so.0 as DT_NEEDED.
 needs_lib() {
   local name=$1 binary=$2 want=$3 has=no
-  readelf -d "$binary" | grep -q 'NEEDED.*\[libtaskrt_client\.so\.0\]' && has=yes
+  readelf -d "$binary" | grep 'NEEDED.*\[libtaskrt_client\.so\.0\]' >/dev/null && has=yes
   if [[ $has == "$want" ]]; then pass; else fail "$name: needs libtaskrt_client.so.0: $has"; fi
 }
 

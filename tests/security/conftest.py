@@ -135,6 +135,10 @@ def cli_command(args, nobody=False, env=None):
     if nobody:
         cmd = AS_NOBODY + cmd
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"}
+    # A sanitizer build's options (TSan's suppressions of the uninstrumented gRPC) go on.
+    for name in ("ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS"):
+        if name in os.environ:
+            full_env[name] = os.environ[name]
     full_env.update(env or {})
     return cmd, full_env
 
