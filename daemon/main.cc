@@ -314,7 +314,8 @@ int main(int argc, char** argv) {
       "\n(the CLI and SDK look in the same places).\n"
       "Stop with SIGTERM or SIGINT."};
   app.get_formatter()->column_width(34);
-  app.set_version_flag("--version", "taskrtd " TASKRT_VERSION " (allocator: " TASKRT_MALLOC_NAME ")");
+  app.set_version_flag("--version",
+                       "taskrtd " TASKRT_VERSION " (allocator: " TASKRT_MALLOC_NAME ")");
   d::AddConnectionOptions(app, options, raw);
   d::AddOwnerLimitOptions(app, options);
   d::AddPoolOptions(app, options.tasks);
