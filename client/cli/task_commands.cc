@@ -195,14 +195,14 @@ int RunWatch(const WatchOptions& opts, const CliContext& ctx) {
                          end == absl::InfiniteFuture() ? absl::InfiniteDuration() : end - started);
     if (status.ok()) return kExitOk;
     const bool behind = absl::IsResourceExhausted(status) && events > 0;
-    if (events > 0 || absl::Now() - started > absl::Seconds(1)) connected = true;
-    events = 0;
-    if (!connected || (!behind && !absl::IsUnavailable(status))) return Fail(status);
-    if (absl::Now() - started > absl::Seconds(1)) {  // it was connected
+    if (events > 0 || absl::Now() - started > absl::Seconds(1)) {  // it was connected
+      connected = true;
       last_connected = absl::Now();
       backoff = absl::Milliseconds(100);
       reported = false;
     }
+    events = 0;
+    if (!connected || (!behind && !absl::IsUnavailable(status))) return Fail(status);
     if (absl::Now() - last_connected > kGiveUpAfter) return Fail(status);
     if (absl::Now() + backoff >= end) return kExitOk;  // the --timeout passes meanwhile
     if (behind || !reported) {
