@@ -26,6 +26,8 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "common/util.h"
+#include "daemon/http_server.h"
+#include "daemon/metrics.h"
 #include "daemon/poller_keep_awake.h"
 #include "daemon/service.h"
 #include "daemon/service_notify.h"
@@ -60,26 +62,9 @@ absl::Status MakePrivateDirs(const std::string& dir) {
 }
 
 // Whether `address` (HOST:PORT) is on loopback; INVALID_ARGUMENT when it is no address.
-absl::StatusOr<bool> IsLoopback(const std::string& address) {
-  const auto colon = address.rfind(':');
-  int port = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
-      port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("--listen ", QuoteInput(address),
-                                                   ": expected HOST:PORT, e.g. 127.0.0.1:7070"));
-  }
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  in_addr v4{};
-  in6_addr v6{};
-  if (host == "localhost" || ::inet_pton(AF_INET, host.c_str(), &v4) == 1 ||
-      ::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
-    return internal::IsLoopbackHost(host);
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("--listen ", QuoteInput(address), ": ", host, " is not an IP address"));
+absl::StatusOr<bool> IsLoopback(const std::string& address, absl::string_view option) {
+  ASSIGN_OR_RETURN(const HostPort parsed, ParseHostPort(address, option));
+  return parsed.loopback;
 }
 
 // The socket's directory: created (0700, plus search permission for whom `socket_mode`
@@ -193,15 +178,35 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   ::unlink(path.c_str());  // a stale socket of a daemon that died: we hold the lock
 
   if (d->options_.tasks.worker_path.empty()) d->options_.tasks.worker_path = DefaultWorkerPath();
+  if (!d->options_.http.empty()) {
+    d->metrics_ = std::make_unique<Metrics>(TASKRT_VERSION);
+    d->options_.tasks.metrics = d->metrics_.get();
+  }
   RETURN_IF_ERROR(d->OpenJournal());
+  if (d->journal_ != nullptr && d->metrics_ != nullptr) {
+    d->journal_->OnCommit([m = d->metrics_.get()](absl::Duration took, bool synced) {
+      m->JournalCommitted(took, synced);
+    });
+  }
   d->options_.tasks.daemon_uid = ::geteuid();
   d->manager_ = std::make_unique<TaskManager>(d->options_.tasks);
   RETURN_IF_ERROR(d->manager_->Start());
   d->recovery_ = d->manager_->recovery();
   RETURN_IF_ERROR(d->StartServer());
+  RETURN_IF_ERROR(d->StartHttp());
   if (d->options_.verbose) d->LogStart();
   return d;
 }
+
+absl::Status Daemon::StartHttp() {
+  if (options_.http.empty()) return absl::OkStatus();
+  HttpOptions http{options_.http, options_.tls_cert_file, options_.tls_key_file};
+  HttpServer::Sources sources{manager_.get(), &tokens_, &policy_, metrics_.get()};
+  ASSIGN_OR_RETURN(http_, HttpServer::Start(http, sources));
+  return absl::OkStatus();
+}
+
+std::string Daemon::http_url() const { return http_ == nullptr ? "" : http_->url(); }
 
 // Checks the TCP addresses and TLS files, and loads the access rules and tokens.
 absl::Status Daemon::PrepareAccess() {
@@ -214,7 +219,7 @@ absl::Status Daemon::PrepareAccess() {
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
   }
   for (const auto& addr : options_.listen) {
-    ASSIGN_OR_RETURN(const bool loopback, IsLoopback(addr));
+    ASSIGN_OR_RETURN(const bool loopback, IsLoopback(addr, "--listen"));
     if (!loopback && !tls) {
       return absl::InvalidArgumentError(
           absl::StrCat("--listen ", addr,
@@ -228,7 +233,16 @@ absl::Status Daemon::PrepareAccess() {
                              ? DefaultStateDir()
                              : options_.socket_path + ".state";
   }
-  if (options_.listen.empty()) return absl::OkStatus();
+  if (!options_.http.empty()) {
+    ASSIGN_OR_RETURN(const bool loopback, IsLoopback(options_.http, "--http"));
+    if (!loopback && !tls) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--http ", options_.http,
+          ": an address other than loopback needs TLS, or tokens and metrics would cross the "
+          "network in clear text: pass --tls-cert and --tls-key"));
+    }
+  }
+  if (options_.listen.empty() && options_.http.empty()) return absl::OkStatus();
   if (options_.token_file.empty()) {
     absl::Status made = MakePrivateDirs(options_.state_dir);
     if (!made.ok())
@@ -237,7 +251,7 @@ absl::Status Daemon::PrepareAccess() {
     options_.token_file = options_.state_dir + "/token";
     ASSIGN_OR_RETURN(const bool created, TokenStore::CreateIfMissing(options_.token_file));
     if (created && options_.verbose) {
-      std::fprintf(stderr, "taskrtd: created the token file %s for TCP callers\n",
+      std::fprintf(stderr, "taskrtd: created the token file %s for TCP and HTTP callers\n",
                    options_.token_file.c_str());
     }
   }
@@ -388,6 +402,12 @@ void Daemon::LogStart() const {
                  pid, addr.substr(0, addr.rfind(':')).c_str(), tcp_ports_[i],
                  options_.tls_cert_file.empty() ? "" : " with TLS", options_.token_file.c_str());
   }
+  if (http_ != nullptr) {
+    std::fprintf(stderr,
+                 "taskrtd[%d]: http serving %s (/metrics, and the dashboard at /; callers need "
+                 "the token in %s)\n",
+                 pid, http_->url().c_str(), options_.token_file.c_str());
+  }
 }
 
 void Daemon::Drain() {
@@ -405,6 +425,7 @@ void Daemon::Drain() {
 void Daemon::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (http_) http_->Stop();
   keep_awake_.reset();
   for (auto& l : listeners_) l->Stop();
   if (manager_) manager_->Stop();

@@ -34,6 +34,10 @@ struct DaemonOptions {
   // TLS for every TCP listener (PEM files). With tls_client_ca_file, clients must also
   // present a certificate signed by that CA (mutual TLS).
   std::string tls_cert_file, tls_key_file, tls_client_ca_file;
+  // HOST:PORT of the HTTP endpoint (/metrics, the dashboard; daemon/http_server.h).
+  // Empty: none. Its callers need a token like TCP callers; off loopback, TLS (the
+  // tls_cert_file/tls_key_file above).
+  std::string http;
   AccessOptions access;
   ListenerOptions connections;
   // A connection with no call for this long is closed (the client reconnects when it
@@ -60,6 +64,8 @@ struct DaemonOptions {
 
 class TaskServiceImpl;
 class PollerKeepAwake;
+class HttpServer;
+class Metrics;
 
 // A running daemon. Thread-safety: Shutdown may be called from any one thread.
 class Daemon {
@@ -85,6 +91,8 @@ class Daemon {
   const std::vector<int>& tcp_ports() const { return tcp_ports_; }
   // The token file TCP callers need (empty without a TCP listener).
   const std::string& token_file() const { return options_.token_file; }
+  // The HTTP endpoint's address, "http://127.0.0.1:PORT" (empty without options.http).
+  std::string http_url() const;
 
  private:
   explicit Daemon(DaemonOptions options);
@@ -97,6 +105,9 @@ class Daemon {
   absl::Status StartServer();
   void LogStart() const;
 
+  absl::Status StartHttp();
+
+  std::unique_ptr<Metrics> metrics_;  // with options.http only
   std::unique_ptr<Journal> journal_;
   AccessPolicy policy_;
   TokenStore tokens_;
@@ -107,6 +118,7 @@ class Daemon {
   std::unique_ptr<TaskServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<PollerKeepAwake> keep_awake_;  // stops before server_ does
+  std::unique_ptr<HttpServer> http_;             // stops first
   std::vector<int> tcp_ports_;
   bool shut_down_ = false;
 };

@@ -261,6 +261,11 @@ uint64_t Journal::coalesced() {
   return coalesced_;
 }
 
+void Journal::OnCommit(std::function<void(absl::Duration, bool)> fn) {
+  internal::MutexLock lock(&mu_);
+  on_commit_ = std::move(fn);
+}
+
 void Journal::AfterCommit(uint64_t ticket, std::function<void(absl::Status)> fn) {
   // Never run inline: the caller may hold a lock that `fn` takes.
   internal::MutexLock lock(&mu_);
@@ -283,6 +288,7 @@ void Journal::WriterLoop() {
     bool sync = false;
     std::vector<Waiter> ready;
     uint64_t upto = 0;
+    std::function<void(absl::Duration, bool)> on_commit;
     {
       internal::MutexLock lock(&mu_);
       // Learned statistics alone do not wake the writer (they ride with the task row
@@ -304,11 +310,14 @@ void Journal::WriterLoop() {
       sync = pending_sync_;
       pending_sync_ = false;
       upto = queued_ticket_;
+      on_commit = on_commit_;
     }
     const bool wrote = !batch.empty() || !learned.empty();
     absl::Status status;
     if (wrote) {
+      const absl::Time began = absl::Now();
       status = Commit(batch, learned, sync);
+      if (on_commit) on_commit(absl::Now() - began, synchronous_full_);
       if (!status.ok()) {
         std::fprintf(stderr, "taskrtd: journal write failed: %s\n",
                      std::string(status.message()).c_str());

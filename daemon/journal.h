@@ -141,6 +141,11 @@ class Journal {
   // Commits what is queued and stops the writer. Idempotent.
   void Close();
 
+  // Called on the writer thread after each transaction, with how long it took and
+  // whether it was fsync'd (the daemon's /metrics). Replaces the previous one; null =
+  // none. Must not call into the Journal.
+  void OnCommit(std::function<void(absl::Duration took, bool synced)> fn);
+
   // Figures for stats and the benchmark: transactions committed, and row changes
   // folded into a later change of the same row before they reached the database.
   uint64_t commits();
@@ -202,6 +207,7 @@ class Journal {
   uint64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t synced_commits_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void(absl::Duration, bool)> on_commit_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace taskrt::daemon

@@ -17,10 +17,14 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/status_macros.h"
+#include "common/util.h"
+#include "daemon/validation.h"
 
 namespace taskrt::daemon {
 namespace {
@@ -154,16 +158,35 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Unix(const std::string& path
   return std::unique_ptr<Listener>(new Listener(fd, true, absl::StrCat("unix:", path), options));
 }
 
+absl::StatusOr<HostPort> ParseHostPort(const std::string& address, absl::string_view option) {
+  const auto colon = address.rfind(':');
+  HostPort out;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &out.port) ||
+      out.port < 0 || out.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(option, " ", QuoteInput(address),
+                                                   ": expected HOST:PORT, e.g. 127.0.0.1:7070"));
+  }
+  out.host = address.substr(0, colon);
+  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
+    out.host = out.host.substr(1, out.host.size() - 2);
+  }
+  if (absl::AsciiStrToLower(out.host) == "localhost") out.host = "127.0.0.1";
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, out.host.c_str(), &v4) != 1 &&
+      ::inet_pton(AF_INET6, out.host.c_str(), &v6) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(option, " ", QuoteInput(address), ": ",
+                                                   QuoteInput(out.host), " is not an IP address"));
+  }
+  out.loopback = internal::IsLoopbackHost(out.host);
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<Listener>> Listener::Tcp(const std::string& address,
                                                         ListenerOptions options) {
-  const auto colon = address.rfind(':');
-  std::string host = address.substr(0, colon);
-  int port = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
-    return absl::InvalidArgumentError(absl::StrCat("--listen ", address, ": expected HOST:PORT"));
-  }
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host == "localhost") host = "127.0.0.1";
+  ASSIGN_OR_RETURN(HostPort parsed, ParseHostPort(address, "--listen"));
+  const std::string& host = parsed.host;
+  const int port = parsed.port;
   sockaddr_storage ss{};
   socklen_t len = 0;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);

@@ -44,6 +44,17 @@ class Server;
 
 namespace taskrt::daemon {
 
+// A TCP address as the daemon's options take it: HOST:PORT with an IP address or
+// "localhost" (127.0.0.1), IPv6 in brackets ("[::1]:7070"), port 0 for any free one.
+struct HostPort {
+  std::string host;  // numeric, without brackets
+  int port = 0;
+  bool loopback = false;
+};
+// INVALID_ARGUMENT, naming `option` ("--listen") and quoting the input, when `address`
+// is not such an address.
+absl::StatusOr<HostPort> ParseHostPort(const std::string& address, absl::string_view option);
+
 struct PeerInfo {
   bool unix_socket = false;  // false: loopback TCP (identified by its token instead)
   uid_t uid = static_cast<uid_t>(-1);

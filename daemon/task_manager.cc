@@ -380,6 +380,7 @@ bool TaskManager::OnHello(int worker, const v1::internal::WorkerHello& hello) {
 
 void TaskManager::OnSpawnFailed(int worker, PoolKind pool, const absl::Status& error) {
   mu_.AssertHeld();
+  if (options_.metrics != nullptr) options_.metrics->SpawnFailed(pool);
   if (IsPythonPool(pool) && !options_.python_required && !started_) {
     TurnPythonOffLocked(std::string(error.message()));
     return;

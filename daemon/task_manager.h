@@ -41,6 +41,7 @@
 #include "daemon/classifier.h"
 #include "daemon/clock.h"
 #include "daemon/journal.h"
+#include "daemon/metrics.h"
 #include "daemon/operation.h"
 #include "daemon/pool.h"
 #include "daemon/task_queue.h"
@@ -120,6 +121,9 @@ struct TaskManagerOptions {
   Journal* journal = nullptr;
   // Where the time comes from; null = the system clock. Not owned.
   Clock* clock = nullptr;
+  // What finished tasks, decisions and worker exits are counted in (/metrics); null =
+  // nowhere. Not owned; must outlive the TaskManager.
+  Metrics* metrics = nullptr;
   // The workers; null = a ProcessWorkerPool built from the options above. Not owned
   // (tests pass a FakeWorkerPool).
   WorkerPool* pool = nullptr;

@@ -195,6 +195,7 @@ void TaskManager::RecordRunLocked(TaskRecord& r, const v1::internal::TaskDone& d
 void TaskManager::OnLost(int worker, const WorkerSlot& was, const WorkerLoss& loss,
                          const std::vector<RunSlot>& runs) {
   mu_.AssertHeld();
+  if (options_.metrics != nullptr) options_.metrics->WorkerExited(was.pool, loss.exit);
   const uint64_t head = IsCpuPool(was.pool) ? was.head_run() : 0;
   for (const RunSlot& run : runs) {
     TaskRecord* r = table_.find(run.seq);
@@ -289,6 +290,7 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
   }
   PersistLocked(seq);
   EmitLocked(r);
+  if (options_.metrics != nullptr) options_.metrics->TaskFinished(r.task);
   for (uint64_t handle : std::exchange(r.waiters, {})) {
     Waiter* w = waiters_.find(handle);
     if (w == nullptr) continue;

@@ -101,6 +101,7 @@ uint64_t TaskManager::AcceptLocked(const Caller& caller, const v1::TaskSpec& spe
   d->set_requested_class(spec.requested_class());
   d->set_resolved_class(cd.resolved);
   d->set_reason(cd.reason);
+  if (options_.metrics != nullptr) options_.metrics->Decided(cd.reason, cd.resolved);
   d->set_evidence(cd.evidence);
   d->set_pool(PoolName(r.pool));
   d->set_runtime(r.python ? "python" : "native");

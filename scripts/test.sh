@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
+bash scripts/promtool.sh "${BUILD_DIR:-build}/tools"
 cd "${BUILD_DIR:-build}"
 ctest -j2 --output-on-failure --timeout 300 -L 'unit|integration|fault|security' "$@"
