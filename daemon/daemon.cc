@@ -192,8 +192,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
   d->manager_ = std::make_unique<TaskManager>(d->options_.tasks);
   RETURN_IF_ERROR(d->manager_->Start());
   d->recovery_ = d->manager_->recovery();
+  RETURN_IF_ERROR(d->StartHttp());  // first: GetStats reports its address
   RETURN_IF_ERROR(d->StartServer());
-  RETURN_IF_ERROR(d->StartHttp());
   if (d->options_.verbose) d->LogStart();
   return d;
 }
@@ -312,7 +312,9 @@ static absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
 absl::Status Daemon::StartServer() {
   CallerIdentity identity{&registry_, &policy_, options_.listen.empty() ? nullptr : &tokens_,
                           options_.watch_backlog_bytes};
-  service_ = std::make_unique<TaskServiceImpl>(*manager_, identity, options_.stream_result_backlog);
+  TaskServiceImpl::Endpoints endpoints{http_url(), options_.token_file};
+  service_ = std::make_unique<TaskServiceImpl>(*manager_, identity, options_.stream_result_backlog,
+                                               std::move(endpoints));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

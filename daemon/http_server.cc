@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "daemon/dashboard.h"
 #include "daemon/listener.h"
 
 namespace taskrt::daemon {
@@ -129,6 +130,13 @@ void HttpServer::Route() {
     const v1::Stats stats = sources_.manager->GetStats(Caller::Daemon());
     res.set_content(sources_.metrics->Render(stats), kMetricsType);
   });
+  DashboardContext dashboard;
+  dashboard.manager = sources_.manager;
+  dashboard.authenticate = [this](const httplib::Request& r) { return Authenticate(r); };
+  dashboard.stopping = &stopping_;
+  dashboard.open_streams = &event_streams_;
+  dashboard.max_streams = options_.max_event_streams;
+  InstallDashboard(*server_, std::move(dashboard));
   server_->set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
     res.set_content(absl::StrCat("taskrtd: ", res.status == 404 ? "no such page" : "error",

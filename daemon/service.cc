@@ -567,6 +567,8 @@ grpc::ServerUnaryReactor* TaskServiceImpl::GetStats(grpc::CallbackServerContext*
   if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
   *response = manager_.GetStats(*caller);
+  response->set_http_url(endpoints_.http_url);
+  if (!endpoints_.http_url.empty()) response->set_token_file(endpoints_.token_file);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

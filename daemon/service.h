@@ -32,8 +32,16 @@ absl::StatusOr<Caller> IdentifyCaller(const CallerIdentity& identity,
 class TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
   // `stream_result_backlog`: see DaemonOptions.
-  TaskServiceImpl(TaskManager& manager, CallerIdentity identity, int stream_result_backlog = 10000)
-      : manager_(manager), identity_(identity), stream_result_backlog_(stream_result_backlog) {}
+  // What GetStats reports about the daemon's other endpoints (Stats.http_url, token_file).
+  struct Endpoints {
+    std::string http_url, token_file;
+  };
+  TaskServiceImpl(TaskManager& manager, CallerIdentity identity, int stream_result_backlog = 10000,
+                  Endpoints endpoints = {})
+      : manager_(manager),
+        identity_(identity),
+        stream_result_backlog_(stream_result_backlog),
+        endpoints_(std::move(endpoints)) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,
@@ -64,6 +72,7 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
   TaskManager& manager_;
   const CallerIdentity identity_;
   const int stream_result_backlog_;
+  const Endpoints endpoints_;
 };
 
 }  // namespace taskrt::daemon

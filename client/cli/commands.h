@@ -23,6 +23,7 @@ void AddExplainCommand(CLI::App& app, CliContext& ctx);
 // daemon_commands.cc
 void AddStatsCommand(CLI::App& app, CliContext& ctx);
 void AddHandlersCommand(CLI::App& app, CliContext& ctx);
+void AddDashboardCommand(CLI::App& app, CliContext& ctx);
 
 }  // namespace taskrt::cli
 

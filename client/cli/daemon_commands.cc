@@ -1,5 +1,6 @@
-// Subcommands about the daemon itself: stats, handlers.
+// Subcommands about the daemon itself: stats, handlers, dashboard.
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/commands.h"
+#include "common/security.h"
 #include "common/util.h"
 
 namespace taskrt::cli {
@@ -122,6 +124,46 @@ int RunStats(const CliContext& ctx) {
   return kExitOk;
 }
 
+// The token for the dashboard's URL: --token-file, $TASKRT_TOKEN, else the daemon's own
+// token file (readable by its owner only).
+absl::StatusOr<std::string> DashboardToken(const CliContext& ctx, const v1::Stats& stats) {
+  if (!ctx.global.token_file.empty()) return internal::ReadTokenFile(ctx.global.token_file);
+  if (const char* env = std::getenv("TASKRT_TOKEN"); env != nullptr && *env != '\0') {
+    return std::string(env);
+  }
+  return internal::ReadTokenFile(stats.token_file());
+}
+
+int RunDashboard(const CliContext& ctx) {
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  absl::StatusOr<v1::Stats> stats = (*client)->GetStats();
+  if (!stats.ok()) return Fail(stats.status());
+  if (stats->http_url().empty()) {
+    PrintError(absl::StrCat("the daemon (pid ", stats->daemon_pid(),
+                            ") serves no dashboard: start taskrtd with --http 127.0.0.1:PORT"));
+    return kExitUsage;
+  }
+  const std::string page = absl::StrCat(stats->http_url(), "/");
+  absl::StatusOr<std::string> token = DashboardToken(ctx, *stats);
+  if (ctx.global.json()) {
+    std::cout << "{\"url\": \"" << page << (token.ok() ? "#token=" + *token : "")
+              << "\", \"token_file\": \"" << stats->token_file() << "\"}\n";
+    return kExitOk;
+  }
+  if (!token.ok()) {
+    std::cout << page << "\n";
+    PrintError(absl::StrCat("no token for the URL (", token.status().message(),
+                            "): open it and paste a token of ", stats->token_file(),
+                            ", or pass --token-file"));
+    return kExitDenied;
+  }
+  // The token rides in the fragment, which browsers never send; the page moves it to
+  // its session storage and out of the address bar.
+  std::cout << page << "#token=" << *token << "\n";
+  return kExitOk;
+}
+
 int RunHandlers(const CliContext& ctx) {
   absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
   if (!client.ok()) return Fail(client.status());
@@ -152,6 +194,17 @@ void AddStatsCommand(CLI::App& app, CliContext& ctx) {
               "those replaced on purpose (taskrtd --worker-max-tasks, --worker-max-rss).\n" +
               "Learned classes: " + kLearnedNote);
   sub->callback([&ctx] { ctx.exit_code = RunStats(ctx); });
+}
+
+void AddDashboardCommand(CLI::App& app, CliContext& ctx) {
+  CLI::App* sub = app.add_subcommand(
+      "dashboard", "Print the URL of the daemon's dashboard (taskrtd --http), with a token");
+  sub->footer(
+      "The URL carries a token of the daemon (--token-file, $TASKRT_TOKEN, else the daemon's\n"
+      "token file, readable by its owner only) after '#', which the browser does not send;\n"
+      "treat it like the token. Exit 2 when the daemon serves no dashboard, 6 when no\n"
+      "token could be read (the URL is printed without one).");
+  sub->callback([&ctx] { ctx.exit_code = RunDashboard(ctx); });
 }
 
 void AddHandlersCommand(CLI::App& app, CliContext& ctx) {
