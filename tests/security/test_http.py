@@ -189,3 +189,61 @@ def test_http_with_tls(daemons, tmp_root):
     # Clear text to the TLS port gets no metrics.
     with pytest.raises(Exception):
         get(url.replace("https://", "http://") + "/metrics", token=token)
+
+
+def test_dashboard_data_is_the_callers_own(daemons, tmp_root):
+    tokens = os.path.join(tmp_root, "tokens")
+    root_token, bob_token = "r" * 40, "b" * 40
+    with open(tokens, "w") as f:
+        f.write(f"{root_token}\n{bob_token} bob\n")
+    os.chmod(tokens, 0o600)
+    d = daemons("--http", f"127.0.0.1:{free_port()}", "--token-file", tokens)
+    url = wait_url(d)
+    r = cli("--socket", d.socket, "submit", "sys.noop", "--wait", "-o", "json")
+    assert r.code == 0, r
+    task_id = r.json()["id"]
+    # The page itself needs no token; every /api/ route does.
+    status, headers, body = get(url + "/")
+    assert status == 200 and "taskrt dashboard" in body
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    for path in ("/api/stats", "/api/tasks", f"/api/task?id={task_id}", "/api/events"):
+        assert get(url + path)[0] == 401, path
+    # root's token is the daemon's uid (an admin); bob's is token:bob.
+    status, _, body = get(url + f"/api/task?id={task_id}", token=root_token)
+    assert status == 200 and task_id in body
+    status, _, body = get(url + f"/api/task?id={task_id}", token=bob_token)
+    assert status == 404, body
+    status, _, body = get(url + "/api/tasks", token=bob_token)
+    assert status == 200 and task_id not in body, body
+    status, _, body = get(url + "/api/stats", token=bob_token)
+    assert '"caller":"token:bob"' in body and '"owners"' not in body, body
+    status, _, body = get(url + "/api/tasks?limit=0", token=root_token)
+    assert status == 400 and "limit" in body
+
+
+def test_event_streams_are_bounded_and_end_with_the_daemon(daemons):
+    import http.client
+    d, url, token = start_http(daemons)
+    host, port = url.split("//")[1].split(":")
+    streams = []
+    for _ in range(4):
+        c = http.client.HTTPConnection(host, int(port), timeout=20)
+        c.request("GET", "/api/events", headers={"Authorization": f"Bearer {token}"})
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream"
+        assert r.readline().startswith(b": taskrt events")
+        streams.append((c, r))
+    status, _, body = get(url + "/api/events", token=token)
+    assert status == 503 and "limit" in body, body
+    # An event for the open streams, then the daemon stops: each stream ends.
+    assert cli("--socket", d.socket, "submit", "sys.noop", "--wait").code == 0
+    c, r = streams[0]
+    lines = b""
+    while b"TASK_STATE_SUCCEEDED" not in lines:
+        line = r.readline()
+        assert line, lines
+        lines += line
+    d.stop()
+    for c, r in streams:
+        r.read()  # returns once the daemon ended the stream (timeout 20 s otherwise)
+        c.close()
