@@ -172,6 +172,13 @@ void TaskManager::RecordRunLocked(TaskRecord& r, const v1::internal::TaskDone& d
   d->set_finished_unix_us(done.finished_unix_us());
   d->set_run_time_us(done.finished_unix_us() - done.started_unix_us());
   d->set_cpu_time_us(done.cpu_time_us());
+  if (done.has_exit_code()) {
+    d->set_exit_code(done.exit_code());
+    d->set_exit_signal(done.exit_signal());
+  } else {
+    d->clear_exit_code();
+    d->set_exit_signal(0);
+  }
   d->set_peak_rss_kb(done.peak_rss_kb());
   d->set_gil_wait_us(done.gil_wait_us());
   d->set_gil_measured(done.gil_measured());

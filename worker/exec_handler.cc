@@ -177,6 +177,8 @@ struct Child : std::enable_shared_from_this<Child> {
     r.output = ResultJson(cpu_us);
     r.cpu_time_us = cpu_us;
     r.peak_rss_kb = usage.ru_maxrss;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.exit_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     call->Finish(std::move(r));
   }
 

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,9 @@ struct AsyncResult {
   absl::StatusOr<std::string> output;
   int64_t cpu_time_us = 0;  // CPU used on the task's behalf (e.g. by a child process)
   int64_t peak_rss_kb = 0;  // 0 = report the worker's own peak
+  // A command's exit (sys.exec): its status (-1 when a signal ended it) and that signal.
+  std::optional<int> exit_code = std::nullopt;
+  int exit_signal = 0;
 };
 
 // What a handler that returned OK after its task was cancelled or passed its deadline

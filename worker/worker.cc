@@ -172,6 +172,10 @@ class Worker {
             done.set_finished_unix_us(internal::NowUnixMicros());
             done.set_cpu_time_us(result.cpu_time_us);
             done.set_peak_rss_kb(result.peak_rss_kb > 0 ? result.peak_rss_kb : PeakRssKb());
+            if (result.exit_code.has_value() && result.output.ok()) {
+              done.set_exit_code(*result.exit_code);
+              done.set_exit_signal(result.exit_signal);
+            }
             Fill(std::move(result.output), &done);
             // Defer: Finish may run inside the handler's own call stack.
             asio::post(loop_, [this, done = std::move(done)]() mutable { Send(std::move(done)); });

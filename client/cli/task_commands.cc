@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
+#include "common/util.h"
 
 namespace taskrt::cli {
 namespace {
@@ -139,10 +140,18 @@ std::string FormatEventTime(int64_t unix_us) {
 // One aligned line per event; columns are fixed-width because the stream is unbounded.
 constexpr char kWatchFormat[] = "%-12s  %-14s  %-18s  %-9s  %-8s  %-5s  %-15s  %s";
 
+// "succeeded", or for a command "exit 0", "exit 3", "SIGKILL".
+std::string EventState(const v1::TaskEvent& e) {
+  const v1::Decision& d = e.decision();
+  if (e.state() != v1::TASK_STATE_SUCCEEDED || !d.has_exit_code()) return StateName(e.state());
+  if (d.exit_signal() != 0) return internal::SignalName(d.exit_signal());
+  return absl::StrCat("exit ", d.exit_code());
+}
+
 void PrintWatchLine(const v1::TaskEvent& e) {
   const v1::Decision& d = e.decision();
   std::string line = absl::StrFormat(
-      kWatchFormat, FormatEventTime(e.unix_us()), e.task_id(), e.handler(), StateName(e.state()),
+      kWatchFormat, FormatEventTime(e.unix_us()), e.task_id(), e.handler(), EventState(e),
       ExecutorName(d.executor()),
       d.reason() == v1::REASON_UNSPECIFIED ? "-" : ClassName(d.resolved_class()),
       ReasonName(d.reason()), d.worker_pid() > 0 ? absl::StrCat(d.worker_pid()) : "-");

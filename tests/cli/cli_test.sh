@@ -512,9 +512,12 @@ done
 # The sleep must outlast the start of `watch` (slow under sanitizers on a loaded machine).
 check "submit a task for watch to see" 0 -- "${T[@]}" submit sys.sleep --json '{"ms": 2000}'
 WATCH_ID=$OUT
+check "submit a command for watch to see" 0 -- "${T[@]}" exec -- sh -c 'sleep 1; exit 3'
+WATCH_EXEC_ID=$OUT
 check "watch --timeout" 0 -- "${T[@]}" watch --timeout 5s
 expect_line "^TIME +ID +HANDLER +STATE" stdout
 expect_line "$WATCH_ID +sys\.sleep +succeeded" stdout
+expect_line "$WATCH_EXEC_ID +sys\.exec +exit 3 " stdout  # a command shows its exit code
 
 check "watch --timeout 1s" 0 -- "${T[@]}" watch --timeout 1s
 
