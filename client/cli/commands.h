@@ -25,6 +25,9 @@ void AddStatsCommand(CLI::App& app, CliContext& ctx);
 void AddHandlersCommand(CLI::App& app, CliContext& ctx);
 void AddDashboardCommand(CLI::App& app, CliContext& ctx);
 
+// trace_command.cc
+void AddTraceCommand(CLI::App& app, CliContext& ctx);
+
 }  // namespace taskrt::cli
 
 #endif  // TASKRT_CLIENT_CLI_COMMANDS_H_

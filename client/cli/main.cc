@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   AddStatsCommand(app, ctx);
   AddHandlersCommand(app, ctx);
   AddDashboardCommand(app, ctx);
+  AddTraceCommand(app, ctx);
   // Global options may stand before or after the subcommand (fallthrough): say so in
   // every subcommand's help, which CLI11 prints without its parent's options.
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {

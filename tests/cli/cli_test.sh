@@ -521,6 +521,27 @@ expect_line "$WATCH_EXEC_ID +sys\.exec +exit 3 " stdout  # a command shows its e
 
 check "watch --timeout 1s" 0 -- "${T[@]}" watch --timeout 1s
 
+# --- trace -----------------------------------------------------------------------------
+
+check "trace to a file" 0 -- "${T[@]}" trace --since 10m -f "$DIR/trace.json"
+check "the trace is a Chrome trace of the runs" 0 -- /usr/bin/python3 -c '
+import json, sys
+trace = json.load(open(sys.argv[1]))
+runs = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+names = {e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
+threads = {(e["pid"], e["tid"]) for e in trace["traceEvents"] if e["name"] == "thread_name"}
+assert runs and all(e["dur"] >= 0 and e["ts"] >= 0 and (e["pid"], e["tid"]) in threads for e in runs)
+assert "cpu pool" in names and "io pool" in names, names
+ids = {e["args"]["id"] for e in runs}
+assert sys.argv[2] in ids and sys.argv[3] in ids, (sys.argv[2:], len(ids))
+exec_run = next(e for e in runs if e["args"]["id"] == sys.argv[3])
+assert exec_run["args"]["exit_code"] == 3, exec_run
+assert any(e.get("cname") == "terrible" for e in runs)  # something failed by now
+print(len(runs))
+' "$DIR/trace.json" "$WATCH_ID" "$WATCH_EXEC_ID"
+check "trace --since nonsense" 2 -- "${T[@]}" trace --since nonsense
+expect_contains "invalid duration" stderr
+
 # --- single instance -------------------------------------------------------------------
 
 check "a second daemon on the same socket" "!0" -- \
