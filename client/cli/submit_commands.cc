@@ -1,6 +1,7 @@
 // `taskrt submit` and `taskrt exec`: build task specs from the command line, submit them
 // (one task, or one atomic batch), and optionally wait and report.
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -11,6 +12,8 @@
 #include "absl/time/time.h"
 #include "cli/commands.h"
 #include "cli/interrupt.h"
+#include "cli/joblog.h"
+#include "cli/progress.h"
 #include "nlohmann/json.hpp"
 
 namespace taskrt::cli {
@@ -156,7 +159,11 @@ absl::StatusOr<FinishedBatch> SubmitBatch(Client& client, const GlobalOptions& g
     return FinishedBatch{};
   }
   CancelOnInterrupt on_ctrl_c(client, *ids);
-  absl::StatusOr<std::vector<v1::Task>> tasks = client.WaitAll(*ids);
+  absl::StatusOr<std::vector<v1::Task>> tasks;
+  {
+    BatchProgress progress(client, *ids, StderrIsTerminal());
+    tasks = client.WaitAll(*ids);
+  }
   if (!tasks.ok()) return tasks.status();
   return FinishedBatch{*std::move(tasks), absl::Now() - start};
 }
@@ -268,6 +275,8 @@ struct ExecOptions {
   std::vector<std::string> env;
   std::string stdin_file;
   std::string jobs_file;
+  std::string joblog;
+  bool resume_failed = false;
   SpecOptions spec;
 };
 
@@ -415,7 +424,7 @@ int ExecJobSpecs(const ExecOptions& opts, const v1::TaskSpec& base, const std::s
 // The results of a waited-for --jobs-file batch: JSON, or each job's output in line order
 // then the summary. Exit 1 when a job did not exit with status 0.
 int ReportExecBatch(const FinishedBatch& batch, const std::vector<std::string>& job_lines,
-                    const CliContext& ctx) {
+                    const std::vector<int>& seqs, const CliContext& ctx) {
   if (ctx.global.json()) {
     PrintJsonArray(batch.tasks);
     for (const v1::Task& task : batch.tasks) {
@@ -427,8 +436,8 @@ int ReportExecBatch(const FinishedBatch& batch, const std::vector<std::string>& 
   // that stdout is exactly the jobs' output.
   std::vector<std::string> failed;  // "job 3 `false`: status 1"
   for (size_t i = 0; i < batch.tasks.size(); ++i) {
-    const std::string what =
-        absl::StrCat("job ", i + 1, " `", i < job_lines.size() ? job_lines[i] : "?", "`");
+    const std::string what = absl::StrCat("job ", i < seqs.size() ? seqs[i] : i + 1, " `",
+                                          i < job_lines.size() ? job_lines[i] : "?", "`");
     const int status = ReportExec(batch.tasks[i], what);
     if (status == 0) continue;
     failed.push_back(batch.tasks[i].state() == v1::TASK_STATE_SUCCEEDED
@@ -448,11 +457,48 @@ int ReportExecBatch(const FinishedBatch& batch, const std::vector<std::string>& 
   return kExitTaskFailed;
 }
 
+// --resume-failed: drops the jobs whose latest line in `joblog` says they exited 0
+// with the same command. Returns kExitOk, or the exit code after printing why.
+int SkipSucceededJobs(const std::string& joblog, std::vector<v1::TaskSpec>* specs,
+                      std::vector<std::string>* job_lines, std::vector<int>* seqs) {
+  absl::StatusOr<std::map<int, JobLogEntry>> log = ReadJobLog(joblog);
+  if (!log.ok()) return Fail(log.status());
+  std::vector<v1::TaskSpec> kept_specs;
+  std::vector<std::string> kept_lines;
+  std::vector<int> kept_seqs;
+  for (size_t i = 0; i < specs->size(); ++i) {
+    auto it = log->find((*seqs)[i]);
+    const std::string command = JobLogEntryFor(0, (*job_lines)[i], v1::Task()).command;
+    if (it != log->end() && it->second.succeeded() && it->second.command == command) continue;
+    kept_specs.push_back(std::move((*specs)[i]));
+    kept_lines.push_back(std::move((*job_lines)[i]));
+    kept_seqs.push_back((*seqs)[i]);
+  }
+  const size_t skipped = specs->size() - kept_specs.size();
+  if (skipped > 0) {
+    std::cerr << "taskrt: " << skipped << " of " << specs->size()
+              << " jobs exited 0 before (--joblog " << joblog << "): "
+              << (kept_specs.empty() ? "nothing to run" : "running the others") << "\n";
+  }
+  *specs = std::move(kept_specs);
+  *job_lines = std::move(kept_lines);
+  *seqs = std::move(kept_seqs);
+  return kExitOk;
+}
+
 int RunExec(const ExecOptions& opts, const CliContext& ctx) {
   if (opts.jobs_file.empty() == opts.command.empty()) {
     PrintError(opts.command.empty()
                    ? "exec needs a command (`taskrt exec -- CMD ARGS...`) or --jobs-file"
                    : "exec takes either a command or --jobs-file, not both");
+    return kExitUsage;
+  }
+  if (!opts.joblog.empty() && (opts.jobs_file.empty() || !opts.spec.wait)) {
+    PrintError("--joblog needs --jobs-file and --wait (it records how each job ended)");
+    return kExitUsage;
+  }
+  if (opts.resume_failed && opts.joblog.empty()) {
+    PrintError("--resume-failed needs --joblog FILE (the log of an earlier run)");
     return kExitUsage;
   }
   v1::TaskSpec base;
@@ -494,10 +540,25 @@ int RunExec(const ExecOptions& opts, const CliContext& ctx) {
     return ReportExec(**task, absl::StrCat("`", absl::StrJoin(opts.command, " "), "`"));
   }
 
+  std::vector<int> seqs(specs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) seqs[i] = static_cast<int>(i) + 1;
+  if (opts.resume_failed) {
+    if (int rc = SkipSucceededJobs(opts.joblog, &specs, &job_lines, &seqs); rc != kExitOk) {
+      return rc;
+    }
+    if (specs.empty()) return kExitOk;
+  }
   absl::StatusOr<FinishedBatch> batch = SubmitBatch(**client, ctx.global, specs, opts.spec.wait);
   if (!batch.ok()) return Fail(batch.status());
   if (!opts.spec.wait) return kExitOk;
-  return ReportExecBatch(*batch, job_lines, ctx);
+  if (!opts.joblog.empty()) {
+    std::vector<JobLogEntry> entries;
+    for (size_t i = 0; i < batch->tasks.size(); ++i) {
+      entries.push_back(JobLogEntryFor(seqs[i], job_lines[i], batch->tasks[i]));
+    }
+    if (absl::Status s = AppendJobLog(opts.joblog, entries); !s.ok()) PrintError(s.message());
+  }
+  return ReportExecBatch(*batch, job_lines, seqs, ctx);
 }
 
 }  // namespace
@@ -562,6 +623,13 @@ void AddExecCommand(CLI::App& app, CliContext& ctx) {
                   "Run each non-empty line of FILE (- for stdin) as a shell command, as one "
                   "atomic batch")
       ->type_name("FILE");
+  sub->add_option("--joblog", opts->joblog,
+                  "With --jobs-file and --wait: append a line per job to FILE in GNU parallel's "
+                  "--joblog format (Host = the task id)")
+      ->type_name("FILE");
+  sub->add_flag("--resume-failed", opts->resume_failed,
+                "With --joblog: skip the jobs the log says exited 0 (same command), run the "
+                "others, append their lines (like parallel --resume-failed)");
   AddSpecOptions(sub, &opts->spec);
   sub->callback([opts, &ctx] { ctx.exit_code = RunExec(*opts, ctx); });
 }

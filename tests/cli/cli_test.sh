@@ -346,6 +346,39 @@ expect_line "^  job 2 \`exit 3\`: status 3$" stderr
 expect_line "^  job 4 \`false\`: status 1$" stderr
 expect_not_contains "job 1 " stderr
 
+# A job log (GNU parallel's format), then --resume-failed runs only what did not exit 0.
+rm -f "$DIR/jobs.log"
+check "exec --jobs-file --joblog" 1 -- \
+  "${T[@]}" exec --wait --jobs-file "$DIR/failing_jobs.txt" --joblog "$DIR/jobs.log"
+OUT=$(cut -f1,7,8,9 "$DIR/jobs.log")
+expect_equals $'Seq\tExitval\tSignal\tCommand\n1\t0\t0\ttrue\n2\t3\t0\texit 3\n3\t0\t0\ttrue\n4\t1\t0\tfalse' \
+  "$OUT" "the job log's columns"
+printf 'true\ntrue\ntrue\ntrue\n' >"$DIR/fixed_jobs.txt"
+check "exec --resume-failed" 0 -- "${T[@]}" exec --wait --jobs-file "$DIR/fixed_jobs.txt" \
+  --joblog "$DIR/jobs.log" --resume-failed
+expect_contains "2 of 4 jobs exited 0 before" stderr
+expect_line "^succeeded +2$" stderr
+expect_equals 7 "$(wc -l <"$DIR/jobs.log" | tr -d ' ')" "job log lines after the resume"
+check "exec --resume-failed with nothing left" 0 -- "${T[@]}" exec --wait \
+  --jobs-file "$DIR/fixed_jobs.txt" --joblog "$DIR/jobs.log" --resume-failed
+expect_contains "4 of 4 jobs exited 0 before" stderr
+expect_contains "nothing to run" stderr
+check "--joblog without --wait" 2 -- "${T[@]}" exec --jobs-file "$DIR/jobs.txt" --joblog "$DIR/x.log"
+expect_contains "needs --jobs-file and --wait" stderr
+check "--resume-failed without --joblog" 2 -- "${T[@]}" exec --wait --jobs-file "$DIR/jobs.txt" --resume-failed
+expect_contains "needs --joblog" stderr
+
+# A progress bar on a terminal only (script(1) gives the batch a pseudo-terminal).
+for i in $(seq 1 30); do echo '{"ms": 50}'; done >"$DIR/sleeps.jsonl"
+check "a batch wait off a terminal draws no bar" 0 -- \
+  "${T[@]}" submit sys.sleep --json-lines "$DIR/sleeps.jsonl" --wait
+expect_not_contains "ETA" stderr
+check "a batch wait on a terminal draws a bar" 0 -- script -qec \
+  "$(printf '%q ' "${T[@]}" submit sys.sleep --class cpu --json-lines "$DIR/sleeps.jsonl" --wait)" /dev/null
+expect_contains "/30  " stdout
+expect_contains "/s  ETA " stdout
+expect_contains "30 tasks in" stdout
+
 printf '{"below": 100}\n{"below": 1000}\n\n{"below": 100000}\n' >"$DIR/inputs.jsonl"
 check "submit --json-lines --wait" 0 -- \
   "${T[@]}" submit math.primes --json-lines "$DIR/inputs.jsonl" --wait
