@@ -158,6 +158,16 @@ void TaskManager::CancelOneLocked(uint64_t seq) {
       MakeError(v1::FAILURE_KIND_CANCELLED, absl::StrCat("cancelled while running; ", how)));
 }
 
+// Whether `spec` carries every label of `wanted` with the same value.
+static bool HasLabels(const v1::TaskSpec& spec,
+                      const google::protobuf::Map<std::string, std::string>& wanted) {
+  for (const auto& [key, value] : wanted) {
+    auto it = spec.labels().find(key);
+    if (it == spec.labels().end() || it->second != value) return false;
+  }
+  return true;
+}
+
 std::vector<v1::Task> TaskManager::List(const Caller& caller, const v1::ListRequest& request) {
   const size_t limit = ListLimit(request, LimitsOf(options_));
   std::vector<v1::Task> out;
@@ -167,6 +177,7 @@ std::vector<v1::Task> TaskManager::List(const Caller& caller, const v1::ListRequ
     const v1::Task& t = it->second.task;
     if (!caller.admin && t.owner() != caller.name) continue;
     if (!request.handler().empty() && t.spec().handler() != request.handler()) continue;
+    if (!HasLabels(t.spec(), request.labels())) continue;
     if (!request.states().empty() && std::find(request.states().begin(), request.states().end(),
                                                t.state()) == request.states().end()) {
       continue;

@@ -109,6 +109,10 @@ absl::Status ValidateListRequest(const v1::ListRequest& request, const Validatio
           "state ", state, " is not a TaskState (TASK_STATE_QUEUED ... TASK_STATE_TIMED_OUT)"));
     }
   }
+  if (request.labels_size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(request.labels_size(), " label filters: at most 64"));
+  }
   return absl::OkStatus();
 }
 

@@ -95,11 +95,17 @@ struct ListOptions {
   uint32_t limit = 0;
   std::vector<std::string> states;
   std::string handler;
+  std::vector<std::string> labels;
 };
 
 int RunList(const ListOptions& opts, const CliContext& ctx) {
   v1::ListRequest request;
   request.set_limit(opts.limit);
+  for (const std::string& label : opts.labels) {
+    absl::StatusOr<std::pair<std::string, std::string>> kv = ParseKeyValue("--label", label);
+    if (!kv.ok()) return Fail(kv.status());
+    (*request.mutable_labels())[kv->first] = kv->second;
+  }
   request.set_handler(opts.handler);
   for (const std::string& name : opts.states) {
     absl::StatusOr<v1::TaskState> state = ParseState(name);
@@ -303,6 +309,11 @@ void AddListCommand(CLI::App& app, CliContext& ctx) {
       ->type_name("STATE")
       ->allow_extra_args(false);
   sub->add_option("--handler", opts->handler, "Only tasks of this handler")->type_name("HANDLER");
+  sub->add_option("--label", opts->labels,
+                  "Only tasks with this label (KEY=VALUE, as given to submit --label; repeatable: "
+                  "all must match)")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
   sub->callback([opts, &ctx] { ctx.exit_code = RunList(*opts, ctx); });
 }
 

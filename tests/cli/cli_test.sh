@@ -509,6 +509,16 @@ expect_contains "test.crash" stdout
 check "list --handler of no such handler is an error" 2 -- "${T[@]}" list --handler nosuch
 expect_contains "no handler named 'nosuch'" stderr
 
+check "submit with labels" 0 -- "${T[@]}" submit sys.noop --label team=infra --label run=7 --wait -o json
+LABELLED_ID=$(printf '%s' "$OUT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+check "list --label" 0 -- "${T[@]}" list --label team=infra
+expect_contains "$LABELLED_ID" stdout
+expect_not_contains "$ID" stdout
+check "list --label, two that must both match" 0 -- "${T[@]}" list --label team=infra --label run=8
+expect_not_contains "$LABELLED_ID" stdout
+check "list --label without =" 2 -- "${T[@]}" list --label team
+expect_contains "--label" stderr
+
 check "list --state cancelled" 0 -- "${T[@]}" list --state cancelled
 expect_contains "$CANCEL_ID" stdout
 expect_not_contains "succeeded" stdout
