@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -9,6 +11,7 @@
 #include <iterator>
 #include <map>
 #include <sstream>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -169,17 +172,62 @@ void Table::AddRow(std::vector<std::string> cells) {
   rows_.push_back(std::move(cells));
 }
 
+namespace {
+const GlobalOptions* g_color_options = nullptr;
+}  // namespace
+
+void SetColorOptions(const GlobalOptions* global) { g_color_options = global; }
+
+bool ColorEnabled() {
+  static const bool enabled = [] {
+    const std::string when = g_color_options == nullptr ? "auto" : g_color_options->color;
+    if (when == "always") return true;
+    if (when == "never") return false;
+    const char* no_color = std::getenv("NO_COLOR");  // https://no-color.org
+    const char* term = std::getenv("TERM");
+    return ::isatty(STDOUT_FILENO) == 1 && (no_color == nullptr || *no_color == '\0') &&
+           !(term != nullptr && std::string_view(term) == "dumb");
+  }();
+  return enabled;
+}
+
+std::string Paint(absl::string_view text, v1::TaskState state) {
+  if (!ColorEnabled()) return std::string(text);
+  const char* code = nullptr;
+  switch (state) {
+    case v1::TASK_STATE_SUCCEEDED: code = "32"; break;
+    case v1::TASK_STATE_FAILED:
+    case v1::TASK_STATE_TIMED_OUT: code = "31"; break;
+    case v1::TASK_STATE_CANCELLED: code = "33"; break;
+    case v1::TASK_STATE_RUNNING: code = "36"; break;
+    default: return std::string(text);
+  }
+  return absl::StrCat("\033[", code, "m", text, "\033[0m");
+}
+
+size_t VisibleWidth(absl::string_view text) {
+  size_t width = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\033' && i + 1 < text.size() && text[i + 1] == '[') {
+      while (i < text.size() && text[i] != 'm') ++i;  // skip "ESC [ ... m"
+      continue;
+    }
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) ++width;  // UTF-8 lead bytes
+  }
+  return width;
+}
+
 void Table::Print(std::ostream& out) const {
   std::vector<size_t> widths(headers_.size());
-  for (size_t i = 0; i < headers_.size(); ++i) widths[i] = headers_[i].size();
+  for (size_t i = 0; i < headers_.size(); ++i) widths[i] = VisibleWidth(headers_[i]);
   for (const auto& row : rows_) {
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], VisibleWidth(row[i]));
   }
   auto print_row = [&](const std::vector<std::string>& cells) {
     std::string line;
     for (size_t i = 0; i < cells.size(); ++i) {
       line += cells[i];
-      if (i + 1 < cells.size()) line.append(widths[i] - cells[i].size() + 2, ' ');
+      if (i + 1 < cells.size()) line.append(widths[i] - VisibleWidth(cells[i]) + 2, ' ');
     }
     out << line << "\n";
   };
@@ -199,7 +247,7 @@ void PrintTasks(const GlobalOptions& global, const std::vector<v1::Task>& tasks)
     // AGE: since the task was submitted.
     const std::string age =
         d.submitted_unix_us() > 0 ? FormatMicros(now_us - d.submitted_unix_us()) : "-";
-    table.AddRow({task.id(), task.spec().handler(), StateName(task.state()),
+    table.AddRow({task.id(), task.spec().handler(), Paint(StateName(task.state()), task.state()),
                   ExecutorName(d.executor()), ClassCell(d), ReasonName(d.reason()),
                   RunTimeCell(task), age});
   }
@@ -235,7 +283,8 @@ void PrintBatchSummary(const std::vector<v1::Task>& tasks, absl::Duration wall, 
   out << "\n\n";
   Table states({"STATE", "TASKS"});
   for (const auto& [state, count] : by_state) {
-    states.AddRow({StateName(static_cast<v1::TaskState>(state)), absl::StrCat(count)});
+    const auto s = static_cast<v1::TaskState>(state);
+    states.AddRow({&out == &std::cout ? Paint(StateName(s), s) : StateName(s), absl::StrCat(count)});
   }
   states.Print(out);
   out << "\n";

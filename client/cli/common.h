@@ -41,6 +41,7 @@ struct GlobalOptions {
   std::string tls_key;           // --tls-key
   std::string tls_server_name;   // --tls-server-name
   std::string output = "table";  // --output / -o: "table" or "json"
+  std::string color = "auto";    // --color: auto (a terminal, NO_COLOR unset), always, never
 
   bool json() const { return output == "json"; }
 };
@@ -104,6 +105,16 @@ void PrintJsonArray(const std::vector<M>& messages) {
 }
 
 // A plain-text table with left-aligned columns separated by two spaces.
+// Colour of task states in tables, watch lines and summaries (stdout): green succeeded,
+// red failed and timed out, yellow cancelled, cyan running. `global` decides when
+// (--color), read at the first Paint; main() sets it before parsing.
+void SetColorOptions(const GlobalOptions* global);
+bool ColorEnabled();
+// `text` in the colour of `state` when colour is on, else `text`.
+std::string Paint(absl::string_view text, v1::TaskState state);
+// Columns `text` takes on a terminal (ANSI colour sequences take none).
+size_t VisibleWidth(absl::string_view text);
+
 class Table {
  public:
   explicit Table(std::vector<std::string> headers);

@@ -73,6 +73,13 @@ int main(int argc, char** argv) {
       ->type_name("FORMAT")
       ->check(CLI::IsMember({"table", "json"}))
       ->default_val("table");
+  app.add_option("--color", ctx.global.color,
+                 "Colour task states: auto (when stdout is a terminal and $NO_COLOR is unset), "
+                 "always, never")
+      ->type_name("WHEN")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->default_val("auto");
+  SetColorOptions(&ctx.global);
 
   AddSubmitCommand(app, ctx);
   AddExecCommand(app, ctx);
@@ -95,7 +102,7 @@ int main(int argc, char** argv) {
                 "Global options (before or after the subcommand; `taskrt --help` "
                 "explains them):\n  --socket PATH, --target HOST:PORT, --token-file FILE, "
                 "--tls, --tls-ca FILE,\n  --tls-cert FILE, --tls-key FILE, "
-                "--tls-server-name NAME, -o/--output table|json");
+                "--tls-server-name NAME, -o/--output table|json, --color WHEN");
   }
 
   try {

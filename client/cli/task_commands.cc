@@ -157,7 +157,8 @@ std::string EventState(const v1::TaskEvent& e) {
 void PrintWatchLine(const v1::TaskEvent& e) {
   const v1::Decision& d = e.decision();
   std::string line = absl::StrFormat(
-      kWatchFormat, FormatEventTime(e.unix_us()), e.task_id(), e.handler(), EventState(e),
+      kWatchFormat, FormatEventTime(e.unix_us()), e.task_id(), e.handler(),
+      Paint(absl::StrFormat("%-9s", EventState(e)), e.state()),
       ExecutorName(d.executor()),
       d.reason() == v1::REASON_UNSPECIFIED ? "-" : ClassName(d.resolved_class()),
       ReasonName(d.reason()), d.worker_pid() > 0 ? absl::StrCat(d.worker_pid()) : "-");

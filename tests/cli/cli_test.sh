@@ -519,6 +519,19 @@ expect_not_contains "$LABELLED_ID" stdout
 check "list --label without =" 2 -- "${T[@]}" list --label team
 expect_contains "--label" stderr
 
+# Colour: states in colour on a terminal unless NO_COLOR; --color always|never decides.
+check "list --color always" 0 -- "${T[@]}" --color always list --state succeeded
+expect_contains $'\033[32msucceeded\033[0m' stdout
+expect_line "^ID +HANDLER +STATE +EXECUTOR" stdout  # columns still line up (escapes not counted)
+check "list off a terminal" 0 -- "${T[@]}" list --state succeeded
+expect_not_contains $'\033[' stdout
+LIST_CMD=$(printf '%q ' "${T[@]}" list --state succeeded)
+check "list on a terminal" 0 -- script -qec "$LIST_CMD" /dev/null
+expect_contains $'\033[32msucceeded' stdout
+check "list on a terminal with NO_COLOR" 0 -- env NO_COLOR=1 script -qec "$LIST_CMD" /dev/null
+expect_not_contains $'\033[32m' stdout
+check "--color nonsense" 2 -- "${T[@]}" --color nonsense list
+
 check "list --state cancelled" 0 -- "${T[@]}" list --state cancelled
 expect_contains "$CANCEL_ID" stdout
 expect_not_contains "succeeded" stdout
