@@ -26,6 +26,7 @@ PACKAGES=(
   libcpp-httplib-dev # taskrtd --http: the HTTP server of /metrics and the dashboard (TLS via OpenSSL)
   prometheus-cpp-dev # taskrtd --http: the metric registry and the Prometheus text format (core only)
   chromium chromium-driver python3-selenium  # the dashboard's browser test (tests/dashboard)
+  zsh                # the completion test checks the zsh completion's syntax
   clang-14 libclang-rt-14-dev  # the fuzz build (scripts/fuzz.sh): clang++-14 -fsanitize=fuzzer
 )
 

@@ -81,7 +81,8 @@ for public in ./bin/taskrtd ./bin/taskrt ./libexec/taskrt/taskrt-worker \
   ./include/taskrt/client.h ./include/taskrt/handler.h ./include/taskrt/v1/task.pb.h \
   ./include/taskrt/v1/service.pb.h ./lib/libtaskrt_client.a ./lib/libtaskrt_client.so \
   ./lib/libtaskrt_client.so.0 ./lib/pkgconfig/taskrt.pc ./lib/pkgconfig/taskrt-static.pc \
-  ./lib/pkgconfig/taskrt-plugin.pc ./lib/cmake/taskrt/taskrtConfig.cmake; do
+  ./lib/pkgconfig/taskrt-plugin.pc ./lib/cmake/taskrt/taskrtConfig.cmake \
+  ./share/bash-completion/completions/taskrt ./share/zsh/vendor-completions/_taskrt; do
   if grep -qxF "$public" "$tmp/files"; then pass; else fail "the installed tree lacks $public"; fi
 done
 # The service: the unit with its binaries' paths under this prefix, the sysusers.d file.
