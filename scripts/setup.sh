@@ -27,6 +27,7 @@ PACKAGES=(
   prometheus-cpp-dev # taskrtd --http: the metric registry and the Prometheus text format (core only)
   chromium chromium-driver python3-selenium  # the dashboard's browser test (tests/dashboard)
   zsh                # the completion test checks the zsh completion's syntax
+  help2man lintian   # man pages from --help; the .deb test runs lintian (cpack -G DEB)
   clang-14 libclang-rt-14-dev  # the fuzz build (scripts/fuzz.sh): clang++-14 -fsanitize=fuzzer
 )
 
