@@ -857,6 +857,18 @@ absl::Status Client::Watch(const v1::WatchRequest& request,
   return FromGrpc(status);
 }
 
+absl::Status Client::Logs(const std::string& id, bool follow,
+                          const std::function<void(const v1::OutputChunk&)>& on_chunk) {
+  grpc::ClientContext context;
+  v1::LogsRequest request;
+  request.set_task_id(id);
+  request.set_follow(follow);
+  std::unique_ptr<grpc::ClientReader<v1::OutputChunk>> reader = impl_->stub->Logs(&context, request);
+  v1::OutputChunk chunk;
+  while (reader->Read(&chunk)) on_chunk(chunk);
+  return FromGrpc(reader->Finish());
+}
+
 absl::StatusOr<v1::Stats> Client::GetStats() {
   v1::Stats response;
   grpc::ClientContext context;

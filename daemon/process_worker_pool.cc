@@ -127,6 +127,10 @@ void ProcessWorkerPool::OnReadable(int id, pid_t pid, size_t n) {
     if (frame.has_hello() && observer_->OnHello(id, frame.hello())) {
       p.view.phase = WorkerPhase::kReady;
     }
+    if (frame.has_output()) {
+      auto it = p.view.runs.find(frame.output().seq());
+      if (it != p.view.runs.end()) observer_->OnOutput(id, it->second, frame.output());
+    }
     if (frame.has_done()) {
       const v1::internal::TaskDone& done = frame.done();
       auto it = p.view.runs.find(done.seq());

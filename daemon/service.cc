@@ -12,14 +12,14 @@
 #include "daemon/validation.h"
 
 namespace taskrt::daemon {
-namespace {
-
-constexpr absl::string_view kBearer = "Bearer ";
-
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
+
+namespace {
+
+constexpr absl::string_view kBearer = "Bearer ";
 
 template <typename Field>
 void CopyTasks(std::vector<v1::Task>& tasks, Field* out) {
@@ -558,6 +558,15 @@ grpc::ServerWriteReactor<v1::TaskEvent>* TaskServiceImpl::Watch(grpc::CallbackSe
     return new RefusedReactor<grpc::ServerWriteReactor<v1::TaskEvent>>(caller.status());
   }
   return new WatchReactor(manager_, *caller, request, identity_.watch_backlog_bytes);
+}
+
+grpc::ServerWriteReactor<v1::OutputChunk>* TaskServiceImpl::Logs(grpc::CallbackServerContext* ctx,
+                                                                 const v1::LogsRequest* request) {
+  auto caller = IdentifyCaller(identity_, *ctx);
+  if (!caller.ok()) {
+    return new RefusedReactor<grpc::ServerWriteReactor<v1::OutputChunk>>(caller.status());
+  }
+  return NewLogsReactor(manager_, *caller, *request);
 }
 
 grpc::ServerUnaryReactor* TaskServiceImpl::GetStats(grpc::CallbackServerContext* ctx,

@@ -23,6 +23,13 @@ struct CallerIdentity {
   size_t watch_backlog_bytes = 8u << 20;  // a Watch whose client lags more is ended
 };
 
+// service_logs.cc: the Logs call of `caller`.
+grpc::ServerWriteReactor<v1::OutputChunk>* NewLogsReactor(TaskManager& manager,
+                                                          const Caller& caller,
+                                                          const v1::LogsRequest& request);
+// The gRPC status of `s` (same code and message).
+grpc::Status ToGrpc(const absl::Status& s);
+
 // The caller of a call: its peer's uid on a unix socket, the owner of its bearer token
 // on TCP, the daemon itself in-process. UNAUTHENTICATED (saying how to fix it)
 // otherwise.
@@ -61,6 +68,8 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
                                  v1::ListResponse* response) override;
   grpc::ServerWriteReactor<v1::TaskEvent>* Watch(grpc::CallbackServerContext* ctx,
                                                  const v1::WatchRequest* request) override;
+  grpc::ServerWriteReactor<v1::OutputChunk>* Logs(grpc::CallbackServerContext* ctx,
+                                                  const v1::LogsRequest* request) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const v1::GetStatsRequest* request,
                                      v1::Stats* response) override;

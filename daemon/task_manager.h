@@ -148,6 +148,14 @@ struct SubmitResult {
 
 using EventSink = std::function<void(const v1::TaskEvent&)>;
 
+// What FollowOutput streams: a chunk of a running command's output, or its end.
+struct OutputEvent {
+  bool is_stderr = false;
+  std::string data;
+  bool end = false;  // the task is final (or was not running a command): nothing follows
+};
+using OutputSink = std::function<void(const OutputEvent&)>;
+
 class TaskManager : private WorkerPoolObserver {
  public:
   explicit TaskManager(TaskManagerOptions options);
@@ -219,6 +227,15 @@ class TaskManager : private WorkerPoolObserver {
                                  const google::protobuf::RepeatedPtrField<std::string>& ids,
                                  EventSink sink);
   void Unwatch(uint64_t handle);
+  // Streams to `sink`, under the manager's lock (so it must only queue), what the
+  // command of task `id` (sys.exec) has written in its current run, then with `follow`
+  // what it writes, then an end event once the task is final; without `follow`, or for
+  // a task that is final or runs no command, the end comes at once. Returns a handle
+  // for Unfollow (0: the end was sent already). NOT_FOUND as Get; RESOURCE_EXHAUSTED
+  // past max_watchers followers.
+  absl::StatusOr<uint64_t> FollowOutput(const Caller& caller, const std::string& id, bool follow,
+                                        OutputSink sink);
+  void Unfollow(uint64_t handle);
   // Per-owner counts (Stats.owners) only for admins.
   v1::Stats GetStats(const Caller& caller);
   // The queue depths right now (what on_tick reports).
@@ -258,6 +275,9 @@ class TaskManager : private WorkerPoolObserver {
   void OnLost(int worker, const WorkerSlot& was, const WorkerLoss& loss,
               const std::vector<RunSlot>& runs) override;
   void OnSpawnFailed(int worker, PoolKind pool, const absl::Status& error) override;
+  void OnOutput(int worker, const RunSlot& run, const v1::internal::TaskOutput& output) override;
+  // The task is final: its output log goes, its followers get their end.
+  void EndOutputLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Ends the operation OpLock holds, releasing mu_ (see OpLock).
   void EndOperation() ABSL_UNLOCK_FUNCTION(mu_);
@@ -365,6 +385,20 @@ class TaskManager : private WorkerPoolObserver {
   uint64_t next_watch_ ABSL_GUARDED_BY(mu_) = 1;
   std::unordered_map<uint64_t, Subscriber> subscribers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> watchers_by_owner_ ABSL_GUARDED_BY(mu_);
+  // Live output of running commands (task_manager_output.cc): what each current run
+  // wrote (at most what its result keeps: the worker streams nothing past the cap),
+  // dropped when the task is final; and who follows it.
+  struct OutputLog {
+    uint64_t run_id = 0;
+    std::vector<OutputEvent> chunks;  // adjacent writes to one stream merged
+  };
+  struct OutputFollower {
+    uint64_t seq = 0;
+    OutputSink sink;
+  };
+  absl::flat_hash_map<uint64_t, OutputLog> output_logs_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, OutputFollower> output_followers_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_follower_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace taskrt::daemon

@@ -298,6 +298,7 @@ void TaskManager::FinishLocked(uint64_t seq, v1::TaskState state, v1::TaskError 
   PersistLocked(seq);
   EmitLocked(r);
   if (options_.metrics != nullptr) options_.metrics->TaskFinished(r.task);
+  EndOutputLocked(seq);
   for (uint64_t handle : std::exchange(r.waiters, {})) {
     Waiter* w = waiters_.find(handle);
     if (w == nullptr) continue;

@@ -100,6 +100,8 @@ class WorkerPoolObserver {
                       const std::vector<RunSlot>& runs) = 0;
   // A worker could not be spawned (the pool tries again only when told to).
   virtual void OnSpawnFailed(int worker, PoolKind pool, const absl::Status& error) = 0;
+  // A run's command wrote `output` (sys.exec's live output), before the run's OnDone.
+  virtual void OnOutput(int worker, const RunSlot& run, const v1::internal::TaskOutput& output) {}
 };
 
 class WorkerPool {

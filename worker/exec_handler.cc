@@ -128,6 +128,8 @@ struct Child : std::enable_shared_from_this<Child> {
                         seen += n;
                         const size_t room = cap - std::min(cap, data.size());
                         data.append(buf.data(), std::min(n, room));
+                        // Live output (taskrt exec --wait, taskrt logs -f): what is kept.
+                        self->call->EmitOutput(!is_out, std::string_view(buf.data(), std::min(n, room)));
                       }
                       if (!ec || ec == asio::error::would_block || ec == asio::error::try_again) {
                         self->ReadPipe(is_out);

@@ -70,6 +70,13 @@ class AsyncCall {
     done_(std::move(result));
   }
 
+  // Streams what the task's command wrote so far (sys.exec), in order; the worker sends
+  // it to the daemon ahead of the result. A no-op without a sink.
+  void EmitOutput(bool is_stderr, std::string_view data) {
+    if (on_output_ && !data.empty() && !finished_) on_output_(is_stderr, data);
+  }
+  void set_on_output(std::function<void(bool, std::string_view)> fn) { on_output_ = std::move(fn); }
+
   // Requests cancellation (worker side).
   void Cancel() {
     if (cancelled() || finished_) return;
@@ -83,6 +90,7 @@ class AsyncCall {
   const int64_t deadline_unix_us_;
   std::function<void(AsyncResult)> done_;
   std::function<void()> on_cancel_;
+  std::function<void(bool, std::string_view)> on_output_;
   std::atomic<bool> cancelled_{false};
   bool finished_ = false;
 };

@@ -180,6 +180,15 @@ class Worker {
             // Defer: Finish may run inside the handler's own call stack.
             asio::post(loop_, [this, done = std::move(done)]() mutable { Send(std::move(done)); });
           });
+      call->set_on_output([this, seq](bool is_stderr, std::string_view data) {
+        WorkerFrame frame;
+        v1::internal::TaskOutput* out = frame.mutable_output();
+        out->set_seq(seq);
+        out->set_is_stderr(is_stderr);
+        out->set_data(std::string(data));
+        internal::AppendFrame(frame, &outbox_);
+        Flush();
+      });
       slot.async = call;
       try {
         entry->async(loop_, call);

@@ -11,6 +11,7 @@ namespace taskrt::cli {
 // submit_commands.cc
 void AddSubmitCommand(CLI::App& app, CliContext& ctx);
 void AddExecCommand(CLI::App& app, CliContext& ctx);
+void AddLogsCommand(CLI::App& app, CliContext& ctx);
 
 // task_commands.cc
 void AddWaitCommand(CLI::App& app, CliContext& ctx);

@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
 
   AddSubmitCommand(app, ctx);
   AddExecCommand(app, ctx);
+  AddLogsCommand(app, ctx);
   AddWaitCommand(app, ctx);
   AddStatusCommand(app, ctx);
   AddCancelCommand(app, ctx);

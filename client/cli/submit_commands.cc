@@ -14,6 +14,7 @@
 #include "cli/interrupt.h"
 #include "cli/joblog.h"
 #include "cli/progress.h"
+#include "common/task_state.h"
 #include "nlohmann/json.hpp"
 
 namespace taskrt::cli {
@@ -360,7 +361,10 @@ std::string TruncationNote(absl::string_view stream, bool truncated, size_t kept
 
 // Reports one finished sys.exec task the way running the command locally would: its
 // stdout and stderr verbatim. Returns the shell status, or 1 when the task failed.
-int ReportExec(const v1::Task& task, absl::string_view what) {
+// `printed_out`/`printed_err`: bytes of each stream already printed as they came
+// (exec --wait, logs -f); only the rest is printed.
+int ReportExec(const v1::Task& task, absl::string_view what, size_t printed_out = 0,
+               size_t printed_err = 0) {
   if (task.state() != v1::TASK_STATE_SUCCEEDED) {
     std::string message = absl::StrCat(what, " ", StateName(task.state()));
     if (task.has_error()) {
@@ -379,8 +383,10 @@ int ReportExec(const v1::Task& task, absl::string_view what) {
     PrintError(absl::StrCat(what, ": ", result.status().message()));
     return kExitTaskFailed;
   }
-  std::cout << result->stdout_text << std::flush;
-  std::cerr << result->stderr_text << std::flush;
+  std::cout << result->stdout_text.substr(std::min(printed_out, result->stdout_text.size()))
+            << std::flush;
+  std::cerr << result->stderr_text.substr(std::min(printed_err, result->stderr_text.size()))
+            << std::flush;
   if (result->stdout_truncated || result->stderr_truncated) {
     PrintError(absl::StrCat("the worker truncated the ",
                             TruncationNote("stdout", result->stdout_truncated,
@@ -457,6 +463,62 @@ int ReportExecBatch(const FinishedBatch& batch, const std::vector<std::string>& 
   return kExitTaskFailed;
 }
 
+// Follows task `id`'s output live (Logs), printing each chunk as it comes; returns the
+// bytes printed of stdout and stderr. A daemon without Logs (or a broken stream) prints
+// nothing here: the caller prints the result's output instead.
+std::pair<size_t, size_t> FollowOutput(Client& client, const std::string& id) {
+  size_t out = 0, err = 0;
+  absl::Status s = client.Logs(id, /*follow=*/true, [&](const v1::OutputChunk& chunk) {
+    (chunk.is_stderr() ? std::cerr : std::cout) << chunk.data() << std::flush;
+    (chunk.is_stderr() ? err : out) += chunk.data().size();
+  });
+  (void)s;  // whatever was printed counts; the result has the rest
+  return {out, err};
+}
+
+// exec --wait of one command: its stdout and stderr as it writes them, then its status.
+int RunExecStreaming(Client& client, const v1::TaskSpec& spec, const std::string& what) {
+  absl::StatusOr<std::string> id = client.Submit(spec);
+  if (!id.ok()) return Fail(id.status());
+  CancelOnInterrupt on_ctrl_c(client, {*id});
+  const auto [out, err] = FollowOutput(client, *id);
+  absl::StatusOr<v1::Task> task = client.Wait(*id);
+  if (!task.ok()) return Fail(task.status());
+  return ReportExec(*task, what, out, err);
+}
+
+// --- logs ------------------------------------------------------------------------------
+
+struct LogsOptions {
+  std::string id;
+  bool follow = false;
+};
+
+int RunLogs(const LogsOptions& opts, const CliContext& ctx) {
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
+  if (!client.ok()) return Fail(client.status());
+  absl::StatusOr<v1::Task> task = (*client)->Get(opts.id);
+  if (!task.ok()) return Fail(task.status());
+  if (task->spec().handler() != kExecHandler) {
+    PrintError(absl::StrCat("task ", opts.id, " runs ", task->spec().handler(),
+                            ", not a command (sys.exec): `taskrt status ", opts.id,
+                            "` shows its output"));
+    return kExitUsage;
+  }
+  const std::string what = absl::StrCat("task ", opts.id);
+  if (internal::IsFinal(task->state())) return ReportExec(*task, what);
+  if (!opts.follow) {  // what it wrote so far
+    absl::Status s = (*client)->Logs(opts.id, false, [](const v1::OutputChunk& chunk) {
+      (chunk.is_stderr() ? std::cerr : std::cout) << chunk.data() << std::flush;
+    });
+    return s.ok() ? kExitOk : Fail(s);
+  }
+  const auto [out, err] = FollowOutput(**client, opts.id);
+  task = (*client)->Wait(opts.id);
+  if (!task.ok()) return Fail(task.status());
+  return ReportExec(*task, what, out, err);
+}
+
 // --resume-failed: drops the jobs whose latest line in `joblog` says they exited 0
 // with the same command. Returns kExitOk, or the exit code after printing why.
 int SkipSucceededJobs(const std::string& joblog, std::vector<v1::TaskSpec>* specs,
@@ -528,6 +590,10 @@ int RunExec(const ExecOptions& opts, const CliContext& ctx) {
   absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
   if (!client.ok()) return Fail(client.status());
 
+  const std::string what = absl::StrCat("`", absl::StrJoin(opts.command, " "), "`");
+  if (opts.jobs_file.empty() && opts.spec.wait && !ctx.global.json()) {
+    return RunExecStreaming(**client, specs.front(), what);
+  }
   if (opts.jobs_file.empty()) {
     absl::StatusOr<std::optional<v1::Task>> task =
         SubmitOne(**client, ctx.global, specs.front(), opts.spec.wait);
@@ -537,7 +603,7 @@ int RunExec(const ExecOptions& opts, const CliContext& ctx) {
       PrintJson(**task);
       return ShellStatusOf(**task);
     }
-    return ReportExec(**task, absl::StrCat("`", absl::StrJoin(opts.command, " "), "`"));
+    return ReportExec(**task, what);
   }
 
   std::vector<int> seqs(specs.size());
@@ -562,6 +628,21 @@ int RunExec(const ExecOptions& opts, const CliContext& ctx) {
 }
 
 }  // namespace
+
+void AddLogsCommand(CLI::App& app, CliContext& ctx) {
+  auto opts = std::make_shared<LogsOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "logs", "Show a command's output (sys.exec): what it wrote so far, or all once it ended");
+  sub->add_option("id", opts->id, "Task id (from taskrt exec)")->required()->type_name("ID");
+  sub->add_flag("--follow,-f", opts->follow,
+                "Keep printing what it writes until it ends, then exit with its status");
+  sub->footer(
+      "stdout and stderr go to stdout and stderr. For a running command, the daemon keeps\n"
+      "what it wrote in its current run (up to taskrtd --max-output-bytes of each stream,\n"
+      "as its result does). Exit status with -f or for an ended command: the command's\n"
+      "(128+N for signal N), 1 when the task failed; 2 for a task that is not a command.");
+  sub->callback([opts, &ctx] { ctx.exit_code = RunLogs(*opts, ctx); });
+}
 
 void AddSubmitCommand(CLI::App& app, CliContext& ctx) {
   auto opts = std::make_shared<SubmitOptions>();

@@ -14,6 +14,7 @@ _taskrt_subcommand_opts() {
     list) echo "--limit -n --state --handler --label" ;;
     watch) echo "--timeout" ;;
     trace) echo "--since --limit --out -f" ;;
+    logs) echo "--follow -f" ;;
     status | cancel | explain | stats | handlers | dashboard) echo "" ;;
   esac
 }
@@ -34,7 +35,7 @@ _taskrt() {
   local cur prev sub="" i
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD - 1]}"
-  local subcommands="submit exec wait status cancel list watch explain stats handlers dashboard trace"
+  local subcommands="submit exec logs wait status cancel list watch explain stats handlers dashboard trace"
   for ((i = 1; i < COMP_CWORD; i++)); do
     case "${COMP_WORDS[i]}" in
       --socket | --target | --token-file | --tls-ca | --tls-cert | --tls-key | \
@@ -46,7 +47,7 @@ _taskrt() {
 
   case "$prev" in
     --socket | --token-file | --tls-ca | --tls-cert | --tls-key | --input-file | --json-lines | \
-      --jobs-file | --joblog | --stdin-file | --out | -f)
+      --jobs-file | --joblog | --stdin-file | --out)
       COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --cwd) COMPREPLY=($(compgen -d -- "$cur")); return ;;
     --output | -o) COMPREPLY=($(compgen -W "table json" -- "$cur")); return ;;
@@ -56,6 +57,7 @@ _taskrt() {
       COMPREPLY=($(compgen -W "queued running succeeded failed cancelled timed-out" -- "$cur"))
       return ;;
     --handler) COMPREPLY=($(compgen -W "$(_taskrt_daemon_words handlers)" -- "$cur")); return ;;
+    -f) [[ $sub == trace ]] && COMPREPLY=($(compgen -f -- "$cur")); [[ $sub == trace ]] && return ;;
     --target | --tls-server-name | --timeout | --priority | --label | --attempts | \
       --retry-backoff | --idempotency-key | --env | --limit | -n | --since | --json)
       return ;;
@@ -75,7 +77,7 @@ _taskrt() {
   fi
   case "$sub" in
     submit) COMPREPLY=($(compgen -W "$(_taskrt_daemon_words handlers)" -- "$cur")) ;;
-    wait | status | cancel | explain)
+    wait | status | cancel | explain | logs)
       COMPREPLY=($(compgen -W "$(_taskrt_daemon_words list --limit 50)" -- "$cur")) ;;
     exec) COMPREPLY=($(compgen -c -- "$cur")) ;;
   esac

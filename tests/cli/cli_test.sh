@@ -332,6 +332,47 @@ expect_contains "detached; still on the daemon: $RUNNING_ID" stderr
 check "the detached command, cancelled afterwards" 1 -- "${T[@]}" status "$RUNNING_ID"
 expect_contains "cancelled" stdout
 
+# exec --wait prints what the command writes as it writes it: "first" is there while
+# the command still waits for a file the test makes only then.
+"${T[@]}" exec --wait -- sh -c "echo first; echo warn >&2; while [ ! -e '$DIR/go' ]; do sleep 0.1; done; echo second; exit 4" \
+  >"$DIR/live.out" 2>"$DIR/live.err" &
+LIVE_PID=$!
+for ((i = 0; i < 300; i++)); do grep -q first "$DIR/live.out" && break; sleep 0.1; done
+OUT=$(cat "$DIR/live.out")
+expect_equals "first" "$OUT" "exec --wait's stdout while the command runs"
+touch "$DIR/go"
+CODE=0
+wait "$LIVE_PID" || CODE=$?
+expect_equals 4 "$CODE" "exit code of the streamed command"
+OUT=$(cat "$DIR/live.out")
+expect_equals $'first\nsecond' "$OUT" "exec --wait's stdout, each line once"
+OUT=$(cat "$DIR/live.err")
+expect_equals "warn" "$OUT" "exec --wait's stderr"
+
+# logs: what a running command wrote so far, then -f to its end.
+check "exec a command to follow" 0 -- "${T[@]}" exec -- sh -c "echo a; while [ ! -e '$DIR/go2' ]; do sleep 0.1; done; echo b; exit 3"
+LOGS_ID=$OUT
+for ((i = 0; i < 300; i++)); do
+  [[ $("${T[@]}" logs "$LOGS_ID" 2>/dev/null) == a ]] && break
+  sleep 0.1
+done
+check "logs of a running command" 0 -- "${T[@]}" logs "$LOGS_ID"
+expect_equals "a" "$OUT" "logs so far"
+"${T[@]}" logs -f "$LOGS_ID" >"$DIR/follow.out" 2>&1 &
+FOLLOW_PID=$!
+sleep 0.5
+touch "$DIR/go2"
+CODE=0
+wait "$FOLLOW_PID" || CODE=$?
+expect_equals 3 "$CODE" "logs -f exits with the command's status"
+OUT=$(cat "$DIR/follow.out")
+expect_equals $'a\nb' "$OUT" "logs -f output"
+check "logs of an ended command" 3 -- "${T[@]}" logs "$LOGS_ID"
+expect_equals $'a\nb' "$OUT" "logs after the end"
+check "a task that is no command" 0 -- "${T[@]}" submit sys.noop
+check "logs of a task that is no command" 2 -- "${T[@]}" logs "$OUT"
+expect_contains "not a command" stderr
+
 printf 'echo one\necho two\n\necho three\n' >"$DIR/jobs.txt"
 check "exec --jobs-file" 0 -- "${T[@]}" exec --wait --jobs-file "$DIR/jobs.txt"
 expect_equals $'one\ntwo\nthree' "$OUT" "stdout (jobs' outputs in line order)"

@@ -157,6 +157,22 @@ def test_client_refuses_a_socket_of_another_user(daemons, tmp_root):
 
 # --- Ownership ----------------------------------------------------------------------
 
+def test_another_uid_cannot_read_a_commands_output(daemons):
+    d = daemons()
+    sock = ["--socket", d.socket]
+    secret = task_id(cli(*sock, "exec", "--", "sh", "-c", "echo s3cret; sleep 30"))
+    for _ in range(100):  # until the command runs and wrote its line
+        r = cli(*sock, "logs", secret)
+        if "s3cret" in r.out:
+            break
+        time.sleep(0.1)
+    assert "s3cret" in r.out, r
+    for args in (("logs", secret), ("logs", "-f", secret)):
+        r = cli(*sock, *args, nobody=True)
+        assert r.code == 2 and "not found" in r.err and "s3cret" not in r.out, (args, r)
+    assert cli(*sock, "cancel", secret).code in (0, 1)
+
+
 def test_another_uid_cannot_see_touch_or_reuse_tasks(daemons):
     d = daemons()
     sock = ["--socket", d.socket]

@@ -176,6 +176,13 @@ class Client {
                      const std::function<bool(const v1::TaskEvent&)>& on_event,
                      absl::Duration timeout = absl::InfiniteDuration());
 
+  // Streams what the running command of task `id` (sys.exec) has written so far, and
+  // with `follow` what it writes until the task is final, to `on_chunk` (on the calling
+  // thread, in order). Returns OK at the end; at once for a task that runs no command
+  // now (a finished task's output is in its result: Get). NOT_FOUND as Get.
+  absl::Status Logs(const std::string& id, bool follow,
+                    const std::function<void(const v1::OutputChunk&)>& on_chunk);
+
   absl::StatusOr<v1::Stats> GetStats();
   absl::StatusOr<std::vector<v1::HandlerInfo>> ListHandlers();
 
