@@ -1,5 +1,6 @@
 #include "daemon/metrics.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 #include <utility>
@@ -62,6 +63,7 @@ MetricFamily Family(std::string name, std::string help, MetricType type) {
 
 void AddValue(MetricFamily& f, std::vector<ClientMetric::Label> labels, double value) {
   ClientMetric m;
+  std::sort(labels.begin(), labels.end());  // as the registry's families print theirs
   m.label = std::move(labels);
   if (f.type == MetricType::Counter) {
     m.counter.value = value;
@@ -97,14 +99,18 @@ std::vector<MetricFamily> Levels(const v1::Stats& stats, const std::string& vers
   AddValue(submitted, {}, static_cast<double>(stats.tasks_submitted()));
   out.push_back(std::move(submitted));
 
-  MetricFamily depth = Family("taskrt_queue_depth", "Tasks waiting for a worker, by pool.",
-                              MetricType::Gauge);
+  MetricFamily depth =
+      Family("taskrt_queue_depth",
+             "Tasks waiting for a worker, by pool and lane (sync: for a process or a thread; "
+             "async: for an io worker's event loop).",
+             MetricType::Gauge);
   MetricFamily running = Family("taskrt_running_tasks", "Tasks a worker holds, by pool.",
                                 MetricType::Gauge);
   MetricFamily size =
       Family("taskrt_pool_size", "Worker processes a pool is configured with.", MetricType::Gauge);
   for (const v1::PoolInfo& p : stats.pools()) {
-    AddValue(depth, {{"pool", p.name()}}, p.queued());
+    AddValue(depth, {{"pool", p.name()}, {"lane", "sync"}}, p.queued() - p.queued_async());
+    AddValue(depth, {{"pool", p.name()}, {"lane", "async"}}, p.queued_async());
     AddValue(running, {{"pool", p.name()}}, p.running());
     AddValue(size, {{"pool", p.name()}}, p.workers());
   }
@@ -150,11 +156,11 @@ Metrics::Metrics(std::string version)
                    .Register(*registry_);
   queue_wait_ = &prometheus::BuildHistogram()
                      .Name("taskrt_queue_wait_seconds")
-                     .Help("How long finished tasks waited for a worker, by pool.")
+                     .Help("How long finished tasks waited for a worker, by pool and lane.")
                      .Register(*registry_);
   run_time_ = &prometheus::BuildHistogram()
                    .Name("taskrt_run_seconds")
-                   .Help("How long finished tasks ran in their worker, by pool.")
+                   .Help("How long finished tasks ran in their worker, by pool and lane.")
                    .Register(*registry_);
   decisions_ = &prometheus::BuildCounter()
                     .Name("taskrt_classifier_decisions_total")
@@ -197,11 +203,11 @@ prometheus::Counter& Metrics::FinishedCounter(const v1::Task& task) {
 }
 
 prometheus::Histogram& Metrics::PoolHistogram(prometheus::Family<prometheus::Histogram>& family,
-                                              const std::string& pool) {
-  const std::string key = absl::StrCat(&family == queue_wait_ ? "w" : "r", pool);
+                                              const std::string& pool, const char* lane) {
+  const std::string key = absl::StrCat(&family == queue_wait_ ? "w" : "r", lane, pool);
   internal::MutexLock lock(&mu_);
   prometheus::Histogram*& h = histograms_[key];
-  if (h == nullptr) h = &family.Add({{"pool", pool}}, kTaskBuckets);
+  if (h == nullptr) h = &family.Add({{"pool", pool}, {"lane", lane}}, kTaskBuckets);
   return *h;
 }
 
@@ -209,8 +215,10 @@ void Metrics::TaskFinished(const v1::Task& task) {
   FinishedCounter(task).Increment();
   const v1::Decision& d = task.decision();
   if (d.started_unix_us() == 0 || d.pool().empty()) return;  // never ran (cancelled while queued)
-  PoolHistogram(*queue_wait_, d.pool()).Observe(static_cast<double>(d.queue_wait_us()) / 1e6);
-  PoolHistogram(*run_time_, d.pool()).Observe(static_cast<double>(d.run_time_us()) / 1e6);
+  const char* lane = d.executor() == v1::EXECUTOR_ASYNC ? "async" : "sync";
+  PoolHistogram(*queue_wait_, d.pool(), lane)
+      .Observe(static_cast<double>(d.queue_wait_us()) / 1e6);
+  PoolHistogram(*run_time_, d.pool(), lane).Observe(static_cast<double>(d.run_time_us()) / 1e6);
 }
 
 void Metrics::Decided(v1::Reason reason, v1::TaskClass resolved) {

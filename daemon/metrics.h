@@ -64,7 +64,7 @@ class Metrics {
  private:
   prometheus::Counter& FinishedCounter(const v1::Task& task);
   prometheus::Histogram& PoolHistogram(prometheus::Family<prometheus::Histogram>& family,
-                                       const std::string& pool);
+                                       const std::string& pool, const char* lane);
 
   const std::string version_;
   std::unique_ptr<prometheus::Registry> registry_;

@@ -272,6 +272,7 @@ void TaskManager::AddPoolStatsLocked(v1::Stats& stats) {
     v1::PoolInfo* p = stats.add_pools();
     p->set_name(PoolName(pool));
     p->set_queued(queues_[i][0].size() + queues_[i][1].size());
+    p->set_queued_async(queues_[i][1].size());
     p->set_completed(c.completed);
     p->set_respawns(c.respawns);
     p->set_recycled(c.recycled);

@@ -113,8 +113,9 @@ def test_metrics_count_what_ran_and_name_no_task(daemons):
     assert m['taskrt_tasks{state="timed_out"}'] == 1
     assert m['taskrt_workers{pool="cpu",state="idle"}'] == 1  # --cpu-workers 1
     for pool in ("cpu", "io"):
-        assert f'taskrt_queue_depth{{pool="{pool}"}}' in m
-    assert m['taskrt_queue_wait_seconds_count{pool="io"}'] >= 3
+        for lane in ("sync", "async"):
+            assert f'taskrt_queue_depth{{lane="{lane}",pool="{pool}"}}' in m, body
+    assert m['taskrt_queue_wait_seconds_count{lane="async",pool="io"}'] >= 3
     assert m['taskrt_journal_commit_seconds_count{synced="true"}'] >= 1
     assert sum(v for k, v in m.items() if k.startswith("taskrt_classifier_decisions_total")) == 4
     for task_id in ids:
