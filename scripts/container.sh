@@ -10,7 +10,8 @@ rm -rf deploy/dist
 (cd "$BUILD_DIR" && cpack -G DEB -B "$PWD/../deploy/dist" >/dev/null)
 ls deploy/dist/taskrt_*.deb
 if command -v buildah >/dev/null; then
-  builder=(buildah bud --isolation chroot)
+  # shellcheck disable=SC2206
+  builder=(buildah ${BUILDAH_OPTS:-} bud --isolation chroot)
 elif command -v podman >/dev/null; then
   builder=(podman build)
 elif command -v docker >/dev/null; then
@@ -19,7 +20,10 @@ else
   echo "container: no buildah, podman or docker: the .deb is in deploy/dist; build the image elsewhere" >&2
   exit 0
 fi
-if ! "${builder[@]}" -t taskrt:latest -f deploy/Dockerfile deploy; then
+# CONTAINER_BUILD_ARGS: more options for the builder, e.g. "--pull=never" with a local
+# base image, or "--storage-driver vfs" (buildah's global options go in BUILDAH_OPTS).
+# shellcheck disable=SC2086
+if ! "${builder[@]}" ${CONTAINER_BUILD_ARGS:-} -t taskrt:latest -f deploy/Dockerfile deploy; then
   echo "container: the image build failed (is debian:bookworm-slim reachable from here?)" >&2
   exit 1
 fi
