@@ -190,10 +190,13 @@ Metrics::~Metrics() = default;
 
 prometheus::Counter& Metrics::FinishedCounter(const v1::Task& task) {
   const std::string& handler = task.spec().handler();
-  const std::string key =
-      absl::StrCat(handler, "\x1f", task.state(), "\x1f", task.decision().executor());
+  const int state = task.state(), executor = task.decision().executor();
   internal::MutexLock lock(&mu_);
-  prometheus::Counter*& c = finished_by_key_[key];
+  // Looked up by the handler's name as it is (no key is built per task); a new handler
+  // gets its row of counters once.
+  auto it = finished_by_handler_.find(handler);
+  if (it == finished_by_handler_.end()) it = finished_by_handler_.try_emplace(handler).first;
+  prometheus::Counter*& c = it->second[state * kExecutors + executor];
   if (c == nullptr) {
     c = &finished_->Add({{"handler", handler},
                          {"state", StateLabel(task.state())},
@@ -204,9 +207,11 @@ prometheus::Counter& Metrics::FinishedCounter(const v1::Task& task) {
 
 prometheus::Histogram& Metrics::PoolHistogram(prometheus::Family<prometheus::Histogram>& family,
                                               const std::string& pool, const char* lane) {
-  const std::string key = absl::StrCat(&family == queue_wait_ ? "w" : "r", lane, pool);
+  const bool async = lane[0] == 'a';
   internal::MutexLock lock(&mu_);
-  prometheus::Histogram*& h = histograms_[key];
+  auto it = histograms_by_pool_.find(pool);
+  if (it == histograms_by_pool_.end()) it = histograms_by_pool_.try_emplace(pool).first;
+  prometheus::Histogram*& h = it->second[(&family == queue_wait_ ? 0 : 2) + (async ? 1 : 0)];
   if (h == nullptr) h = &family.Add({{"pool", pool}, {"lane", lane}}, kTaskBuckets);
   return *h;
 }

@@ -19,6 +19,7 @@
 #ifndef TASKRT_DAEMON_METRICS_H_
 #define TASKRT_DAEMON_METRICS_H_
 
+#include <array>
 #include <memory>
 #include <string>
 
@@ -79,9 +80,15 @@ class Metrics {
   prometheus::Histogram* commit_unsynced_;
 
   mutable internal::Mutex mu_;
-  // Label sets already made (Family::Add hashes every label; this hashes one string).
-  absl::flat_hash_map<std::string, prometheus::Counter*> finished_by_key_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, prometheus::Histogram*> histograms_ ABSL_GUARDED_BY(mu_);
+  // Label sets already made (Family::Add hashes every label; these hash one name, with
+  // no allocation per task): by handler, [state * kExecutors + executor]; by pool,
+  // [queue wait sync, queue wait async, run time sync, run time async].
+  static constexpr int kExecutors = v1::Executor_ARRAYSIZE;
+  absl::flat_hash_map<std::string,
+                      std::array<prometheus::Counter*, v1::TaskState_ARRAYSIZE * kExecutors>>
+      finished_by_handler_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::array<prometheus::Histogram*, 4>> histograms_by_pool_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace taskrt::daemon
