@@ -158,6 +158,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
         "socket path ", QuoteInput(options.socket_path), " is too long for a unix socket (",
         options.socket_path.size(), " bytes; the limit is 107): choose a shorter --socket"));
   }
+  if (!options.tasks.id_prefix.empty()) {
+    RETURN_IF_ERROR(ValidateIdPrefix(options.tasks.id_prefix));
+  }
   if (options.tasks.cpu_workers < 1 || options.tasks.io_workers < 1 ||
       options.tasks.io_threads < 1) {
     return absl::InvalidArgumentError("--cpu-workers, --io-workers and --io-threads must be >= 1");

@@ -99,6 +99,11 @@ void AddOwnerLimitOptions(CLI::App& app, DaemonOptions& options) {
 
 // --cpu-workers ... --worker-path: the native worker pools and what they load.
 void AddPoolOptions(CLI::App& app, TaskOptions& t) {
+  app.add_option("--id-prefix", t.id_prefix,
+                 "Task ids are PREFIX-N (default: 6 hex digits, new at each start). A stable "
+                 "name, e.g. the host's or the pod's, makes every id name its daemon; 1 to 64 "
+                 "letters, digits, '-', '_', '.'")
+      ->type_name("PREFIX");
   app.add_option("--cpu-workers", t.cpu_workers,
                  "Processes in the cpu pool, each running one task at a time "
                  "(default: number of cores)")

@@ -52,7 +52,8 @@ TaskManager::TaskManager(TaskManagerOptions options)
       started_us_(clock_->NowUnixMicros()),
       owned_pool_(options_.pool == nullptr ? MakeProcessPool(options_, clock_) : nullptr),
       pool_(options_.pool != nullptr ? options_.pool : owned_pool_.get()),
-      table_(MakePrefix(started_us_), options_.max_retained) {}
+      table_(options_.id_prefix.empty() ? MakePrefix(started_us_) : options_.id_prefix,
+             options_.max_retained) {}
 
 TaskManager::~TaskManager() { Stop(); }
 

@@ -119,6 +119,10 @@ struct TaskManagerOptions {
   // Where accepted tasks and their state changes are recorded; null = not durable.
   // Not owned; must outlive the TaskManager.
   Journal* journal = nullptr;
+  // What task ids start with ("<prefix>-<sequence number>"). Empty: 6 hex digits made
+  // from the start time and pid, new at each start. A stable name (a host's or a
+  // Kubernetes pod's) makes an id name the daemon that owns it; ValidateIdPrefix checks it.
+  std::string id_prefix;
   // Where the time comes from; null = the system clock. Not owned.
   Clock* clock = nullptr;
   // What finished tasks, decisions and worker exits are counted in (/metrics); null =

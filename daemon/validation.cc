@@ -85,6 +85,19 @@ absl::Status ValidateTaskId(std::string_view id, const ValidationLimits& limits)
   return absl::OkStatus();
 }
 
+absl::Status ValidateIdPrefix(std::string_view prefix) {
+  const bool ok = !prefix.empty() && prefix.size() <= 64 &&
+                  std::all_of(prefix.begin(), prefix.end(),
+                              [](char c) { return IsTaskIdChar(c) && c != ':'; });
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--id-prefix ", QuoteInput(prefix),
+                     ": expected 1 to 64 letters, digits, '-', '_' or '.' (e.g. the host's or "
+                     "the pod's name)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateTaskIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
                              const ValidationLimits& limits, bool allow_empty) {
   if (ids.empty() && !allow_empty) return absl::InvalidArgumentError("no task ids given");

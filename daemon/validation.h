@@ -77,6 +77,9 @@ absl::Status ValidateBuiltinInput(std::string_view handler, std::string_view inp
 
 // One task id (not whether it exists: that is NOT_FOUND, later).
 absl::Status ValidateTaskId(std::string_view id, const ValidationLimits& limits);
+// taskrtd --id-prefix: 1 to 64 letters, digits, '-', '_', '.' (task ids are
+// "<prefix>-<sequence number>", at most max_task_id_bytes). INVALID_ARGUMENT otherwise.
+absl::Status ValidateIdPrefix(std::string_view prefix);
 
 // The ids of a Get / Wait / Cancel (`allow_empty` false) or Watch (true: all tasks)
 // request: how many, and each as ValidateTaskId.

@@ -120,6 +120,13 @@ TEST_F(TaskManagerTest, RunsATaskOnThePoolOfItsClassAndRecordsTheResult) {
   EXPECT_EQ(t.decision().attempt(), 1);
 }
 
+TEST_F(TaskManagerTest, TaskIdsStartWithTheConfiguredPrefix) {
+  options.id_prefix = "taskrt-2";
+  Start();
+  EXPECT_EQ(Submit(Spec("t.io")), "taskrt-2-1");
+  EXPECT_EQ(Submit(Spec("t.io")), "taskrt-2-2");
+}
+
 TEST_F(TaskManagerTest, RetriesAfterTheBackoffAndDoublesIt) {
   Start();
   v1::TaskSpec spec = Spec("t.io");

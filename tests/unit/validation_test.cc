@@ -35,6 +35,16 @@ TEST(ValidationTest, UnknownHandlerIsNamedButNotEchoedWhole) {
   EXPECT_NE(s.message().find("(20971520 bytes)"), std::string::npos) << s.message();
 }
 
+TEST(ValidationTest, IdPrefix) {
+  EXPECT_TRUE(ValidateIdPrefix("taskrt-0").ok());
+  EXPECT_TRUE(ValidateIdPrefix("node_7.example").ok());
+  for (const char* bad : {"", "a/b", "a b", "pod:1", "\xff"}) {
+    EXPECT_EQ(ValidateIdPrefix(bad).code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_FALSE(ValidateIdPrefix(std::string(65, 'a')).ok());
+  EXPECT_TRUE(ValidateIdPrefix(std::string(64, 'a')).ok());
+}
+
 TEST(ValidationTest, SpecLimits) {
   ValidationLimits limits;
   limits.max_input_bytes = 4;
