@@ -863,7 +863,8 @@ absl::Status Client::Logs(const std::string& id, bool follow,
   v1::LogsRequest request;
   request.set_task_id(id);
   request.set_follow(follow);
-  std::unique_ptr<grpc::ClientReader<v1::OutputChunk>> reader = impl_->stub->Logs(&context, request);
+  std::unique_ptr<grpc::ClientReader<v1::OutputChunk>> reader =
+      impl_->stub->Logs(&context, request);
   v1::OutputChunk chunk;
   while (reader->Read(&chunk)) on_chunk(chunk);
   return FromGrpc(reader->Finish());

@@ -111,9 +111,8 @@ class Routes {
   void Tasks(const Caller& caller, const httplib::Request& req, httplib::Response& res) {
     v1::ListRequest list;
     uint32_t limit = 500;
-    if (req.has_param("limit") &&
-        (!absl::SimpleAtoi(req.get_param_value("limit"), &limit) || limit == 0 ||
-         limit > kMaxListLimit)) {
+    if (req.has_param("limit") && (!absl::SimpleAtoi(req.get_param_value("limit"), &limit) ||
+                                   limit == 0 || limit > kMaxListLimit)) {
       return Error(res, 400, absl::StrCat("limit: expected 1 to ", kMaxListLimit));
     }
     list.set_limit(limit);
@@ -135,8 +134,9 @@ class Routes {
     if (ctx_.open_streams->fetch_add(1) >= ctx_.max_streams) {
       ctx_.open_streams->fetch_sub(1);
       return Error(res, 503,
-                   absl::StrCat(ctx_.max_streams, " event streams are open, the limit: close a "
-                                                  "dashboard and reload"));
+                   absl::StrCat(ctx_.max_streams,
+                                " event streams are open, the limit: close a "
+                                "dashboard and reload"));
     }
     auto queue = std::make_shared<EventQueue>();
     queue->limit = ctx_.backlog;
@@ -184,7 +184,8 @@ class Routes {
         events.swap(queue.events);
         dropped = std::exchange(queue.dropped, 0);
       }
-      for (const v1::TaskEvent& e : events) absl::StrAppend(&chunk, "event: task\ndata: ", ToJson(e), "\n\n");
+      for (const v1::TaskEvent& e : events)
+        absl::StrAppend(&chunk, "event: task\ndata: ", ToJson(e), "\n\n");
       if (dropped > 0) absl::StrAppend(&chunk, "event: dropped\ndata: ", dropped, "\n\n");
       if (chunk.empty() && std::chrono::steady_clock::now() - last_write > kKeepAlive) {
         chunk = ": keep-alive\n\n";

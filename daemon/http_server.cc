@@ -11,8 +11,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/status_macros.h"
 #include "daemon/dashboard.h"
 #include "daemon/listener.h"
@@ -54,10 +54,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
     auto ssl = std::make_unique<httplib::SSLServer>(options.tls_cert_file.c_str(),
                                                     options.tls_key_file.c_str());
     if (!ssl->is_valid()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("--http ", options.address, ": the TLS certificate ",
-                       options.tls_cert_file, " or key ", options.tls_key_file,
-                       " does not load (PEM files, the key matching the certificate)"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--http ", options.address, ": the TLS certificate ", options.tls_cert_file, " or key ",
+          options.tls_key_file, " does not load (PEM files, the key matching the certificate)"));
     }
     s->server_ = std::move(ssl);
   } else {
@@ -84,12 +83,13 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
     s->port_ = -1;
   }
   if (s->port_ <= 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "--http ", options.address, ": cannot listen there (in use, or not an address of this "
-        "machine)"));
+    return absl::UnavailableError(
+        absl::StrCat("--http ", options.address,
+                     ": cannot listen there (in use, or not an address of this "
+                     "machine)"));
   }
-  const std::string host = absl::StrContains(where.host, ':') ? absl::StrCat("[", where.host, "]")
-                                                               : where.host;
+  const std::string host =
+      absl::StrContains(where.host, ':') ? absl::StrCat("[", where.host, "]") : where.host;
   s->url_ = absl::StrCat(tls ? "https://" : "http://", host, ":", s->port_);
   s->thread_ = std::thread([server = s->server_.get()] { server->listen_after_bind(); });
   return s;

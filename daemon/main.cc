@@ -53,11 +53,13 @@ void AddConnectionOptions(CLI::App& app, DaemonOptions& options, RawOptions& raw
                  "Also serve HTTP on HOST:PORT (off by default): /metrics in the Prometheus "
                  "text format and the dashboard at /. Callers need a token like TCP callers; "
                  "an address other than loopback also needs --tls-cert/--tls-key");
-  app.add_option("--token-file", options.token_file,
-                 "Tokens of TCP and HTTP callers, one per line: TOKEN [OWNER] (OWNER uid:N acts as that "
-                 "user, a name as token:NAME; a token alone is the daemon's own uid). The "
-                 "file must be mode 0600 (default: <state-dir>/token, created at first start)");
-  app.add_option("--tls-cert", options.tls_cert_file, "PEM certificate chain for TCP listeners and --http");
+  app.add_option(
+      "--token-file", options.token_file,
+      "Tokens of TCP and HTTP callers, one per line: TOKEN [OWNER] (OWNER uid:N acts as that "
+      "user, a name as token:NAME; a token alone is the daemon's own uid). The "
+      "file must be mode 0600 (default: <state-dir>/token, created at first start)");
+  app.add_option("--tls-cert", options.tls_cert_file,
+                 "PEM certificate chain for TCP listeners and --http");
   app.add_option("--tls-key", options.tls_key_file, "PEM private key for --tls-cert");
   app.add_option("--tls-client-ca", options.tls_client_ca_file,
                  "PEM CA: TCP clients must present a certificate it signed (mutual TLS)");

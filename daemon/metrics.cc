@@ -44,11 +44,16 @@ std::string ExecutorLabel(v1::Executor e) {
 
 const char* ExitLabel(WorkerExit exit) {
   switch (exit) {
-    case WorkerExit::kCrashed: return "crashed";
-    case WorkerExit::kKilled: return "killed";
-    case WorkerExit::kRecycled: return "recycled";
-    case WorkerExit::kStuck: return "stuck";
-    case WorkerExit::kCorrupt: return "corrupt";
+    case WorkerExit::kCrashed:
+      return "crashed";
+    case WorkerExit::kKilled:
+      return "killed";
+    case WorkerExit::kRecycled:
+      return "recycled";
+    case WorkerExit::kStuck:
+      return "stuck";
+    case WorkerExit::kCorrupt:
+      return "corrupt";
   }
   return "crashed";
 }
@@ -76,7 +81,8 @@ void AddValue(MetricFamily& f, std::vector<ClientMetric::Label> labels, double v
 // The levels of `stats`: read when scraped, not counted.
 std::vector<MetricFamily> Levels(const v1::Stats& stats, const std::string& version) {
   std::vector<MetricFamily> out;
-  MetricFamily info = Family("taskrt_build_info", "The daemon's version (value 1).", MetricType::Gauge);
+  MetricFamily info =
+      Family("taskrt_build_info", "The daemon's version (value 1).", MetricType::Gauge);
   AddValue(info, {{"version", version}}, 1);
   out.push_back(std::move(info));
   MetricFamily start = Family("taskrt_start_time_seconds", "When the daemon started (Unix time).",
@@ -104,8 +110,8 @@ std::vector<MetricFamily> Levels(const v1::Stats& stats, const std::string& vers
              "Tasks waiting for a worker, by pool and lane (sync: for a process or a thread; "
              "async: for an io worker's event loop).",
              MetricType::Gauge);
-  MetricFamily running = Family("taskrt_running_tasks", "Tasks a worker holds, by pool.",
-                                MetricType::Gauge);
+  MetricFamily running =
+      Family("taskrt_running_tasks", "Tasks a worker holds, by pool.", MetricType::Gauge);
   MetricFamily size =
       Family("taskrt_pool_size", "Worker processes a pool is configured with.", MetricType::Gauge);
   for (const v1::PoolInfo& p : stats.pools()) {
@@ -162,14 +168,16 @@ Metrics::Metrics(std::string version)
                    .Name("taskrt_run_seconds")
                    .Help("How long finished tasks ran in their worker, by pool and lane.")
                    .Register(*registry_);
-  decisions_ = &prometheus::BuildCounter()
-                    .Name("taskrt_classifier_decisions_total")
-                    .Help("Classes the classifier resolved for submitted tasks, by reason and class.")
-                    .Register(*registry_);
+  decisions_ =
+      &prometheus::BuildCounter()
+           .Name("taskrt_classifier_decisions_total")
+           .Help("Classes the classifier resolved for submitted tasks, by reason and class.")
+           .Register(*registry_);
   worker_exits_ = &prometheus::BuildCounter()
                        .Name("taskrt_worker_exits_total")
-                       .Help("Worker processes that ended and were replaced (or failed to start), "
-                             "by pool and reason.")
+                       .Help(
+                           "Worker processes that ended and were replaced (or failed to start), "
+                           "by pool and reason.")
                        .Register(*registry_);
   auto& commits = prometheus::BuildHistogram()
                       .Name("taskrt_journal_commit_seconds")
@@ -221,8 +229,7 @@ void Metrics::TaskFinished(const v1::Task& task) {
   const v1::Decision& d = task.decision();
   if (d.started_unix_us() == 0 || d.pool().empty()) return;  // never ran (cancelled while queued)
   const char* lane = d.executor() == v1::EXECUTOR_ASYNC ? "async" : "sync";
-  PoolHistogram(*queue_wait_, d.pool(), lane)
-      .Observe(static_cast<double>(d.queue_wait_us()) / 1e6);
+  PoolHistogram(*queue_wait_, d.pool(), lane).Observe(static_cast<double>(d.queue_wait_us()) / 1e6);
   PoolHistogram(*run_time_, d.pool(), lane).Observe(static_cast<double>(d.run_time_us()) / 1e6);
 }
 

@@ -47,9 +47,9 @@ absl::StatusOr<uint64_t> TaskManager::FollowOutput(const Caller& caller, const s
   // Only a task that is running (or may still run) has more to come.
   const bool more = follow && !IsFinal(r.task.state());
   if (more && output_followers_.size() >= options_.max_watchers) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the daemon has ", output_followers_.size(),
-        " output followers, the limit (taskrtd --max-watchers); close one and retry"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the daemon has ", output_followers_.size(),
+                     " output followers, the limit (taskrtd --max-watchers); close one and retry"));
   }
   auto log = output_logs_.find(seq);
   if (log != output_logs_.end() && log->second.run_id == r.run_id) {

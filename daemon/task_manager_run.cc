@@ -145,8 +145,8 @@ void TaskManager::OnDone(int worker, const RunSlot& run, const v1::internal::Tas
   r->task.set_output(done.output());
   if (done.ok() && !(r->deadline_us > 0 && done.finished_unix_us() >= r->deadline_us)) {
     FinishLocked(seq, v1::TASK_STATE_SUCCEEDED, v1::TaskError());
-  } else if ((done.ok() || done.failure() == v1::FAILURE_KIND_CANCELLED) &&
-             r->deadline_us > 0 && done.finished_unix_us() >= r->deadline_us) {
+  } else if ((done.ok() || done.failure() == v1::FAILURE_KIND_CANCELLED) && r->deadline_us > 0 &&
+             done.finished_unix_us() >= r->deadline_us) {
     // The worker's own deadline fired before the daemon's tick (and the handler gave
     // up, or returned OK regardless): still a timeout.
     FailOrRetryLocked(

@@ -86,9 +86,9 @@ absl::Status ValidateTaskId(std::string_view id, const ValidationLimits& limits)
 }
 
 absl::Status ValidateIdPrefix(std::string_view prefix) {
-  const bool ok = !prefix.empty() && prefix.size() <= 64 &&
-                  std::all_of(prefix.begin(), prefix.end(),
-                              [](char c) { return IsTaskIdChar(c) && c != ':'; });
+  const bool ok =
+      !prefix.empty() && prefix.size() <= 64 &&
+      std::all_of(prefix.begin(), prefix.end(), [](char c) { return IsTaskIdChar(c) && c != ':'; });
   if (!ok) {
     return absl::InvalidArgumentError(
         absl::StrCat("--id-prefix ", QuoteInput(prefix),

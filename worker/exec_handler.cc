@@ -111,34 +111,34 @@ struct Child : std::enable_shared_from_this<Child> {
 
   void ReadPipe(bool is_out) {
     auto& desc = is_out ? out : err;
-    desc.async_wait(asio::posix::descriptor_base::wait_read,
-                    [self = shared_from_this(), is_out](std::error_code ec) {
-                      auto& d = is_out ? self->out : self->err;
-                      auto& data = is_out ? self->stdout_data : self->stderr_data;
-                      auto& seen = is_out ? self->stdout_bytes : self->stderr_bytes;
-                      const size_t cap = self->max_output_bytes;
-                      auto& buf = ReadBuffer();
-                      // A bounded number of reads per wake-up, so a child that writes without pause
-                      // cannot hold the loop.
-                      for (int i = 0; i < 16 && !ec; ++i) {
-                        const size_t n = d.read_some(asio::buffer(buf), ec);
-                        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-                        // Past the cap, bytes are read and dropped: the command must
-                        // never block on a full pipe.
-                        seen += n;
-                        const size_t room = cap - std::min(cap, data.size());
-                        data.append(buf.data(), std::min(n, room));
-                        // Live output (taskrt exec --wait, taskrt logs -f): what is kept.
-                        self->call->EmitOutput(!is_out, std::string_view(buf.data(), std::min(n, room)));
-                      }
-                      if (!ec || ec == asio::error::would_block || ec == asio::error::try_again) {
-                        self->ReadPipe(is_out);
-                        return;
-                      }
-                      // End of file, or the grace timer closed the pipe.
-                      (is_out ? self->out_open : self->err_open) = false;
-                      self->MaybeFinish();
-                    });
+    desc.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this(),
+                                                              is_out](std::error_code ec) {
+      auto& d = is_out ? self->out : self->err;
+      auto& data = is_out ? self->stdout_data : self->stderr_data;
+      auto& seen = is_out ? self->stdout_bytes : self->stderr_bytes;
+      const size_t cap = self->max_output_bytes;
+      auto& buf = ReadBuffer();
+      // A bounded number of reads per wake-up, so a child that writes without pause
+      // cannot hold the loop.
+      for (int i = 0; i < 16 && !ec; ++i) {
+        const size_t n = d.read_some(asio::buffer(buf), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+        // Past the cap, bytes are read and dropped: the command must
+        // never block on a full pipe.
+        seen += n;
+        const size_t room = cap - std::min(cap, data.size());
+        data.append(buf.data(), std::min(n, room));
+        // Live output (taskrt exec --wait, taskrt logs -f): what is kept.
+        self->call->EmitOutput(!is_out, std::string_view(buf.data(), std::min(n, room)));
+      }
+      if (!ec || ec == asio::error::would_block || ec == asio::error::try_again) {
+        self->ReadPipe(is_out);
+        return;
+      }
+      // End of file, or the grace timer closed the pipe.
+      (is_out ? self->out_open : self->err_open) = false;
+      self->MaybeFinish();
+    });
   }
 
   void WaitExit() {

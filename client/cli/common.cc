@@ -195,12 +195,21 @@ std::string Paint(absl::string_view text, v1::TaskState state) {
   if (!ColorEnabled()) return std::string(text);
   const char* code = nullptr;
   switch (state) {
-    case v1::TASK_STATE_SUCCEEDED: code = "32"; break;
+    case v1::TASK_STATE_SUCCEEDED:
+      code = "32";
+      break;
     case v1::TASK_STATE_FAILED:
-    case v1::TASK_STATE_TIMED_OUT: code = "31"; break;
-    case v1::TASK_STATE_CANCELLED: code = "33"; break;
-    case v1::TASK_STATE_RUNNING: code = "36"; break;
-    default: return std::string(text);
+    case v1::TASK_STATE_TIMED_OUT:
+      code = "31";
+      break;
+    case v1::TASK_STATE_CANCELLED:
+      code = "33";
+      break;
+    case v1::TASK_STATE_RUNNING:
+      code = "36";
+      break;
+    default:
+      return std::string(text);
   }
   return absl::StrCat("\033[", code, "m", text, "\033[0m");
 }
@@ -284,7 +293,8 @@ void PrintBatchSummary(const std::vector<v1::Task>& tasks, absl::Duration wall, 
   Table states({"STATE", "TASKS"});
   for (const auto& [state, count] : by_state) {
     const auto s = static_cast<v1::TaskState>(state);
-    states.AddRow({&out == &std::cout ? Paint(StateName(s), s) : StateName(s), absl::StrCat(count)});
+    states.AddRow(
+        {&out == &std::cout ? Paint(StateName(s), s) : StateName(s), absl::StrCat(count)});
   }
   states.Print(out);
   out << "\n";

@@ -539,8 +539,8 @@ int SkipSucceededJobs(const std::string& joblog, std::vector<v1::TaskSpec>* spec
   const size_t skipped = specs->size() - kept_specs.size();
   if (skipped > 0) {
     std::cerr << "taskrt: " << skipped << " of " << specs->size()
-              << " jobs exited 0 before (--joblog " << joblog << "): "
-              << (kept_specs.empty() ? "nothing to run" : "running the others") << "\n";
+              << " jobs exited 0 before (--joblog " << joblog
+              << "): " << (kept_specs.empty() ? "nothing to run" : "running the others") << "\n";
   }
   *specs = std::move(kept_specs);
   *job_lines = std::move(kept_lines);

@@ -158,8 +158,7 @@ void PrintWatchLine(const v1::TaskEvent& e) {
   const v1::Decision& d = e.decision();
   std::string line = absl::StrFormat(
       kWatchFormat, FormatEventTime(e.unix_us()), e.task_id(), e.handler(),
-      Paint(absl::StrFormat("%-9s", EventState(e)), e.state()),
-      ExecutorName(d.executor()),
+      Paint(absl::StrFormat("%-9s", EventState(e)), e.state()), ExecutorName(d.executor()),
       d.reason() == v1::REASON_UNSPECIFIED ? "-" : ClassName(d.resolved_class()),
       ReasonName(d.reason()), d.worker_pid() > 0 ? absl::StrCat(d.worker_pid()) : "-");
   if (e.has_error() && e.error().kind() != v1::FAILURE_KIND_UNSPECIFIED) {

@@ -56,13 +56,19 @@ json BuildTrace(std::vector<v1::Task> tasks) {
     while (lane < ends.size() && ends[lane] > d.started_unix_us()) ++lane;
     if (lane == ends.size()) ends.push_back(0);
     ends[lane] = d.finished_unix_us();
-    auto [it, fresh] = tids.try_emplace({pid, d.worker_slot(), executor, lane},
-                                        static_cast<int>(tids.size()) + 1);
+    auto [it, fresh] =
+        tids.try_emplace({pid, d.worker_slot(), executor, lane}, static_cast<int>(tids.size()) + 1);
     if (fresh) {
-      events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", it->second},
-                        {"args", {{"name", absl::StrCat("worker #", d.worker_slot(), " ",
-                                                        executor, " lane ", lane)}}}});
-      events.push_back({{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", pid},
+      events.push_back(
+          {{"name", "thread_name"},
+           {"ph", "M"},
+           {"pid", pid},
+           {"tid", it->second},
+           {"args",
+            {{"name", absl::StrCat("worker #", d.worker_slot(), " ", executor, " lane ", lane)}}}});
+      events.push_back({{"name", "thread_sort_index"},
+                        {"ph", "M"},
+                        {"pid", pid},
                         {"tid", it->second},
                         {"args", {{"sort_index", d.worker_slot() * 1000 + lane}}}});
     }
@@ -85,13 +91,18 @@ json BuildTrace(std::vector<v1::Task> tasks) {
                 {"pid", pid},
                 {"tid", it->second},
                 {"args", std::move(args)}};
-    if (t.state() != v1::TASK_STATE_SUCCEEDED) run["cname"] = "terrible";  // red in chrome://tracing
+    if (t.state() != v1::TASK_STATE_SUCCEEDED)
+      run["cname"] = "terrible";  // red in chrome://tracing
     events.push_back(std::move(run));
   }
   for (const auto& [pid, name] : pools) {
-    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid},
+    events.push_back({{"name", "process_name"},
+                      {"ph", "M"},
+                      {"pid", pid},
                       {"args", {{"name", absl::StrCat(name, " pool")}}}});
-    events.push_back({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", pid},
+    events.push_back({{"name", "process_sort_index"},
+                      {"ph", "M"},
+                      {"pid", pid},
                       {"args", {{"sort_index", pid}}}});
   }
   return {{"traceEvents", std::move(events)},
@@ -106,8 +117,8 @@ int RunTrace(const TraceOptions& opts, const CliContext& ctx) {
   if (!client.ok()) return Fail(client.status());
   v1::ListRequest request;
   request.set_limit(opts.limit);
-  for (v1::TaskState s : {v1::TASK_STATE_SUCCEEDED, v1::TASK_STATE_FAILED,
-                          v1::TASK_STATE_CANCELLED, v1::TASK_STATE_TIMED_OUT}) {
+  for (v1::TaskState s : {v1::TASK_STATE_SUCCEEDED, v1::TASK_STATE_FAILED, v1::TASK_STATE_CANCELLED,
+                          v1::TASK_STATE_TIMED_OUT}) {
     request.add_states(s);
   }
   absl::StatusOr<std::vector<v1::Task>> tasks = (*client)->List(request);
