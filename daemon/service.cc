@@ -10,6 +10,7 @@
 #include "common/mutex.h"
 #include "common/util.h"
 #include "daemon/validation.h"
+#include "daemon/write_queue_reactor.h"
 
 namespace taskrt::daemon {
 grpc::Status ToGrpc(const absl::Status& s) {
@@ -330,7 +331,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
 // Watch: events are queued by the manager (under its lock) and written one at a time.
 // A client that falls `max_backlog_bytes` behind is ended (RESOURCE_EXHAUSTED), so an
 // unread Watch costs the daemon at most that much.
-class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
+class WatchReactor final : public WriteQueueReactor<v1::TaskEvent> {
  public:
   WatchReactor(TaskManager& manager, const Caller& caller, const v1::WatchRequest* request,
                size_t max_backlog_bytes)
@@ -354,24 +355,6 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
     handle_ = *handle;
   }
 
-  void OnWriteDone(bool ok) override {
-    internal::MutexLock lock(&mu_);
-    queued_bytes_ -= queue_.front().ByteSizeLong();
-    queue_.pop_front();
-    if (!ok) {
-      FinishLocked(grpc::Status::OK);
-      return;
-    }
-    if (!queue_.empty() && !finished_) {
-      StartWrite(&queue_.front());
-    } else {
-      writing_ = false;
-    }
-  }
-  void OnCancel() override {
-    internal::MutexLock lock(&mu_);
-    FinishLocked(grpc::Status::OK);
-  }
   void OnDone() override {
     if (handle_ != 0) manager_.Unwatch(handle_);
     delete this;
@@ -380,36 +363,26 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TaskEvent> {
  private:
   void Push(const v1::TaskEvent& event) {
     internal::MutexLock lock(&mu_);
-    if (finished_) return;
+    if (finished()) return;
     const size_t bytes = event.ByteSizeLong();
     if (queued_bytes_ + bytes > max_backlog_bytes_) {
       FinishLocked(grpc::Status(
           grpc::StatusCode::RESOURCE_EXHAUSTED,
-          absl::StrCat("watcher fell ", queue_.size(), " events (", queued_bytes_,
+          absl::StrCat("watcher fell ", queued(), " events (", queued_bytes_,
                        " bytes) behind, the limit (taskrtd --watch-backlog-bytes); reconnect")));
       return;
     }
     queued_bytes_ += bytes;
-    queue_.push_back(event);
-    if (!writing_) {
-      writing_ = true;
-      StartWrite(&queue_.front());
-    }
+    EnqueueLocked(event);
   }
-  void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(std::move(status));
+  void Written(const v1::TaskEvent& event) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    queued_bytes_ -= event.ByteSizeLong();
   }
 
   TaskManager& manager_;
   const size_t max_backlog_bytes_;
   uint64_t handle_ = 0;
-  internal::Mutex mu_;
-  std::deque<v1::TaskEvent> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // A streaming call refused before it started (UNAUTHENTICATED).
