@@ -236,15 +236,8 @@ absl::Status Daemon::PrepareAccess() {
                              ? DefaultStateDir()
                              : options_.socket_path + ".state";
   }
-  if (!options_.http.empty()) {
-    ASSIGN_OR_RETURN(const bool loopback, IsLoopback(options_.http, "--http"));
-    if (!loopback && !tls) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--http ", options_.http,
-          ": an address other than loopback needs TLS, or tokens and metrics would cross the "
-          "network in clear text: pass --tls-cert and --tls-key"));
-    }
-  }
+  // Before any worker starts (HttpServer::Start checks it again for its own callers).
+  if (!options_.http.empty()) RETURN_IF_ERROR(CheckHttpAddress(options_.http, tls));
   if (options_.listen.empty() && options_.http.empty()) return absl::OkStatus();
   if (options_.token_file.empty()) {
     absl::Status made = MakePrivateDirs(options_.state_dir);

@@ -1,5 +1,6 @@
 #include "daemon/dashboard.h"
 
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <httplib.h>
 
@@ -41,9 +42,12 @@ void SetSecurityHeaders(httplib::Response& res) {
                  "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'");
 }
 
+// {"error": message}, escaped as JSON (messages may quote caller input).
 void Error(httplib::Response& res, int status, const std::string& message) {
   res.status = status;
-  res.set_content(absl::StrCat("{\"error\":\"", message, "\"}\n"), kJson);
+  google::protobuf::Struct body;
+  (*body.mutable_fields())["error"].set_string_value(message);
+  res.set_content(ToJson(body) + "\n", kJson);
 }
 
 // A task as the page shows it: everything but its input and output bytes.

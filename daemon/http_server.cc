@@ -32,6 +32,17 @@ absl::Status CheckReadable(const std::string& path, const char* option) {
 
 }  // namespace
 
+absl::Status CheckHttpAddress(const std::string& address, bool tls) {
+  ASSIGN_OR_RETURN(const HostPort where, ParseHostPort(address, "--http"));
+  if (!where.loopback && !tls) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--http ", address,
+        ": an address other than loopback needs TLS, or tokens and metrics would cross the "
+        "network in clear text: pass --tls-cert and --tls-key"));
+  }
+  return absl::OkStatus();
+}
+
 HttpServer::HttpServer(const HttpOptions& options, Sources sources)
     : options_(options), sources_(sources) {}
 
@@ -39,14 +50,9 @@ HttpServer::~HttpServer() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
                                                               Sources sources) {
-  ASSIGN_OR_RETURN(const HostPort where, ParseHostPort(options.address, "--http"));
   const bool tls = !options.tls_cert_file.empty();
-  if (!where.loopback && !tls) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--http ", options.address,
-        ": an address other than loopback needs TLS, or tokens and metrics would cross the "
-        "network in clear text: pass --tls-cert and --tls-key"));
-  }
+  RETURN_IF_ERROR(CheckHttpAddress(options.address, tls));
+  ASSIGN_OR_RETURN(const HostPort where, ParseHostPort(options.address, "--http"));
   std::unique_ptr<HttpServer> s(new HttpServer(options, sources));
   if (tls) {
     RETURN_IF_ERROR(CheckReadable(options.tls_cert_file, "--tls-cert"));

@@ -41,6 +41,10 @@ struct HttpOptions {
   int max_event_streams = 4;                // open dashboard event streams at once
 };
 
+// OK when `address` (HOST:PORT) may be served: it parses, and it is loopback unless `tls`.
+// INVALID_ARGUMENT, naming --http, otherwise.
+absl::Status CheckHttpAddress(const std::string& address, bool tls);
+
 class HttpServer {
  public:
   // What the endpoints read. Not owned; all must outlive the server.

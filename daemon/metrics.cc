@@ -202,9 +202,8 @@ prometheus::Counter& Metrics::FinishedCounter(const v1::Task& task) {
   internal::MutexLock lock(&mu_);
   // Looked up by the handler's name as it is (no key is built per task); a new handler
   // gets its row of counters once.
-  auto it = finished_by_handler_.find(handler);
-  if (it == finished_by_handler_.end()) it = finished_by_handler_.try_emplace(handler).first;
-  prometheus::Counter*& c = it->second[state * kExecutors + executor];
+  prometheus::Counter*& c =
+      finished_by_handler_.try_emplace(handler).first->second[state * kExecutors + executor];
   if (c == nullptr) {
     c = &finished_->Add({{"handler", handler},
                          {"state", StateLabel(task.state())},
@@ -217,9 +216,9 @@ prometheus::Histogram& Metrics::PoolHistogram(prometheus::Family<prometheus::His
                                               const std::string& pool, const char* lane) {
   const bool async = lane[0] == 'a';
   internal::MutexLock lock(&mu_);
-  auto it = histograms_by_pool_.find(pool);
-  if (it == histograms_by_pool_.end()) it = histograms_by_pool_.try_emplace(pool).first;
-  prometheus::Histogram*& h = it->second[(&family == queue_wait_ ? 0 : 2) + (async ? 1 : 0)];
+  prometheus::Histogram*& h =
+      histograms_by_pool_.try_emplace(pool)
+          .first->second[(&family == queue_wait_ ? 0 : 2) + (async ? 1 : 0)];
   if (h == nullptr) h = &family.Add({{"pool", pool}, {"lane", lane}}, kTaskBuckets);
   return *h;
 }
