@@ -26,6 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "common/util.h"
+#include "daemon/health_server.h"
 #include "daemon/http_server.h"
 #include "daemon/metrics.h"
 #include "daemon/poller_keep_awake.h"
@@ -211,6 +212,8 @@ absl::Status Daemon::StartHttp() {
 
 std::string Daemon::http_url() const { return http_ == nullptr ? "" : http_->url(); }
 
+int Daemon::health_port() const { return health_ == nullptr ? 0 : health_->port(); }
+
 // Checks the TCP addresses and TLS files, and loads the access rules and tokens.
 absl::Status Daemon::PrepareAccess() {
   ASSIGN_OR_RETURN(policy_, AccessPolicy::Create(options_.access, ::geteuid()));
@@ -340,8 +343,9 @@ absl::Status Daemon::StartServer() {
   }
   // Health answers for the whole server ("") and for the service by name, as gRPC
   // health checkers (and Kubernetes probes) ask for either.
-  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
-    health->SetServingStatus("taskrt.v1.TaskService", true);
+  SetHealth(*server_, true);
+  if (!options_.health_listen.empty()) {
+    ASSIGN_OR_RETURN(health_, HealthServer::Start(options_.health_listen));
   }
   for (size_t i = 0; i < ports.size(); ++i) {
     if (tls && ports[i] == 0) {
@@ -400,6 +404,10 @@ void Daemon::LogStart() const {
                  pid, addr.substr(0, addr.rfind(':')).c_str(), tcp_ports_[i],
                  options_.tls_cert_file.empty() ? "" : " with TLS", options_.token_file.c_str());
   }
+  if (health_ != nullptr) {
+    std::fprintf(stderr, "taskrtd[%d]: health (gRPC health service only, no TLS) on port %d\n", pid,
+                 health_->port());
+  }
   if (http_ != nullptr) {
     std::fprintf(stderr,
                  "taskrtd[%d]: http serving %s (/metrics, and the dashboard at /; callers need "
@@ -410,6 +418,10 @@ void Daemon::LogStart() const {
 
 void Daemon::Drain() {
   if (shut_down_ || !manager_) return Shutdown();
+  // Probes see NOT_SERVING at once; clients of several daemons send new tasks elsewhere
+  // (Submit says "not accepted": service.cc).
+  if (server_) SetHealth(*server_, false);
+  if (health_) health_->SetServing(false);
   const size_t left = manager_->Drain(options_.drain_timeout);
   if (options_.verbose && left > 0) {
     std::fprintf(stderr,
@@ -424,6 +436,7 @@ void Daemon::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   if (http_) http_->Stop();
+  if (health_) health_->Stop();
   keep_awake_.reset();
   for (auto& l : listeners_) l->Stop();
   if (manager_) manager_->Stop();

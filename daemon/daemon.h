@@ -38,6 +38,9 @@ struct DaemonOptions {
   // Empty: none. Its callers need a token like TCP callers; off loopback, TLS (the
   // tls_cert_file/tls_key_file above).
   std::string http;
+  // HOST:PORT of a plaintext listener serving only the gRPC health service (for
+  // Kubernetes' gRPC probes; daemon/health_server.h). Empty: none.
+  std::string health_listen;
   AccessOptions access;
   ListenerOptions connections;
   // A connection with no call for this long is closed (the client reconnects when it
@@ -65,6 +68,7 @@ struct DaemonOptions {
 class TaskServiceImpl;
 class PollerKeepAwake;
 class HttpServer;
+class HealthServer;
 class Metrics;
 
 // A running daemon. Thread-safety: Shutdown may be called from any one thread.
@@ -93,6 +97,8 @@ class Daemon {
   const std::string& token_file() const { return options_.token_file; }
   // The HTTP endpoint's address, "http://127.0.0.1:PORT" (empty without options.http).
   std::string http_url() const;
+  // The port of options.health_listen (0 without it).
+  int health_port() const;
 
  private:
   explicit Daemon(DaemonOptions options);
@@ -119,6 +125,7 @@ class Daemon {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<PollerKeepAwake> keep_awake_;  // stops before server_ does
   std::unique_ptr<HttpServer> http_;             // stops first
+  std::unique_ptr<HealthServer> health_;
   std::vector<int> tcp_ports_;
   bool shut_down_ = false;
 };

@@ -53,6 +53,10 @@ void AddConnectionOptions(CLI::App& app, DaemonOptions& options, RawOptions& raw
                  "Also serve HTTP on HOST:PORT (off by default): /metrics in the Prometheus "
                  "text format and the dashboard at /. Callers need a token like TCP callers; "
                  "an address other than loopback also needs --tls-cert/--tls-key");
+  app.add_option("--health-listen", options.health_listen,
+                 "Also serve the gRPC health service alone on HOST:PORT, without TLS or token "
+                 "(for Kubernetes' gRPC probes; it tells only SERVING, or NOT_SERVING while "
+                 "draining). Off by default");
   app.add_option(
       "--token-file", options.token_file,
       "Tokens of TCP and HTTP callers, one per line: TOKEN [OWNER] (OWNER uid:N acts as that "

@@ -253,6 +253,14 @@ void Metrics::JournalCommitted(absl::Duration took, bool synced) {
 std::string Metrics::Render(const v1::Stats& stats) const {
   std::vector<MetricFamily> families = Levels(stats, version_);
   for (MetricFamily& f : registry_->Collect()) families.push_back(std::move(f));
+  // Every series names its daemon (Stats.daemon, the prefix of its task ids), so that
+  // the series of several daemons stay apart wherever they are gathered.
+  const ClientMetric::Label daemon{"daemon", stats.daemon()};
+  for (MetricFamily& f : families) {
+    for (ClientMetric& m : f.metric) {
+      m.label.insert(std::lower_bound(m.label.begin(), m.label.end(), daemon), daemon);
+    }
+  }
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, families);
   return out.str();

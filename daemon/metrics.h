@@ -59,7 +59,8 @@ class Metrics {
   void JournalCommitted(absl::Duration took, bool synced);
 
   // The Prometheus text exposition format (version 0.0.4) of everything counted, and of
-  // the levels in `stats` (as the daemon itself sees them: every owner's tasks).
+  // the levels in `stats` (as the daemon itself sees them: every owner's tasks). Every
+  // series carries the label daemon="<stats.daemon()>".
   std::string Render(const v1::Stats& stats) const;
 
  private:

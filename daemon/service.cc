@@ -22,6 +22,14 @@ namespace {
 
 constexpr absl::string_view kBearer = "Bearer ";
 
+// A Submit or Run refused with UNAVAILABLE before anything was accepted (the daemon is
+// draining) says so in the trailing metadata, so that a client of several daemons may
+// send the tasks to another one: a bare UNAVAILABLE could also be a connection lost
+// after the tasks were accepted, which only the same daemon may be asked again.
+void MarkNotAccepted(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  if (absl::IsUnavailable(status)) ctx->AddTrailingMetadata("taskrt-not-accepted", "draining");
+}
+
 template <typename Field>
 void CopyTasks(std::vector<v1::Task>& tasks, Field* out) {
   out->Reserve(static_cast<int>(tasks.size()));
@@ -102,8 +110,8 @@ class WaitReactor final : public WaitingReactor<WaitState> {
 using RunState = FinishOnce<v1::Task, v1::Task>;
 class RunReactor final : public WaitingReactor<RunState> {
  public:
-  RunReactor(TaskManager& manager, const Caller& caller, const v1::RunRequest* request,
-             v1::Task* response)
+  RunReactor(grpc::CallbackServerContext* ctx, TaskManager& manager, const Caller& caller,
+             const v1::RunRequest* request, v1::Task* response)
       : WaitingReactor(
             manager, std::make_shared<RunState>(this, response, [](v1::Task& task, v1::Task* out) {
               *out = std::move(task);
@@ -114,6 +122,7 @@ class RunReactor final : public WaitingReactor<RunState> {
     // so the acceptance needs no fsync of its own (one commit per durable Run).
     auto submitted = manager_.Submit(caller, specs, nullptr, /*run_call=*/true);
     if (!submitted.ok()) {
+      MarkNotAccepted(ctx, submitted.status());
       state_->Complete(submitted.status());
       return;
     }
@@ -178,7 +187,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
                                        shared->AddResults(std::move(results));
                                      });
     if (!submitted.ok()) {
-      shared_->AddAccepted(slot, tag, submitted.status(), {});
+      shared_->AddAccepted(slot, tag, submitted.status(), {}, 0);
     } else {
       {
         internal::MutexLock lock(&shared_->mu);
@@ -189,14 +198,14 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
       manager_.WhenDurable(
           submitted->ticket, std::move(ids),
           [shared = shared_, &manager = manager_, slot, tag, handle = submitted->wait_handle,
-           ids = std::move(submitted->ids)](absl::Status s) mutable {
+           load = submitted->load, ids = std::move(submitted->ids)](absl::Status s) mutable {
             if (!s.ok()) {
               // The tasks were withdrawn: their results will not come. End the call.
               manager.CancelWait(handle);
               shared->Fail(s);
               return;
             }
-            shared->AddAccepted(slot, tag, s, std::move(ids));
+            shared->AddAccepted(slot, tag, s, std::move(ids), load);
           });
     }
     {
@@ -263,10 +272,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::StreamRequest, v1
     // The answer to request number `slot`; answers are sent in slot order (a refused
     // batch is answered at once, an accepted one only once durable).
     void AddAccepted(uint64_t slot, uint64_t tag, const absl::Status& status,
-                     std::vector<std::string> ids) {
+                     std::vector<std::string> ids, uint64_t load) {
       internal::MutexLock lock(&mu);
       v1::StreamResponse::Accepted& a = answers[slot];
       a.set_tag(tag);
+      a.set_load(load);
       a.set_code(static_cast<int>(status.code()));
       a.set_message(std::string(status.message()));
       a.mutable_task_ids()->Reserve(static_cast<int>(ids.size()));
@@ -442,20 +452,23 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Submit(grpc::CallbackServerContext* c
   auto* reactor = ctx->DefaultReactor();
   auto result = manager_.Submit(*caller, request->tasks());
   if (!result.ok()) {
+    MarkNotAccepted(ctx, result.status());
     reactor->Finish(ToGrpc(result.status()));
     return reactor;
   }
   // Answer once the tasks are durable (at once without a journal). The callback runs on
   // the journal's thread; the response stays valid until Finish.
   std::vector<std::string> ids = result->ids;
-  manager_.WhenDurable(result->ticket, std::move(ids),
-                       [reactor, response, ids = std::move(result->ids)](absl::Status s) {
-                         if (s.ok()) {
-                           response->mutable_task_ids()->Reserve(static_cast<int>(ids.size()));
-                           for (const auto& id : ids) response->add_task_ids(id);
-                         }
-                         reactor->Finish(ToGrpc(s));
-                       });
+  manager_.WhenDurable(
+      result->ticket, std::move(ids),
+      [reactor, response, load = result->load, ids = std::move(result->ids)](absl::Status s) {
+        if (s.ok()) {
+          response->set_load(load);
+          response->mutable_task_ids()->Reserve(static_cast<int>(ids.size()));
+          for (const auto& id : ids) response->add_task_ids(id);
+        }
+        reactor->Finish(ToGrpc(s));
+      });
   return reactor;
 }
 
@@ -483,7 +496,7 @@ grpc::ServerUnaryReactor* TaskServiceImpl::Run(grpc::CallbackServerContext* ctx,
                                                const v1::RunRequest* request, v1::Task* response) {
   auto caller = IdentifyCaller(identity_, *ctx);
   if (!caller.ok()) return Refuse(ctx, caller.status());
-  return new RunReactor(manager_, *caller, request, response);
+  return new RunReactor(ctx, manager_, *caller, request, response);
 }
 
 grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* TaskServiceImpl::Stream(

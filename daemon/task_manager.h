@@ -148,6 +148,7 @@ struct SubmitResult {
   std::vector<std::string> ids;
   uint64_t ticket = 0;
   uint64_t wait_handle = 0;  // of the per-task wait Submit registered (0 = none)
+  uint64_t load = 0;         // tasks queued or running once these were accepted
 };
 
 using EventSink = std::function<void(const v1::TaskEvent&)>;

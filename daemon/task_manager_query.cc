@@ -224,6 +224,7 @@ v1::Stats TaskManager::GetStats(const Caller& caller) {
   v1::Stats stats;
   stats.set_caller(caller.name);
   stats.set_caller_is_admin(caller.admin);
+  stats.set_daemon(table_.id_prefix());
   if (caller.admin) {
     for (const auto& [owner, counts] : table_.owners()) {
       v1::OwnerCount* o = stats.add_owners();

@@ -80,6 +80,8 @@ absl::StatusOr<SubmitResult> TaskManager::Submit(
   }
   FlushRowsLocked();  // the ticket must cover this batch's rows
   if (options_.journal != nullptr) result.ticket = options_.journal->last_ticket();
+  result.load =
+      table_.by_state()[v1::TASK_STATE_QUEUED] + table_.by_state()[v1::TASK_STATE_RUNNING];
   return result;
 }
 

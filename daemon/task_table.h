@@ -85,6 +85,7 @@ class TaskTable {
   // Oldest first (by sequence number).
   const std::map<uint64_t, TaskRecord>& tasks() const { return tasks_; }
   size_t max_retained() const { return max_retained_; }
+  const std::string& id_prefix() const { return id_prefix_; }
 
  private:
   static std::string KeyIndex(absl::string_view owner, absl::string_view key);

@@ -49,12 +49,18 @@ def get(url, token=None, context=None):
         return e.code, e.headers, e.read().decode()
 
 
-def samples(text):
-    """{'name{labels}': value} of the exposition text (comments skipped)."""
+def samples(text, daemon=None):
+    """{'name{labels}': value} of the exposition text (comments skipped). Every series
+    must carry the label daemon="<daemon>" (any daemon name when None), which is taken
+    out of the key."""
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
             key, value = line.rsplit(" ", 1)
+            m = re.search(r'daemon="([^"]*)",?', key)
+            assert m, f"series without a daemon label: {line}"
+            assert daemon is None or m.group(1) == daemon, line
+            key = (key[:m.start()] + key[m.end():]).replace(",}", "}").replace("{}", "")
             out[key] = float(value)
     return out
 
@@ -91,7 +97,7 @@ def test_another_user_can_neither_read_the_token_nor_the_metrics(daemons):
 
 
 def test_metrics_count_what_ran_and_name_no_task(daemons):
-    d, url, token = start_http(daemons)
+    d, url, token = start_http(daemons, "--id-prefix", "node-a")
     ids = []
     for _ in range(3):
         r = cli("--socket", d.socket, "submit", "sys.noop", "--wait", "-o", "json")
@@ -102,7 +108,8 @@ def test_metrics_count_what_ran_and_name_no_task(daemons):
     assert r.code == 1, r
     status, _, body = get(url + "/metrics", token=token)
     assert status == 200
-    m = samples(body)
+    m = samples(body, daemon="node-a")
+    assert all(i.startswith("node-a-") for i in ids), ids
     assert m['taskrt_tasks_finished_total{executor="async",handler="sys.noop",state="succeeded"}'] == 3
     timed_out = [v for k, v in m.items()
                  if k.startswith("taskrt_tasks_finished_total{") and 'handler="sys.sleep"' in k
