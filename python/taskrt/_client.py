@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from . import _connection, _errors
+from . import _cluster, _connection, _errors
 from ._spec import SpecLike, TaskSpec, to_proto_specs
 from ._types import HandlerInfo, Stats, Task, TaskEvent, state_value
 from .v1 import service_pb2, task_pb2
@@ -262,6 +262,11 @@ class Client:
     tls_key_file: a client certificate (taskrtd --tls-client-ca). connect_timeout: seconds to wait for the
     daemon before raising Unavailable. reconnect_timeout: how long wait/run retry while
     the daemon is unreachable (e.g. restarting).
+
+    A cluster target ("ipv4:A:P,B:P", "dns:///HOST:PORT", docs/CLUSTER.md) connects to
+    every daemon: ids go to their owner, keyed specs to their key's owner, new tasks are
+    spread by `spread` ("least-loaded", the default, or "round-robin"); cluster_stats()
+    reports each daemon. Any other target is one daemon, as before.
     """
 
     def __init__(self, target: str | None = None, *, socket: str | None = None,
@@ -269,10 +274,27 @@ class Client:
                  tls: bool | None = None, tls_ca_file: str | None = None,
                  tls_cert_file: str | None = None, tls_key_file: str | None = None,
                  tls_server_name: str | None = None, connect_timeout: float = 3.0,
-                 reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> None:
+                 reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+                 spread: str = "least-loaded") -> None:
         import grpc
         from .v1 import service_pb2_grpc
 
+        self._grpc = grpc
+        self._closed = False
+        self._lock = threading.Lock()
+        self._cluster: _cluster.ClusterOps | None = None
+        self.connect_timeout = connect_timeout
+        self.reconnect_timeout = reconnect_timeout
+        if spread not in _cluster.SPREADS:
+            raise ValueError("spread must be one of %s, not %r" % (", ".join(_cluster.SPREADS),
+                                                                  spread))
+        resolved = _connection.resolve_target(target, socket)
+        if _connection.is_cluster_target(resolved):
+            self._connect_cluster(resolved, spread, dict(
+                token=token, token_file=token_file, tls=tls, tls_ca_file=tls_ca_file,
+                tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+                tls_server_name=tls_server_name))
+            return
         self._endpoint = _connection.endpoint(
             target, socket=socket, token=token, token_file=token_file, tls=tls,
             tls_ca_file=tls_ca_file, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
@@ -289,9 +311,27 @@ class Client:
             raise _errors.Unavailable(
                 _connection.not_running_message(self.target, connect_timeout)) from None
         self._stub = service_pb2_grpc.TaskServiceStub(self._channel)
-        self._grpc = grpc
-        self._closed = False
-        self._lock = threading.Lock()
+
+    def _connect_cluster(self, resolved: str, spread: str, options: dict[str, Any]) -> None:
+        """One channel per daemon of a cluster target (docs/CLUSTER.md); Unavailable when
+        none answers GetStats within connect_timeout."""
+        addresses, dns_host = _connection.cluster_members(resolved)
+        if dns_host is not None and not options["tls_server_name"]:
+            options["tls_server_name"] = dns_host
+        members = [_cluster.Member(_connection.endpoint(a, **options), self.connect_timeout)
+                   for a in addresses]
+        self.target = resolved
+        self._endpoint = members[0].endpoint
+        self._metadata = self._endpoint.metadata or None
+        group = _cluster.Members(members, spread)
+        group.probe_all(self.connect_timeout, force=True)
+        if not group.named():
+            group.close()
+            raise _errors.Unavailable(
+                "no taskrtd of the cluster target %s answered within %gs (%s): check that they "
+                "run and listen on those addresses" % (resolved, self.connect_timeout,
+                                                       ", ".join(addresses)))
+        self._cluster = _cluster.ClusterOps(self, group)
 
     # Lifetime ------------------------------------------------------------------------
 
@@ -300,7 +340,10 @@ class Client:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._channel.close()
+                if self._cluster is not None:
+                    self._cluster.members.close()
+                else:
+                    self._channel.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -342,6 +385,8 @@ class Client:
 
     def submit_many(self, specs: Iterable[SpecLike]) -> list[str]:
         """Queues tasks atomically (all or none); their ids in the order of `specs`."""
+        if self._cluster is not None:
+            return self._cluster.submit_many(list(to_proto_specs(specs)))
         request = service_pb2.SubmitRequest(tasks=to_proto_specs(specs))
         response = self._call(self._stub.Submit, request)
         expect_count(len(response.task_ids), len(request.tasks), "task ids")
@@ -357,6 +402,8 @@ class Client:
         ids = ids_of(ids, "ids")
         if not ids:
             return []
+        if self._cluster is not None:
+            return self._cluster.get_many(ids)
         response = self._call(self._stub.Get, service_pb2.GetRequest(task_ids=ids))
         expect_count(len(response.tasks), len(ids), "tasks")
         return [Task.from_proto(t) for t in response.tasks]
@@ -372,6 +419,8 @@ class Client:
         if not ids:
             return []
         wait_timeouts(timeout)  # type errors before any call
+        if self._cluster is not None:
+            return self._cluster.wait_many(ids, timeout)
 
         def attempt(left: float | None) -> service_pb2.WaitResponse:
             ms, deadline = wait_timeouts(left)
@@ -396,8 +445,12 @@ class Client:
         if task_timeout is not None:
             spec["timeout"] = task_timeout
         pb = make_spec(handler, input, spec)
+        user_key = bool(pb.idempotency_key)
         if not pb.idempotency_key:
             pb.idempotency_key = run_key()
+        if self._cluster is not None:
+            task = self._cluster.run(pb, user_key, timeout)
+            return task_or_raise(task) if check else task
 
         def attempt(left: float | None) -> task_pb2.Task:
             ms, deadline = wait_timeouts(left)
@@ -418,6 +471,11 @@ class Client:
         raise TaskFailed at the first task that did not succeed. Closing the iterator
         early cancels the call (the tasks accepted run on).
         """
+        if self._cluster is not None:
+            protos = to_proto_specs(specs)
+            StreamTracker(protos, batch)  # checks batch
+            wait_timeouts(timeout)
+            return self._cluster.run_many(protos, batch, timeout, check)
         tracker = StreamTracker(to_proto_specs(specs), batch)
         wait_timeouts(timeout)
         return self._run_stream(tracker, timeout, check)
@@ -450,6 +508,9 @@ class Client:
         ids = ids_of(ids, "ids")
         if not ids:
             return []
+        if self._cluster is not None:
+            tasks = self._cluster.cancel(ids)
+            return tasks[0] if one else tasks
         response = self._call(self._stub.Cancel, service_pb2.CancelRequest(task_ids=ids))
         expect_count(len(response.tasks), len(ids), "tasks")
         tasks = [Task.from_proto(t) for t in response.tasks]
@@ -460,7 +521,10 @@ class Client:
     def list(self, limit: int = 100, states: str | Iterable[str] | None = None,
              handler: str | None = None) -> list[Task]:
         """Recent tasks, newest first; states: names such as "running" (None: all)."""
-        response = self._call(self._stub.List, list_request(limit, states, handler))
+        request = list_request(limit, states, handler)
+        if self._cluster is not None:
+            return self._cluster.list(request)
+        response = self._call(self._stub.List, request)
         return [Task.from_proto(t) for t in response.tasks]
 
     def watch(self, ids: Iterable[str] | None = None) -> "Watch":
@@ -468,19 +532,42 @@ class Client:
         watch.cancel() or the end of a `with` block. Returns once the daemon took the
         watch up, so the events of what is submitted afterwards are seen."""
         ids = ids_of(ids, "ids") if ids is not None else []
+        if self._cluster is not None:
+            return _cluster.MultiWatch(self._cluster.watch_calls(ids),  # type: ignore
+                                       self.connect_timeout)
         call = self._stub.Watch(service_pb2.WatchRequest(task_ids=ids),
                                 metadata=self._metadata)
         call.initial_metadata()  # the daemon sends it as it registers the watch
         return Watch(call, self)
 
     def stats(self) -> Stats:
-        """Pools, workers, queues and what the classifier learned."""
+        """Pools, workers, queues and what the classifier learned. On a cluster: the first
+        daemon that answers (cluster_stats() gives every one)."""
+        if self._cluster is not None:
+            return Stats.from_proto(self._cluster.first_answer(
+                "GetStats", service_pb2.GetStatsRequest()))
         return Stats.from_proto(self._call(self._stub.GetStats, service_pb2.GetStatsRequest()))
 
     def handlers(self) -> list[HandlerInfo]:
         """The handlers the workers registered (built-ins, plugins, Python)."""
+        if self._cluster is not None:
+            response = self._cluster.first_answer("ListHandlers",
+                                                  service_pb2.ListHandlersRequest())
+            return [HandlerInfo.from_proto(h) for h in response.handlers]
         response = self._call(self._stub.ListHandlers, service_pb2.ListHandlersRequest())
         return [HandlerInfo.from_proto(h) for h in response.handlers]
+
+
+    def cluster_stats(self) -> list[tuple[str, Stats | _errors.Error]]:
+        """(daemon name, or address if it never answered; its Stats or the Error of
+        asking) for every daemon of the target; one entry for a single daemon."""
+        if self._cluster is not None:
+            return self._cluster.cluster_stats()
+        try:
+            stats = self.stats()
+        except _errors.Error as e:
+            return [(self.target, e)]
+        return [(stats.daemon or self.target, stats)]
 
 
 class Watch:

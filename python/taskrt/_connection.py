@@ -280,3 +280,65 @@ def open_aio_channel(ep: Endpoint):
     if ep.credentials is not None:
         return aio.secure_channel(ep.target, ep.credentials, options=ep.options)
     return aio.insecure_channel(ep.target, options=ep.options)
+
+
+# --- Cluster targets (docs/CLUSTER.md) ---------------------------------------------------
+
+def _dns_host_port(target: str) -> tuple[str, str] | None:
+    """(host, port) of "dns:///HOST:PORT" or "dns:HOST:PORT", else None."""
+    for prefix in ("dns:///", "dns:"):
+        if target.startswith(prefix):
+            rest = target[len(prefix):]
+            break
+    else:
+        return None
+    if rest.startswith("//"):
+        raise ConnectionSetupError("%s names a DNS authority, which taskrt does not use: write "
+                                   "dns:///HOST:PORT" % target)
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port[1:] if port.startswith(":") else ""
+    else:
+        host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionSetupError("%s is not dns:///HOST:PORT (a port is needed)" % target)
+    return host, port
+
+
+def is_cluster_target(target: str) -> bool:
+    """A list of 2+ addresses after ipv4:/ipv6:, or a DNS name (dns:///HOST:PORT)."""
+    for prefix in ("ipv4:", "ipv6:"):
+        if target.startswith(prefix):
+            return len([a for a in target[len(prefix):].split(",") if a]) >= 2
+    return target.startswith("dns:")
+
+
+def cluster_members(target: str) -> tuple[list[str], str | None]:
+    """The member addresses ("host:port", "[v6]:port") of a cluster target and the DNS
+    host (the TLS server name of a DNS target, else None). A DNS name is resolved now
+    with the system resolver, one member per distinct address; ConnectionSetupError when
+    it resolves to nothing."""
+    import socket as _socket
+    for prefix in ("ipv4:", "ipv6:"):
+        if target.startswith(prefix):
+            members: list[str] = []
+            for address in target[len(prefix):].split(","):
+                if address and address not in members:
+                    members.append(address)
+            return members, None
+    dns = _dns_host_port(target)
+    if dns is None:
+        raise ConnectionSetupError("%s is not a cluster target" % target)
+    host, port = dns
+    try:
+        infos = _socket.getaddrinfo(host, int(port), type=_socket.SOCK_STREAM)
+    except OSError as e:
+        raise ConnectionSetupError("cannot resolve %s (%s): %s" % (host, target, e)) from e
+    members = []
+    for family, _, _, _, sockaddr in infos:
+        address = ("[%s]:%s" if family == _socket.AF_INET6 else "%s:%s") % (sockaddr[0], port)
+        if address not in members:
+            members.append(address)
+    if not members:
+        raise ConnectionSetupError("%s resolves to no address" % target)
+    return members, host

@@ -387,6 +387,8 @@ class Stats:
     caller: str
     caller_is_admin: bool
     proto: Any = field(default=None, repr=False, compare=False)
+    # The daemon's name (its --id-prefix): every task id it makes is "<daemon>-<n>".
+    daemon: str = ""
 
     @classmethod
     def from_proto(cls, pb: service_pb2.Stats) -> "Stats":
@@ -412,7 +414,8 @@ class Stats:
             tasks_by_state=by_state, tasks_submitted=pb.tasks_submitted,
             owners=tuple(OwnerCount(o.owner, o.queued, o.running, o.finished)
                          for o in pb.owners),
-            caller=pb.caller, caller_is_admin=pb.caller_is_admin, proto=pb)
+            caller=pb.caller, caller_is_admin=pb.caller_is_admin, proto=pb,
+            daemon=pb.daemon)
 
     def pool(self, name: str) -> PoolInfo | None:
         """The pool called `name`, or None."""

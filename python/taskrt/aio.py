@@ -45,6 +45,12 @@ class Client:
                  tls_server_name: str | None = None, connect_timeout: float = 3.0,
                  reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> None:
         # Resolved now: a foreign socket or a clear-text token fails here, before a loop.
+        resolved = _connection.resolve_target(target, socket)
+        if _connection.is_cluster_target(resolved):
+            raise _connection.ConnectionSetupError(
+                "%s is a cluster target (several daemons, docs/CLUSTER.md): taskrt.aio.Client "
+                "serves one daemon for now; use taskrt.Client for a cluster, or give one "
+                "daemon's address" % resolved)
         self._endpoint = _connection.endpoint(
             target, socket=socket, token=token, token_file=token_file, tls=tls,
             tls_ca_file=tls_ca_file, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,

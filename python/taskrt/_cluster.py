@@ -1,0 +1,543 @@
+"""taskrt.Client over several daemons (docs/CLUSTER.md): the same rules as the C++ SDK.
+
+The pieces: pure functions (owner_of, fnv1a64, key_owner) that need no daemon; Members,
+which knows the daemons, their names, loads and drains, and picks where a new task goes;
+and ClusterOps, the Client's calls split over the members.
+
+Thread-safety: Members guards its state with one lock; ClusterOps may be used from several
+threads at once, as taskrt.Client.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from . import _connection, _errors
+from ._types import Stats, Task, TaskEvent
+from .v1 import service_pb2, task_pb2
+
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_MASK64 = (1 << 64) - 1
+# A load report older than this counts as 0 (the daemon may have finished its work).
+LOAD_REPORT_TTL = 1.0
+# A member that refused new tasks as draining gets none for this long.
+DRAIN_PAUSE = 5.0
+# A member that did not answer is asked again at most this often.
+REPROBE_INTERVAL = 1.0
+SPREADS = ("least-loaded", "round-robin")
+
+
+def fnv1a64(data: bytes) -> int:
+    h = _FNV_OFFSET
+    for b in data:
+        h ^= b
+        h = (h * _FNV_PRIME) & _MASK64
+    return h
+
+
+def key_owner(names: Iterable[str], key: str) -> str:
+    """The name that wins rendezvous hashing for `key`: the highest
+    FNV-1a-64(name + "\\n" + key), ties to the smaller name."""
+    return min(names, key=lambda n: (-fnv1a64((n + "\n" + key).encode("utf-8")), n))
+
+
+def owner_of(task_id: str) -> str:
+    """The daemon name of a task id: the text before its last '-'."""
+    return task_id.rpartition("-")[0]
+
+
+def is_draining(e: Any) -> bool:
+    """Whether a grpc.RpcError is a daemon's refusal while draining (nothing accepted)."""
+    import grpc
+    if not hasattr(e, "code") or e.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    try:
+        trailing = e.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 - a call without metadata is not a drain
+        return False
+    return any(k == "taskrt-not-accepted" and v == "draining" for k, v in trailing)
+
+
+class Draining(Exception):
+    """A Submit/Run refused by a draining member; `error` is the mapped taskrt.Error."""
+
+    def __init__(self, member: "Member", error: _errors.Error) -> None:
+        super().__init__(str(error))
+        self.member = member
+        self.error = error
+
+
+class Member:
+    """One daemon address: its channel, and (under Members' lock) what is known of it."""
+
+    def __init__(self, ep: _connection.Endpoint, connect_timeout: float) -> None:
+        from .v1 import service_pb2_grpc
+        self.endpoint = ep
+        self.address = ep.target
+        self.connect_timeout = connect_timeout
+        self.metadata = ep.metadata or None
+        self.channel = _connection.open_channel(ep)
+        self.stub = service_pb2_grpc.TaskServiceStub(self.channel)
+        self.name: str | None = None
+        self.probed_at = float("-inf")
+        self.load = 0
+        self.load_at = float("-inf")
+        self.sent = 0  # tasks sent since the last load report
+        self.draining_until = float("-inf")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.address
+
+    def call(self, method: str, request: Any, timeout: float | None = None,
+             refusable: bool = False) -> Any:
+        """The RPC `method` on this member; raises the mapped taskrt.Error, or Draining
+        for a refusal while draining when `refusable`."""
+        import grpc
+        from ._client import map_rpc_error
+        try:
+            return getattr(self.stub, method)(request, metadata=self.metadata, timeout=timeout)
+        except grpc.RpcError as e:
+            error = map_rpc_error(e, self.endpoint, self.connect_timeout)
+            if refusable and is_draining(e):
+                raise Draining(self, error) from None
+            raise error from None
+
+
+class Members:
+    """The daemons of a cluster target: names (GetStats at connect, re-asked at most once a
+    second for those that did not answer), load estimates, drains and the spread."""
+
+    def __init__(self, members: list[Member], spread: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._all = members
+        self._spread = spread
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._rr = 0
+
+    def probe_all(self, timeout: float, force: bool = False) -> None:
+        """Asks each unnamed member for its stats (at most once a second unless `force`),
+        all at once; merges members that give the same name."""
+        now = self._clock()
+        with self._lock:
+            todo = [m for m in self._all if m.name is None and
+                    (force or now - m.probed_at >= REPROBE_INTERVAL)]
+            for m in todo:
+                m.probed_at = now
+        threads = [threading.Thread(target=self._probe, args=(m, timeout), daemon=True)
+                   for m in todo]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _probe(self, m: Member, timeout: float) -> None:
+        try:
+            pb = m.stub.GetStats(service_pb2.GetStatsRequest(), metadata=m.metadata,
+                                 timeout=timeout, wait_for_ready=True)
+        except Exception:  # noqa: BLE001 - not answering is what a probe finds out
+            return
+        with self._lock:
+            if any(o is not m and o.name == pb.daemon for o in self._all):
+                self._all.remove(m)  # another address of a daemon already known
+                m.channel.close()
+                return
+            m.name = pb.daemon
+            by_state = pb.tasks_by_state
+            self._report_locked(m, by_state.get("TASK_STATE_QUEUED", 0) +
+                                by_state.get("TASK_STATE_RUNNING", 0))
+
+    def _report_locked(self, m: Member, load: int) -> None:
+        m.load, m.load_at, m.sent = load, self._clock(), 0
+
+    def report_load(self, m: Member, load: int) -> None:
+        with self._lock:
+            self._report_locked(m, load)
+
+    def sent(self, m: Member, count: int) -> None:
+        with self._lock:
+            m.sent += count
+
+    def mark_draining(self, m: Member) -> None:
+        with self._lock:
+            m.draining_until = self._clock() + DRAIN_PAUSE
+
+    def all(self) -> list[Member]:
+        with self._lock:
+            return list(self._all)
+
+    def named(self) -> dict[str, Member]:
+        with self._lock:
+            return {m.name: m for m in self._all if m.name is not None}
+
+    def describe(self) -> str:
+        with self._lock:
+            return ", ".join(m.name or "%s (not answering)" % m.address for m in self._all)
+
+    def by_name(self, name: str, task_id: str, timeout: float) -> Member:
+        """The member called `name`; NotFound naming the daemons known when none is."""
+        m = self.named().get(name)
+        if m is None:
+            self.probe_all(timeout)
+            m = self.named().get(name)
+        if m is None:
+            raise _errors.NotFound(
+                "task %s: its daemon %r is not among the daemons of this client (%s); the id "
+                "comes from another cluster, or its daemon was not in the target at connect"
+                % (task_id, name, self.describe()))
+        return m
+
+    def owner_of_key(self, key: str, timeout: float) -> Member:
+        """The member owning idempotency key `key`; Unavailable while a daemon has no name."""
+        missing = [m for m in self.all() if m.name is None]
+        if missing:
+            self.probe_all(timeout)
+            missing = [m for m in self.all() if m.name is None]
+        if missing:
+            raise _errors.Unavailable(
+                "the owner of idempotency key %r cannot be computed until every daemon has "
+                "answered once: %s did not; start it or remove it from the target"
+                % (key, ", ".join(m.address for m in missing)))
+        named = self.named()
+        return named[key_owner(named, key)]
+
+    def pick(self, timeout: float, count: int = 1, exclude: Sequence[Member] = ()) -> Member:
+        """Where `count` new unkeyed tasks go (by the spread), counted as sent there."""
+        if any(m.name is None for m in self.all()):
+            self.probe_all(timeout)
+        with self._lock:
+            now = self._clock()
+            ready = [m for m in self._all if m.name is not None and m not in exclude and
+                     m.draining_until <= now]
+            if not ready:
+                raise _errors.Unavailable(
+                    "no daemon takes new tasks: every one is draining or not answering (%s)"
+                    % ", ".join(m.label for m in self._all))
+            if self._spread == "least-loaded":
+                def estimate(m: Member) -> int:
+                    return (m.load if now - m.load_at <= LOAD_REPORT_TTL else 0) + m.sent
+                low = min(estimate(m) for m in ready)
+                ready = [m for m in ready if estimate(m) == low]
+            chosen = ready[self._rr % len(ready)]
+            self._rr += 1
+            chosen.sent += count
+            return chosen
+
+    def close(self) -> None:
+        for m in self.all():
+            m.channel.close()
+
+
+def _group_by_owner(ids: Sequence[str], members: Members,
+                    timeout: float) -> list[tuple[Member, list[int]]]:
+    """The positions of `ids` per owning member, members in order of first appearance."""
+    groups: dict[int, tuple[Member, list[int]]] = {}
+    for i, task_id in enumerate(ids):
+        m = members.by_name(owner_of(task_id), task_id, timeout)
+        groups.setdefault(id(m), (m, []))[1].append(i)
+    return list(groups.values())
+
+
+class ClusterOps:
+    """taskrt.Client's calls on a cluster target; `client` gives connect_timeout,
+    reconnect_timeout and the retry helper."""
+
+    def __init__(self, client: Any, members: Members) -> None:
+        self._client = client
+        self.members = members
+
+    @property
+    def _timeout(self) -> float:
+        return self._client.connect_timeout
+
+    # Submitting ----------------------------------------------------------------------
+
+    def submit_many(self, specs: list[task_pb2.TaskSpec]) -> list[str]:
+        if not specs:
+            return self._submit_unkeyed(specs)
+        keyed = [i for i, s in enumerate(specs) if s.idempotency_key]
+        if not keyed:
+            return self._submit_unkeyed(specs)
+        owners = [self.members.owner_of_key(specs[i].idempotency_key, self._timeout)
+                  for i in keyed]
+        parts: dict[int, tuple[Member, list[int]]] = {}
+        for i, m in zip(keyed, owners):
+            parts.setdefault(id(m), (m, []))[1].append(i)
+        first = next(iter(parts.values()))
+        first[1].extend(i for i, s in enumerate(specs) if not s.idempotency_key)
+        ids: list[str | None] = [None] * len(specs)
+        done: list[str] = []
+        for m, positions in parts.values():
+            positions.sort()
+            try:
+                got = self._submit_to(m, [specs[i] for i in positions])
+            except Draining as d:
+                got_error = d.error
+            except _errors.Error as e:
+                got_error = e
+            else:
+                for i, task_id in zip(positions, got):
+                    ids[i] = task_id
+                done.append("%s (%d tasks)" % (m.label, len(positions)))
+                continue
+            if not done:
+                raise got_error
+            raise type(got_error)("the part for daemon %s failed: %s; the parts already "
+                                  "accepted: %s" % (m.label, got_error.details, ", ".join(done)))
+        return [i for i in ids if i is not None]
+
+    def _submit_to(self, m: Member, specs: list[task_pb2.TaskSpec]) -> list[str]:
+        from ._client import expect_count
+        response = m.call("Submit", service_pb2.SubmitRequest(tasks=specs), refusable=True)
+        self.members.report_load(m, response.load)
+        expect_count(len(response.task_ids), len(specs), "task ids")
+        return list(response.task_ids)
+
+    def _submit_unkeyed(self, specs: list[task_pb2.TaskSpec]) -> list[str]:
+        tried: list[Member] = []
+        while True:
+            m = self.members.pick(self._timeout, len(specs), tried)
+            try:
+                return self._submit_to(m, specs)
+            except Draining:
+                self.members.mark_draining(m)
+                tried.append(m)
+
+    def run(self, pb: task_pb2.TaskSpec, user_key: bool, timeout: float | None) -> Task:
+        """The Run RPC: a keyed spec on its key's owner (waiting for it); a generated key
+        on the member of the spread, kept for the retries, moved only on a drain."""
+        from ._client import wait_timeouts
+        if user_key:
+            place = [self.members.owner_of_key(pb.idempotency_key, self._timeout)]
+        else:
+            place = [self.members.pick(self._timeout)]
+        tried: list[Member] = []
+
+        def attempt(left: float | None) -> task_pb2.Task:
+            while True:
+                ms, deadline = wait_timeouts(left)
+                try:
+                    return place[0].call("Run", service_pb2.RunRequest(spec=pb, timeout_ms=ms),
+                                         deadline, refusable=True)
+                except Draining as d:
+                    if user_key:
+                        raise d.error from None
+                    self.members.mark_draining(place[0])
+                    tried.append(place[0])
+                    place[0] = self.members.pick(self._timeout, 1, tried)
+
+        return Task.from_proto(self._client._retrying(timeout, attempt))
+
+    # Reading and changing --------------------------------------------------------------
+
+    def _by_owner(self, ids: list[str], method: str, make: Callable[[list[str]], Any],
+                  timeout_of: Callable[[], float | None] = lambda: None) -> list[Task]:
+        from ._client import expect_count
+        out: list[Task | None] = [None] * len(ids)
+        for m, positions in _group_by_owner(ids, self.members, self._timeout):
+            part = [ids[i] for i in positions]
+            response = m.call(method, make(part), timeout_of())
+            expect_count(len(response.tasks), len(part), "tasks")
+            for i, t in zip(positions, response.tasks):
+                out[i] = Task.from_proto(t)
+        return out  # type: ignore[return-value]
+
+    def get_many(self, ids: list[str]) -> list[Task]:
+        return self._by_owner(ids, "Get", lambda part: service_pb2.GetRequest(task_ids=part))
+
+    def cancel(self, ids: list[str]) -> list[Task]:
+        return self._by_owner(ids, "Cancel",
+                              lambda part: service_pb2.CancelRequest(task_ids=part))
+
+    def wait_many(self, ids: list[str], timeout: float | None) -> list[Task]:
+        """Each owner in turn, with what is left of `timeout`."""
+        from ._client import Reconnect, expect_count, wait_timeouts
+        out: list[Task | None] = [None] * len(ids)
+        clock = Reconnect(timeout, 0.0)  # only its left()
+        for m, positions in _group_by_owner(ids, self.members, self._timeout):
+            part = [ids[i] for i in positions]
+
+            def attempt(left: float | None, m: Member = m,
+                        part: list[str] = part) -> service_pb2.WaitResponse:
+                ms, deadline = wait_timeouts(left)
+                return m.call("Wait", service_pb2.WaitRequest(task_ids=part, timeout_ms=ms),
+                              deadline)
+
+            response = self._client._retrying(clock.left(), attempt)
+            expect_count(len(response.tasks), len(part), "tasks")
+            for i, t in zip(positions, response.tasks):
+                out[i] = Task.from_proto(t)
+        return out  # type: ignore[return-value]
+
+    def list(self, request: service_pb2.ListRequest) -> list[Task]:
+        """Every member's list merged, newest first (Decision.submitted_unix_us), then cut
+        to the limit; members that do not answer are left out (an error only when none
+        answers)."""
+        tasks: list[Any] = []
+        errors: list[str] = []
+        answered = False
+        for m in self.members.all():
+            try:
+                tasks += m.call("List", request, self._timeout).tasks
+                answered = True
+            except _errors.Error as e:
+                errors.append("%s: %s" % (m.label, e.details))
+        if not answered:
+            raise _errors.Unavailable("no daemon answered List: %s" % "; ".join(errors))
+        tasks.sort(key=lambda t: t.decision.submitted_unix_us, reverse=True)
+        if request.limit:
+            tasks = tasks[:request.limit]
+        return [Task.from_proto(t) for t in tasks]
+
+    def cluster_stats(self) -> list[tuple[str, Stats | _errors.Error]]:
+        out: list[tuple[str, Stats | _errors.Error]] = []
+        for m in self.members.all():
+            try:
+                out.append((m.label, Stats.from_proto(
+                    m.call("GetStats", service_pb2.GetStatsRequest(), self._timeout))))
+            except _errors.Error as e:
+                out.append((m.label, e))
+        return out
+
+    def first_answer(self, method: str, request: Any) -> Any:
+        """`method` on the first member that answers (stats, handlers)."""
+        error: _errors.Error | None = None
+        for m in self.members.all():
+            try:
+                return m.call(method, request, self._timeout)
+            except _errors.Unavailable as e:
+                error = e
+        raise error or _errors.Unavailable("no daemon answered %s" % method)
+
+    def watch_calls(self, ids: list[str]) -> list[Any]:
+        """One Watch call per owner of `ids` (every member for no ids), each taken up."""
+        if ids:
+            targets = [(m, [ids[i] for i in pos])
+                       for m, pos in _group_by_owner(ids, self.members, self._timeout)]
+        else:
+            targets = [(m, []) for m in self.members.named().values()]
+        calls = []
+        for m, part in targets:
+            call = m.stub.Watch(service_pb2.WatchRequest(task_ids=part), metadata=m.metadata)
+            call.initial_metadata()
+            calls.append((m, call))
+        return calls
+
+    # run_many ----------------------------------------------------------------------------
+
+    def run_many(self, specs: Sequence[task_pb2.TaskSpec], batch: int, timeout: float | None,
+                 check: bool) -> Iterator[Task]:
+        """Specs spread task by task (keyed ones on their owner), one Stream per member in a
+        thread of its own; results in finishing order on the calling thread."""
+        from ._client import StreamTracker, task_or_raise
+        parts: dict[int, tuple[Member, list[task_pb2.TaskSpec]]] = {}
+        for s in specs:
+            m = (self.members.owner_of_key(s.idempotency_key, self._timeout)
+                 if s.idempotency_key else self.members.pick(self._timeout))
+            parts.setdefault(id(m), (m, []))[1].append(s)
+        trackers = [(m, StreamTracker(part, batch)) for m, part in parts.values()]
+        return self._run_streams(trackers, timeout, check, task_or_raise)
+
+    def _run_streams(self, trackers: list[tuple[Member, Any]], timeout: float | None,
+                     check: bool, task_or_raise: Callable[[Task], Task]) -> Iterator[Task]:
+        results: queue.Queue = queue.Queue()
+        calls: list[Any] = []
+        for m, tracker in trackers:
+            call = m.stub.Stream(tracker.requests(), metadata=m.metadata, timeout=timeout)
+            calls.append(call)
+            threading.Thread(target=self._pump, args=(m, tracker, call, results),
+                             daemon=True).start()
+        running = len(trackers)
+        try:
+            while running:
+                kind, value = results.get()
+                if kind == "task":
+                    yield task_or_raise(value) if check else value
+                elif kind == "error":
+                    raise value
+                else:
+                    running -= 1
+        finally:
+            for call in calls:
+                call.cancel()
+
+    def _pump(self, m: Member, tracker: Any, call: Any, results: queue.Queue) -> None:
+        import grpc
+        from ._client import map_rpc_error
+        try:
+            for response in call:
+                for a in response.accepted:
+                    if a.code == 0:
+                        self.members.report_load(m, a.load)
+                for task in tracker.on_response(response):
+                    results.put(("task", task))
+                if tracker.finished:
+                    break
+            if not tracker.finished:
+                raise tracker.incomplete()
+            results.put(("done", None))
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.CANCELLED:
+                results.put(("done", None))
+                return
+            error = map_rpc_error(e, m.endpoint, self._timeout)
+            results.put(("error", type(error)("daemon %s: %s" % (m.label, error.details))))
+        except _errors.Error as e:
+            results.put(("error", type(e)("daemon %s: %s" % (m.label, e.details))))
+
+
+class MultiWatch:
+    """The events of several Watch calls (one per daemon) as one iterator; cancel() ends
+    them all."""
+
+    def __init__(self, calls: list[tuple[Member, Any]], connect_timeout: float) -> None:
+        self._calls = calls
+        self._events: queue.Queue = queue.Queue()
+        self._cancelled = False
+        self._open = len(calls)
+        self._timeout = connect_timeout
+        for m, call in calls:
+            threading.Thread(target=self._pump, args=(m, call), daemon=True).start()
+
+    def _pump(self, m: Member, call: Any) -> None:
+        import grpc
+        from ._client import map_rpc_error
+        try:
+            for event in call:
+                self._events.put(("event", event))
+            self._events.put(("done", None))
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.CANCELLED and call.cancelled():
+                self._events.put(("done", None))
+            else:
+                self._events.put(("error", map_rpc_error(e, m.endpoint, self._timeout)))
+
+    def __iter__(self) -> "MultiWatch":
+        return self
+
+    def __next__(self) -> TaskEvent:
+        while self._open:
+            kind, value = self._events.get()
+            if kind == "event":
+                return TaskEvent.from_proto(value)
+            if kind == "error":
+                self.cancel()
+                raise value
+            self._open -= 1
+        raise StopIteration
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        for _, call in self._calls:
+            call.cancel()
+
+    def __enter__(self) -> "MultiWatch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
