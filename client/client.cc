@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iterator>
 #include <mutex>  // std::once_flag
@@ -31,9 +32,12 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/cluster.h"
 #include "common/mutex.h"
 #include "common/security.h"
 #include "common/status_macros.h"
@@ -166,7 +170,8 @@ struct AsyncWaitCall {
   const std::string id;
   const std::function<void(absl::StatusOr<v1::Task>)> done;
   Reconnect reconnect;
-  bool backing_off = false;  // the alarm is set, no call is in flight
+  v1::TaskService::Stub* stub = nullptr;  // of the task's daemon
+  bool backing_off = false;               // the alarm is set, no call is in flight
   grpc::Alarm retry;
   // The call in flight; its context is made anew for each attempt (single-use).
   std::unique_ptr<grpc::ClientContext> context;
@@ -184,7 +189,7 @@ struct AsyncWaitCall {
 // Destroying it cancels the waits still in flight; their callbacks run with CANCELLED.
 class AsyncWaits {
  public:
-  explicit AsyncWaits(v1::TaskService::Stub& stub) : stub_(stub), thread_([this] { Complete(); }) {}
+  AsyncWaits() : thread_([this] { Complete(); }) {}
   ~AsyncWaits() {
     {
       internal::MutexLock lock(&mu_);
@@ -216,7 +221,7 @@ class AsyncWaits {
     call->context = std::make_unique<grpc::ClientContext>();
     call->response.Clear();
     SetWaitTimeout(call->reconnect.left(), &call->request, call->context.get());
-    call->reader = stub_.AsyncWait(call->context.get(), call->request, &cq_);
+    call->reader = call->stub->AsyncWait(call->context.get(), call->request, &cq_);
     call->reader->Finish(&call->response, &call->status, call);
   }
 
@@ -269,7 +274,6 @@ class AsyncWaits {
     }
   }
 
-  v1::TaskService::Stub& stub_;
   grpc::CompletionQueue cq_;
   internal::Mutex mu_;
   std::unordered_set<AsyncWaitCall*> in_flight_ ABSL_GUARDED_BY(mu_);
@@ -469,20 +473,216 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> TcpChannel(const ClientOptions& o
 
 }  // namespace
 
-// Thread-safety: immutable after Connect; the stub and channel are thread-safe.
+namespace {
+
+// One daemon of the target: its channel and what the client knows of it.
+struct Member {
+  std::string address;  // its gRPC target
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::TaskService::Stub> stub;
+  // Guarded by Client::Impl::mu.
+  std::string name;        // Stats.daemon; "" until it answered
+  bool duplicate = false;  // another address of a daemon already known
+  absl::Time probed_at = absl::InfinitePast();
+  uint64_t load = 0;  // as its last answer reported
+  uint64_t sent = 0;  // tasks sent since that report
+  absl::Time load_at = absl::InfinitePast();
+  absl::Time draining_until = absl::InfinitePast();
+};
+
+}  // namespace
+
+// Thread-safety: the members' channels and stubs are immutable after Connect (and
+// thread-safe); what the client learns of them is guarded by mu.
 struct Client::Impl {
-  const std::string target;
-  const absl::Duration reconnect_timeout;
-  const std::shared_ptr<grpc::Channel> channel;
-  const std::unique_ptr<v1::TaskService::Stub> stub;
+  std::string target;
+  absl::Duration reconnect_timeout;
+  absl::Duration connect_timeout;
+  ClientOptions::Spread spread;
+  bool cluster = false;
+  std::vector<std::unique_ptr<Member>> members;
+  internal::Mutex mu;
+  size_t next ABSL_GUARDED_BY(mu) = 0;  // round-robin position
   std::once_flag async_waits_once;
-  std::unique_ptr<AsyncWaits> async_waits;  // from the first WaitAsync; goes before stub
+  std::unique_ptr<AsyncWaits> async_waits;  // from the first WaitAsync; goes before members
 
   AsyncWaits& async() {
-    std::call_once(async_waits_once, [this] { async_waits = std::make_unique<AsyncWaits>(*stub); });
+    std::call_once(async_waits_once, [this] { async_waits = std::make_unique<AsyncWaits>(); });
     return *async_waits;
   }
+  Member& first() { return *members.front(); }
+
+  // Asks the members that have not answered yet for their name (each at most once a
+  // second). Returns OK when every member has a name.
+  absl::Status ProbeUnnamed();
+  // The daemon that owns task `id` (NOT_FOUND when none of the target's does).
+  absl::StatusOr<Member*> OwnerOf(const std::string& id);
+  // The daemon that owns idempotency key `key` (docs/CLUSTER.md); UNAVAILABLE while a
+  // daemon has not answered.
+  absl::StatusOr<Member*> KeyOwnerOf(const std::string& key);
+  // The daemon for new tasks (ClientOptions::spread), not in `excluded`; null when none.
+  Member* Pick(const std::vector<Member*>& excluded);
+  void Sent(Member* m, size_t n);
+  void Reported(Member* m, uint64_t load);
+  void Draining(Member* m);
+  // The names of the members known, for messages.
+  std::string Known();
 };
+
+namespace {
+
+constexpr absl::Duration kReprobeEvery = absl::Seconds(1);
+constexpr absl::Duration kLoadFresh = absl::Seconds(1);
+constexpr absl::Duration kDrainingFor = absl::Seconds(5);
+
+// True when the daemon refused a Submit or Run before accepting anything (it drains):
+// the tasks may go to another daemon.
+bool NotAccepted(const grpc::ClientContext& context, const absl::Status& status) {
+  if (!absl::IsUnavailable(status)) return false;
+  const auto& trailers = context.GetServerTrailingMetadata();
+  return trailers.find("taskrt-not-accepted") != trailers.end();
+}
+
+}  // namespace
+
+absl::Status Client::Impl::ProbeUnnamed() {
+  std::vector<Member*> todo;
+  {
+    internal::MutexLock lock(&mu);
+    const absl::Time now = absl::Now();
+    for (auto& m : members) {
+      if (m->name.empty() && !m->duplicate && now - m->probed_at >= kReprobeEvery) {
+        m->probed_at = now;
+        todo.push_back(m.get());
+      }
+    }
+  }
+  for (Member* m : todo) {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineAfter(connect_timeout));
+    v1::Stats stats;
+    if (!m->stub->GetStats(&context, v1::GetStatsRequest(), &stats).ok()) continue;
+    internal::MutexLock lock(&mu);
+    for (auto& other : members) {
+      if (other.get() != m && other->name == stats.daemon()) m->duplicate = true;
+    }
+    m->name = stats.daemon();
+    uint64_t load = 0;
+    for (const v1::PoolInfo& p : stats.pools()) load += p.queued() + p.running();
+    m->load = load;
+    m->sent = 0;
+    m->load_at = absl::Now();
+  }
+  internal::MutexLock lock(&mu);
+  for (auto& m : members) {
+    if (m->name.empty() && !m->duplicate) {
+      return absl::UnavailableError(
+          absl::StrCat("the daemon at ", m->address, " of ", target, " has not answered yet"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string Client::Impl::Known() {
+  internal::MutexLock lock(&mu);
+  std::vector<std::string> names;
+  for (auto& m : members) {
+    if (!m->name.empty() && !m->duplicate) names.push_back(m->name);
+  }
+  return names.empty() ? "none answered" : absl::StrJoin(names, ", ");
+}
+
+absl::StatusOr<Member*> Client::Impl::OwnerOf(const std::string& id) {
+  if (!cluster) return &first();
+  const absl::string_view owner = internal::OwnerOfId(id);
+  for (int round = 0; round < 2; ++round) {
+    {
+      internal::MutexLock lock(&mu);
+      for (auto& m : members) {
+        if (!m->duplicate && !m->name.empty() && m->name == owner) return m.get();
+      }
+    }
+    if (round == 0) (void)ProbeUnnamed();
+  }
+  return absl::NotFoundError(absl::StrCat("task ", id, " belongs to daemon '", owner,
+                                          "', which is not one of the daemons of ", target, " (",
+                                          Known(), ")"));
+}
+
+absl::StatusOr<Member*> Client::Impl::KeyOwnerOf(const std::string& key) {
+  if (!cluster) return &first();
+  if (absl::Status s = ProbeUnnamed(); !s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot place idempotency key '", key, "': ", s.message(),
+                     ", and which daemon owns a key depends on all of them (docs/CLUSTER.md)"));
+  }
+  internal::MutexLock lock(&mu);
+  std::vector<std::string> names;
+  std::vector<Member*> named;
+  for (auto& m : members) {
+    if (m->duplicate) continue;
+    names.push_back(m->name);
+    named.push_back(m.get());
+  }
+  return named[internal::KeyOwner(names, key)];
+}
+
+Member* Client::Impl::Pick(const std::vector<Member*>& excluded) {
+  if (!cluster) return &first();
+  if (std::any_of(members.begin(), members.end(), [](auto& m) { return m->name.empty(); })) {
+    (void)ProbeUnnamed();
+  }
+  internal::MutexLock lock(&mu);
+  const absl::Time now = absl::Now();
+  Member* best = nullptr;
+  uint64_t best_estimate = 0;
+  const size_t n = members.size();
+  for (size_t k = 0; k < n; ++k) {
+    Member* m = members[(next + k) % n].get();
+    if (m->name.empty() || m->duplicate || m->draining_until > now ||
+        std::find(excluded.begin(), excluded.end(), m) != excluded.end() ||
+        m->channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+      continue;
+    }
+    if (spread == ClientOptions::Spread::kRoundRobin) {
+      best = m;
+      break;
+    }
+    const uint64_t estimate = (now - m->load_at < kLoadFresh ? m->load : 0) + m->sent;
+    if (best == nullptr || estimate < best_estimate) {
+      best = m;
+      best_estimate = estimate;
+    }
+  }
+  if (best == nullptr) {  // none looks usable: take any named one, to report its error
+    for (auto& m : members) {
+      if (!m->name.empty() && !m->duplicate &&
+          std::find(excluded.begin(), excluded.end(), m.get()) == excluded.end()) {
+        best = m.get();
+        break;
+      }
+    }
+  }
+  next = (next + 1) % n;
+  return best;
+}
+
+void Client::Impl::Sent(Member* m, size_t n) {
+  internal::MutexLock lock(&mu);
+  m->sent += n;
+}
+
+void Client::Impl::Reported(Member* m, uint64_t load) {
+  internal::MutexLock lock(&mu);
+  m->load = load;
+  m->sent = 0;
+  m->load_at = absl::Now();
+}
+
+void Client::Impl::Draining(Member* m) {
+  internal::MutexLock lock(&mu);
+  m->draining_until = absl::Now() + kDrainingFor;
+}
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
@@ -504,34 +704,56 @@ std::string TargetOf(const ClientOptions& options) {
   return absl::StrCat("unix:", path);
 }
 
+// A channel to one daemon's `address`.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ChannelTo(const ClientOptions& options,
+                                                         const std::string& address, bool* tls) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  if (IsUnixTarget(address)) {
+    // No credentials: the daemon reads the caller's uid from the socket.
+    if (const std::string path = UnixSocketPathOf(address); !path.empty()) {
+      RETURN_IF_ERROR(internal::CheckSocketOwner(path));
+    }
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  }
+  return TcpChannel(options, address, args, tls);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
-  std::string target = TargetOf(options);
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
-  std::shared_ptr<grpc::Channel> channel;
+  auto impl = std::make_unique<Impl>();
+  impl->target = TargetOf(options);
+  impl->reconnect_timeout = options.reconnect_timeout;
+  impl->connect_timeout = options.connect_timeout;
+  impl->spread = options.spread;
+  ASSIGN_OR_RETURN(internal::ClusterTarget resolved, internal::ResolveClusterTarget(impl->target));
+  impl->cluster = resolved.cluster();
+  ClientOptions member_options = options;
+  if (!resolved.dns_host.empty() && member_options.tls_server_name.empty()) {
+    member_options.tls_server_name = resolved.dns_host;  // the certificate names the service
+  }
   bool tls = false;
-  if (IsUnixTarget(target)) {
-    // No credentials: the daemon reads the caller's uid from the socket.
-    if (const std::string path = UnixSocketPathOf(target); !path.empty()) {
-      RETURN_IF_ERROR(internal::CheckSocketOwner(path));
+  for (const std::string& address : resolved.addresses) {
+    auto m = std::make_unique<Member>();
+    m->address = address;
+    ASSIGN_OR_RETURN(m->channel, ChannelTo(member_options, address, &tls));
+    m->stub = v1::TaskService::NewStub(m->channel);
+    impl->members.push_back(std::move(m));
+  }
+  if (!impl->cluster) {
+    if (!impl->first().channel->WaitForConnected(DeadlineAfter(options.connect_timeout))) {
+      return absl::UnavailableError(NotRunningMessage(impl->target, options.connect_timeout, tls));
     }
-    channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-  } else {
-    ASSIGN_OR_RETURN(channel, TcpChannel(options, target, args, &tls));
+    return std::unique_ptr<Client>(new Client(std::move(impl)));
   }
-  if (!channel->WaitForConnected(DeadlineAfter(options.connect_timeout))) {
-    return absl::UnavailableError(NotRunningMessage(target, options.connect_timeout, tls));
+  (void)impl->ProbeUnnamed();
+  if (impl->Known() == "none answered") {
+    return absl::UnavailableError(
+        absl::StrCat(NotRunningMessage(impl->target, options.connect_timeout, tls),
+                     " (no daemon of the ", impl->members.size(), " addresses answered)"));
   }
-  auto stub = v1::TaskService::NewStub(channel);
-  return std::unique_ptr<Client>(
-      new Client(std::unique_ptr<Impl>(new Impl{std::move(target),
-                                                options.reconnect_timeout,
-                                                std::move(channel),
-                                                std::move(stub),
-                                                {},
-                                                nullptr})));
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
 const std::string& Client::target() const { return impl_->target; }
@@ -546,28 +768,104 @@ absl::StatusOr<std::string> Client::Submit(const v1::TaskSpec& spec) {
   return std::move(ids->front());
 }
 
-absl::StatusOr<std::vector<std::string>> Client::SubmitBatch(
-    const std::vector<v1::TaskSpec>& specs) {
+namespace {
+
+// One Submit call of `specs` (at `positions` of the caller's batch) to `m`.
+absl::StatusOr<std::vector<std::string>> SubmitTo(Member& m, const std::vector<v1::TaskSpec>& specs,
+                                                  const std::vector<size_t>& positions,
+                                                  bool* not_accepted, uint64_t* load) {
   v1::SubmitRequest request;
-  request.mutable_tasks()->Reserve(static_cast<int>(specs.size()));
-  for (const v1::TaskSpec& spec : specs) *request.add_tasks() = spec;
+  request.mutable_tasks()->Reserve(static_cast<int>(positions.size()));
+  for (size_t i : positions) *request.add_tasks() = specs[i];
   v1::SubmitResponse response;
   grpc::ClientContext context;
-  absl::Status status = FromGrpc(impl_->stub->Submit(&context, request, &response));
+  absl::Status status = FromGrpc(m.stub->Submit(&context, request, &response));
+  *not_accepted = NotAccepted(context, status);
   if (!status.ok()) return status;
-  if (static_cast<size_t>(response.task_ids_size()) != specs.size()) {
+  if (static_cast<size_t>(response.task_ids_size()) != positions.size()) {
     return absl::InternalError(absl::StrCat("daemon returned ", response.task_ids_size(),
-                                            " task ids for ", specs.size(), " tasks"));
+                                            " task ids for ", positions.size(), " tasks"));
   }
+  *load = response.load();
   return std::vector<std::string>(response.task_ids().begin(), response.task_ids().end());
 }
 
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> Client::SubmitBatch(
+    const std::vector<v1::TaskSpec>& specs) {
+  Impl& impl = *impl_;
+  // The owners of the batch's keys, in order of first appearance, and their specs.
+  std::vector<std::pair<Member*, std::vector<size_t>>> parts;
+  std::vector<size_t> unkeyed;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].idempotency_key().empty()) {
+      unkeyed.push_back(i);
+      continue;
+    }
+    ASSIGN_OR_RETURN(Member * owner, impl.KeyOwnerOf(specs[i].idempotency_key()));
+    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == owner; });
+    if (part == parts.end()) {
+      parts.push_back({owner, {}});
+      part = parts.end() - 1;
+    }
+    part->second.push_back(i);
+  }
+  std::vector<std::string> ids(specs.size());
+  if (parts.empty()) {  // no key: one daemon, another if it drains
+    std::vector<Member*> tried;
+    absl::Status last;
+    for (size_t attempt = 0; attempt < impl.members.size(); ++attempt) {
+      Member* m = impl.Pick(tried);
+      if (m == nullptr) break;
+      bool not_accepted = false;
+      uint64_t load = 0;
+      impl.Sent(m, specs.size());
+      auto got = SubmitTo(*m, specs, unkeyed, &not_accepted, &load);
+      if (got.ok()) {
+        impl.Reported(m, load);
+        return got;
+      }
+      last = got.status();
+      if (!not_accepted || !impl.cluster) return last;
+      impl.Draining(m);
+      tried.push_back(m);
+    }
+    return last.ok() ? absl::UnavailableError(
+                           absl::StrCat("no daemon of ", impl.target, " accepts tasks now"))
+                     : last;
+  }
+  // Tasks without a key go with the first owner's part (one daemon when all keys agree).
+  parts.front().second.insert(parts.front().second.end(), unkeyed.begin(), unkeyed.end());
+  std::sort(parts.front().second.begin(), parts.front().second.end());
+  std::vector<std::string> accepted;  // "daemon: n task(s)" of the parts before a failure
+  for (auto& [owner, positions] : parts) {
+    bool not_accepted = false;
+    uint64_t load = 0;
+    auto got = SubmitTo(*owner, specs, positions, &not_accepted, &load);
+    if (!got.ok()) {
+      if (accepted.empty()) return got.status();
+      return absl::Status(
+          got.status().code(),
+          absl::StrCat(got.status().message(), " (the batch's keys belong to ", parts.size(),
+                       " daemons; the parts already accepted keep "
+                       "running: ",
+                       absl::StrJoin(accepted, "; "), ")"));
+    }
+    impl.Reported(owner, load);
+    for (size_t k = 0; k < positions.size(); ++k) ids[positions[k]] = (*got)[k];
+    accepted.push_back(absl::StrCat(owner->name, ": ", absl::StrJoin(*got, " ")));
+  }
+  return ids;
+}
+
 absl::StatusOr<v1::Task> Client::Get(const std::string& id) {
+  ASSIGN_OR_RETURN(Member * m, impl_->OwnerOf(id));
   v1::GetRequest request;
   request.add_task_ids(id);
   v1::GetResponse response;
   grpc::ClientContext context;
-  absl::Status status = FromGrpc(impl_->stub->Get(&context, request, &response));
+  absl::Status status = FromGrpc(m->stub->Get(&context, request, &response));
   if (!status.ok()) return status;
   if (response.tasks_size() != 1) {
     return absl::InternalError(
@@ -578,19 +876,49 @@ absl::StatusOr<v1::Task> Client::Get(const std::string& id) {
 
 absl::StatusOr<v1::WaitResponse> Client::WaitResuming(const std::vector<std::string>& ids,
                                                       absl::Duration timeout) {
-  v1::WaitRequest request;
-  for (const std::string& id : ids) request.add_task_ids(id);
-  v1::WaitResponse response;
-  // Task ids survive a restart, so the wait goes on once the daemon is back.
-  absl::Status status =
-      RetryWhileUnavailable(timeout, impl_->reconnect_timeout, [&](absl::Duration left) {
-        grpc::ClientContext context;
-        SetWaitTimeout(left, &request, &context);
-        response.Clear();
-        return FromGrpc(impl_->stub->Wait(&context, request, &response));
-      });
-  if (!status.ok()) return status;
-  return response;
+  // By owner, in order of first appearance; each owner's tasks in one call, one owner
+  // after the other with what is left of the timeout.
+  std::vector<std::pair<Member*, std::vector<size_t>>> parts;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSIGN_OR_RETURN(Member * owner, impl_->OwnerOf(ids[i]));
+    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == owner; });
+    if (part == parts.end()) {
+      parts.push_back({owner, {}});
+      part = parts.end() - 1;
+    }
+    part->second.push_back(i);
+  }
+  const absl::Time start = absl::Now();
+  std::vector<v1::Task> tasks(ids.size());
+  for (auto& [owner, positions] : parts) {
+    v1::WaitRequest request;
+    for (size_t i : positions) request.add_task_ids(ids[i]);
+    v1::WaitResponse response;
+    const absl::Duration left =
+        timeout == absl::InfiniteDuration()
+            ? timeout
+            : std::max(timeout - (absl::Now() - start), absl::ZeroDuration());
+    // Task ids survive a restart, so the wait goes on once the daemon is back.
+    absl::Status status =
+        RetryWhileUnavailable(left, impl_->reconnect_timeout, [&](absl::Duration rest) {
+          grpc::ClientContext context;
+          SetWaitTimeout(rest, &request, &context);
+          response.Clear();
+          return FromGrpc(owner->stub->Wait(&context, request, &response));
+        });
+    if (!status.ok()) return status;
+    if (parts.size() == 1) return response;
+    if (static_cast<size_t>(response.tasks_size()) != positions.size()) {
+      return absl::InternalError(absl::StrCat("daemon returned ", response.tasks_size(),
+                                              " tasks for a wait on ", positions.size()));
+    }
+    for (size_t k = 0; k < positions.size(); ++k) {
+      tasks[positions[k]] = std::move(*response.mutable_tasks(static_cast<int>(k)));
+    }
+  }
+  v1::WaitResponse all;
+  for (auto& t : tasks) *all.add_tasks() = std::move(t);
+  return all;
 }
 
 absl::StatusOr<v1::Task> Client::Wait(const std::string& id, absl::Duration timeout) {
@@ -614,15 +942,31 @@ absl::StatusOr<std::vector<v1::Task>> Client::WaitAll(const std::vector<std::str
 absl::StatusOr<v1::Task> Client::Run(const v1::TaskSpec& spec, absl::Duration timeout) {
   v1::RunRequest request;
   *request.mutable_spec() = spec;
-  if (spec.idempotency_key().empty()) request.mutable_spec()->set_idempotency_key(RandomKey());
+  Member* m = nullptr;
+  const bool own_key = !spec.idempotency_key().empty();
+  if (own_key) {
+    ASSIGN_OR_RETURN(m, impl_->KeyOwnerOf(spec.idempotency_key()));
+  } else {
+    request.mutable_spec()->set_idempotency_key(RandomKey());
+    m = impl_->Pick({});
+  }
+  std::vector<Member*> drained;
   v1::Task task;
-  // The same key finds the task if it was accepted before the daemon went away.
+  // The same key finds the task if it was accepted before the daemon went away. A key of
+  // this call's own may move to another daemon when this one drains (nothing accepted).
   absl::Status status =
       RetryWhileUnavailable(timeout, impl_->reconnect_timeout, [&](absl::Duration left) {
         grpc::ClientContext context;
         SetWaitTimeout(left, &request, &context);
         task.Clear();
-        return FromGrpc(impl_->stub->Run(&context, request, &task));
+        impl_->Sent(m, 1);
+        absl::Status s = FromGrpc(m->stub->Run(&context, request, &task));
+        if (!own_key && impl_->cluster && NotAccepted(context, s)) {
+          impl_->Draining(m);
+          drained.push_back(m);
+          if (Member* other = impl_->Pick(drained); other != nullptr) m = other;
+        }
+        return s;
       });
   if (!status.ok()) return status;
   return task;
@@ -675,6 +1019,49 @@ absl::Status BatchRefused(const v1::StreamResponse::Accepted& a, const std::vect
                    ") was refused: ", a.message(), " (this batch only; ", earlier, ")"));
 }
 
+// Cancels the Stream calls of one RunStream over several daemons when one of them fails.
+// Thread-safety: thread-safe.
+class StreamCancel {
+ public:
+  // Cancels every call registered, and those registered later at once.
+  void CancelAll() {
+    internal::MutexLock lock(&mu_);
+    cancelled_ = true;
+    for (grpc::ClientContext* c : calls_) c->TryCancel();
+  }
+  bool cancelled() {
+    internal::MutexLock lock(&mu_);
+    return cancelled_;
+  }
+  // A call in flight, from construction to destruction (a null StreamCancel: none).
+  class Registration {
+   public:
+    Registration(StreamCancel* cancel, grpc::ClientContext* context)
+        : cancel_(cancel), context_(context) {
+      if (cancel_ == nullptr) return;
+      internal::MutexLock lock(&cancel_->mu_);
+      cancel_->calls_.insert(context_);
+      if (cancel_->cancelled_) context_->TryCancel();
+    }
+    ~Registration() {
+      if (cancel_ == nullptr) return;
+      internal::MutexLock lock(&cancel_->mu_);
+      cancel_->calls_.erase(context_);
+    }
+    Registration(const Registration&) = delete;
+    Registration& operator=(const Registration&) = delete;
+
+   private:
+    StreamCancel* const cancel_;
+    grpc::ClientContext* const context_;
+  };
+
+ private:
+  internal::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::unordered_set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);
+};
+
 // One Stream call over the specs at `todo` (indices into `specs`, in order), until each
 // has its result or the call fails. Results go to `deliver`, which returns false for a
 // spec that already had one (specs sharing an idempotency key share a task, whose
@@ -682,10 +1069,12 @@ absl::Status BatchRefused(const v1::StreamResponse::Accepted& a, const std::vect
 absl::Status StreamOnce(v1::TaskService::Stub& stub, const std::vector<v1::TaskSpec>& specs,
                         const std::vector<size_t>& todo, const std::string& key_prefix,
                         size_t batch, absl::Duration timeout,
-                        const std::function<bool(size_t, v1::TaskResult&)>& deliver) {
+                        const std::function<bool(size_t, v1::TaskResult&)>& deliver,
+                        StreamCancel* cancel) {
   const size_t batches = (todo.size() + batch - 1) / batch;
   grpc::ClientContext context;
   if (timeout != absl::InfiniteDuration()) context.set_deadline(DeadlineAfter(timeout));
+  StreamCancel::Registration registration(cancel, &context);
   auto stream = stub.Stream(&context);
   // One thread writes the batches while this one reads: gRPC allows one reader and one
   // writer at a time on a stream.
@@ -751,40 +1140,117 @@ absl::Status StreamOnce(v1::TaskService::Stub& stub, const std::vector<v1::TaskS
 
 }  // namespace
 
-absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
-                               const std::function<void(size_t, v1::TaskResult&)>& on_result,
-                               const StreamOptions& options) {
-  if (specs.empty()) return absl::OkStatus();
+namespace {
+
+// RunStream on one daemon over the specs at `todo`: Stream calls until each has its
+// result, again after an outage with `resume` (see StreamOptions). `deliver` runs once
+// per spec, on this thread.
+absl::Status StreamResuming(v1::TaskService::Stub& stub, const std::vector<v1::TaskSpec>& specs,
+                            std::vector<size_t> todo, const std::string& key_prefix,
+                            const Client::StreamOptions& options, absl::Duration reconnect_timeout,
+                            const std::function<void(size_t, v1::TaskResult&)>& deliver,
+                            StreamCancel* cancel) {
   const size_t batch = std::max<size_t>(1, options.batch_size);
-  const std::string key_prefix = options.resume ? ShortRandomPrefix() : "";
-  std::vector<bool> seen(specs.size(), false);
-  size_t done = 0;
-  auto deliver = [&](size_t i, v1::TaskResult& r) {
-    if (seen[i]) return false;
-    seen[i] = true;
-    ++done;
-    on_result(i, r);
+  absl::flat_hash_set<size_t> seen;
+  seen.reserve(todo.size());
+  const std::vector<size_t> all = todo;
+  auto take = [&](size_t i, v1::TaskResult& r) {
+    if (!seen.insert(i).second) return false;
+    deliver(i, r);
     return true;
   };
   // As RetryWhileUnavailable, but an outage is counted from the last result: a long call
   // that made progress gets the whole reconnect_timeout for each restart.
-  Reconnect reconnect(options.timeout, impl_->reconnect_timeout);
-  std::vector<size_t> todo(specs.size());
-  for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+  Reconnect reconnect(options.timeout, reconnect_timeout);
   while (true) {
-    const size_t before = done;
+    const size_t before = seen.size();
     absl::Status status =
-        StreamOnce(*impl_->stub, specs, todo, key_prefix, batch, reconnect.left(), deliver);
+        StreamOnce(stub, specs, todo, key_prefix, batch, reconnect.left(), take, cancel);
     if (!options.resume || !absl::IsUnavailable(status)) return status;
-    if (done > before) reconnect.Progressed();
+    if (cancel != nullptr && cancel->cancelled()) return status;
+    if (seen.size() > before) reconnect.Progressed();
     const std::optional<absl::Duration> delay = reconnect.NextDelay();
     if (!delay) return status;
     absl::SleepFor(*delay);
     todo.clear();
-    for (size_t i = 0; i < specs.size(); ++i) {
-      if (!seen[i]) todo.push_back(i);
+    for (size_t i : all) {
+      if (!seen.contains(i)) todo.push_back(i);
     }
   }
+}
+
+}  // namespace
+
+absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
+                               const std::function<void(size_t, v1::TaskResult&)>& on_result,
+                               const StreamOptions& options) {
+  if (specs.empty()) return absl::OkStatus();
+  const std::string key_prefix = options.resume ? ShortRandomPrefix() : "";
+  if (!impl_->cluster) {
+    std::vector<size_t> todo(specs.size());
+    for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+    return StreamResuming(*impl_->first().stub, specs, std::move(todo), key_prefix, options,
+                          impl_->reconnect_timeout, on_result, nullptr);
+  }
+  // Several daemons: each spec to its key's owner or, without a key, least-loaded (task
+  // by task); one Stream per daemon at once, each on a thread of its own, their results
+  // handed to this thread.
+  std::vector<std::pair<Member*, std::vector<size_t>>> parts;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    Member* m = nullptr;
+    if (!specs[i].idempotency_key().empty()) {
+      ASSIGN_OR_RETURN(m, impl_->KeyOwnerOf(specs[i].idempotency_key()));
+    } else {
+      m = impl_->Pick({});
+    }
+    if (m == nullptr) return absl::UnavailableError("no daemon of the target accepts tasks now");
+    impl_->Sent(m, 1);
+    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == m; });
+    if (part == parts.end()) {
+      parts.push_back({m, {}});
+      part = parts.end() - 1;
+    }
+    part->second.push_back(i);
+  }
+  internal::Mutex mu;
+  std::deque<std::pair<size_t, v1::TaskResult>> ready;  // guarded by mu
+  size_t running = parts.size();                        // guarded by mu
+  absl::Status failure;                                 // guarded by mu
+  StreamCancel cancel;
+  std::vector<std::thread> threads;
+  for (auto& [member, positions] : parts) {
+    threads.emplace_back([&, member = member, positions = positions] {
+      absl::Status s = StreamResuming(
+          *member->stub, specs, positions, key_prefix, options, impl_->reconnect_timeout,
+          [&](size_t i, v1::TaskResult& r) {
+            internal::MutexLock lock(&mu);
+            ready.emplace_back(i, std::move(r));
+          },
+          &cancel);
+      internal::MutexLock lock(&mu);
+      --running;
+      if (!s.ok() && failure.ok()) {
+        failure = absl::Status(s.code(), absl::StrCat("daemon ", member->name, ": ", s.message()));
+        cancel.CancelAll();
+      }
+    });
+  }
+  while (true) {
+    std::deque<std::pair<size_t, v1::TaskResult>> batch;
+    bool finished = false;
+    {
+      internal::MutexLock lock(&mu);
+      auto wake = [&]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !ready.empty() || running == 0; };
+      mu.Await(absl::Condition(&wake));
+      batch.swap(ready);
+      finished = running == 0;
+    }
+    for (auto& [i, r] : batch) on_result(i, r);
+    if (finished) break;
+  }
+  for (std::thread& t : threads) t.join();
+  return failure;
 }
 
 absl::StatusOr<std::vector<v1::TaskResult>> Client::RunMany(const std::vector<v1::TaskSpec>& specs,
@@ -801,6 +1267,12 @@ void Client::WaitAsync(const std::string& id, std::function<void(absl::StatusOr<
   auto call =
       std::make_unique<AsyncWaitCall>(id, std::move(done), timeout, impl_->reconnect_timeout);
   call->request.add_task_ids(id);
+  absl::StatusOr<Member*> owner = impl_->OwnerOf(id);
+  if (!owner.ok()) {
+    call->done(owner.status());
+    return;
+  }
+  call->stub = (*owner)->stub.get();
   impl_->async().Start(std::move(call));
 }
 
@@ -815,21 +1287,59 @@ std::future<absl::StatusOr<v1::Task>> Client::WaitFuture(const std::string& id,
 }
 
 absl::StatusOr<std::vector<v1::Task>> Client::Cancel(const std::vector<std::string>& ids) {
-  v1::CancelRequest request;
-  for (const std::string& id : ids) request.add_task_ids(id);
-  v1::CancelResponse response;
-  grpc::ClientContext context;
-  absl::Status status = FromGrpc(impl_->stub->Cancel(&context, request, &response));
-  if (!status.ok()) return status;
-  return std::vector<v1::Task>(response.tasks().begin(), response.tasks().end());
+  std::vector<std::pair<Member*, v1::CancelRequest>> parts;
+  for (const std::string& id : ids) {
+    ASSIGN_OR_RETURN(Member * owner, impl_->OwnerOf(id));
+    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == owner; });
+    if (part == parts.end()) {
+      parts.push_back({owner, {}});
+      part = parts.end() - 1;
+    }
+    part->second.add_task_ids(id);
+  }
+  absl::flat_hash_map<std::string, v1::Task> by_id;
+  for (auto& [owner, request] : parts) {
+    v1::CancelResponse response;
+    grpc::ClientContext context;
+    absl::Status status = FromGrpc(owner->stub->Cancel(&context, request, &response));
+    if (!status.ok()) return status;
+    if (parts.size() == 1) {
+      return std::vector<v1::Task>(response.tasks().begin(), response.tasks().end());
+    }
+    for (v1::Task& t : *response.mutable_tasks()) by_id[t.id()] = std::move(t);
+  }
+  std::vector<v1::Task> out;
+  for (const std::string& id : ids) {
+    if (auto it = by_id.find(id); it != by_id.end()) out.push_back(it->second);
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<v1::Task>> Client::List(const v1::ListRequest& request) {
-  v1::ListResponse response;
-  grpc::ClientContext context;
-  absl::Status status = FromGrpc(impl_->stub->List(&context, request, &response));
-  if (!status.ok()) return status;
-  return std::vector<v1::Task>(response.tasks().begin(), response.tasks().end());
+  std::vector<v1::Task> out;
+  for (auto& m : impl_->members) {
+    {
+      internal::MutexLock lock(&impl_->mu);
+      if (impl_->cluster && (m->duplicate || m->name.empty())) continue;
+    }
+    v1::ListResponse response;
+    grpc::ClientContext context;
+    absl::Status status = FromGrpc(m->stub->List(&context, request, &response));
+    if (!status.ok()) {
+      if (!impl_->cluster) return status;
+      return absl::Status(status.code(), absl::StrCat("daemon ", m->name, " (", m->address,
+                                                      "): ", status.message()));
+    }
+    for (v1::Task& t : *response.mutable_tasks()) out.push_back(std::move(t));
+  }
+  if (impl_->cluster) {  // newest first, as each daemon lists them, and the limit of all
+    std::stable_sort(out.begin(), out.end(), [](const v1::Task& a, const v1::Task& b) {
+      return a.decision().submitted_unix_us() > b.decision().submitted_unix_us();
+    });
+    const size_t limit = request.limit() == 0 ? 100 : request.limit();
+    if (out.size() > limit) out.resize(limit);
+  }
+  return out;
 }
 
 absl::Status Client::Watch(const v1::WatchRequest& request,
@@ -838,7 +1348,24 @@ absl::Status Client::Watch(const v1::WatchRequest& request,
   grpc::ClientContext context;
   const bool finite = timeout != absl::InfiniteDuration();
   if (finite) context.set_deadline(DeadlineAfter(std::max(timeout, absl::ZeroDuration())));
-  std::unique_ptr<grpc::ClientReader<v1::TaskEvent>> reader = impl_->stub->Watch(&context, request);
+  Member* m = &impl_->first();
+  if (impl_->cluster) {
+    if (request.task_ids().empty()) {
+      return absl::UnimplementedError(absl::StrCat(
+          "watching every task of a cluster target (", impl_->target,
+          ") is not supported yet: watch given ids, or each daemon (--target ADDRESS)"));
+    }
+    for (const std::string& id : request.task_ids()) {
+      ASSIGN_OR_RETURN(Member * owner, impl_->OwnerOf(id));
+      if (id != request.task_ids(0) && owner != m) {
+        return absl::UnimplementedError(
+            "watching tasks of several daemons in one call is not supported yet: watch each "
+            "daemon's tasks on their own");
+      }
+      m = owner;
+    }
+  }
+  std::unique_ptr<grpc::ClientReader<v1::TaskEvent>> reader = m->stub->Watch(&context, request);
   v1::TaskEvent event;
   bool stopped = false;
   while (reader->Read(&event)) {
@@ -863,26 +1390,46 @@ absl::Status Client::Logs(const std::string& id, bool follow,
   v1::LogsRequest request;
   request.set_task_id(id);
   request.set_follow(follow);
+  ASSIGN_OR_RETURN(Member * owner, impl_->OwnerOf(id));
   std::unique_ptr<grpc::ClientReader<v1::OutputChunk>> reader =
-      impl_->stub->Logs(&context, request);
+      owner->stub->Logs(&context, request);
   v1::OutputChunk chunk;
   while (reader->Read(&chunk)) on_chunk(chunk);
   return FromGrpc(reader->Finish());
 }
 
 absl::StatusOr<v1::Stats> Client::GetStats() {
-  v1::Stats response;
-  grpc::ClientContext context;
-  absl::Status status = FromGrpc(impl_->stub->GetStats(&context, v1::GetStatsRequest(), &response));
-  if (!status.ok()) return status;
-  return response;
+  std::vector<DaemonStats> all = ClusterStats();
+  for (DaemonStats& d : all) {
+    if (d.stats.ok()) return std::move(d.stats);
+  }
+  return all.front().stats.status();
 }
+
+std::vector<Client::DaemonStats> Client::ClusterStats() {
+  std::vector<DaemonStats> out;
+  for (auto& m : impl_->members) {
+    {
+      internal::MutexLock lock(&impl_->mu);
+      if (m->duplicate) continue;
+    }
+    v1::Stats response;
+    grpc::ClientContext context;
+    absl::Status status = FromGrpc(m->stub->GetStats(&context, v1::GetStatsRequest(), &response));
+    DaemonStats d{m->address, response.daemon(), std::move(response)};
+    if (!status.ok()) d.stats = status;
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+size_t Client::daemons() const { return impl_->members.size(); }
 
 absl::StatusOr<std::vector<v1::HandlerInfo>> Client::ListHandlers() {
   v1::ListHandlersResponse response;
   grpc::ClientContext context;
   absl::Status status =
-      FromGrpc(impl_->stub->ListHandlers(&context, v1::ListHandlersRequest(), &response));
+      FromGrpc(impl_->first().stub->ListHandlers(&context, v1::ListHandlersRequest(), &response));
   if (!status.ok()) return status;
   return std::vector<v1::HandlerInfo>(response.handlers().begin(), response.handlers().end());
 }

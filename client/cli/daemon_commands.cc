@@ -36,7 +36,7 @@ constexpr char kLearnedNote[] =
     "no handler hint.)\n";
 
 void PrintStats(const v1::Stats& stats) {
-  std::cout << "daemon pid " << stats.daemon_pid();
+  std::cout << "daemon pid " << stats.daemon_pid() << " (task ids " << stats.daemon() << "-N)";
   if (stats.started_unix_us() > 0) {
     std::cout << ", up " << FormatUptime(internal::NowUnixMicros() - stats.started_unix_us());
   }
@@ -111,9 +111,37 @@ void PrintStats(const v1::Stats& stats) {
   std::cout << kLearnedNote;
 }
 
+// `taskrt stats` of a cluster target: each daemon's stats (-o json: an array of them),
+// and each daemon that did not answer, on stderr (exit 4 then).
+int PrintClusterStats(const CliContext& ctx, Client& client) {
+  std::vector<Client::DaemonStats> all = client.ClusterStats();
+  std::vector<const google::protobuf::Message*> answered;
+  bool first = true;
+  for (const Client::DaemonStats& d : all) {
+    if (!d.stats.ok()) continue;
+    if (ctx.global.json()) {
+      answered.push_back(&*d.stats);
+      continue;
+    }
+    std::cout << (first ? "" : "\n") << "== " << d.stats->daemon() << " (" << d.address << ")\n";
+    first = false;
+    PrintStats(*d.stats);
+  }
+  if (ctx.global.json()) PrintJsonArrayOf(answered);
+  int code = kExitOk;
+  for (const Client::DaemonStats& d : all) {
+    if (d.stats.ok()) continue;
+    PrintError(
+        absl::StrCat("the daemon at ", d.address, " did not answer: ", d.stats.status().message()));
+    code = kExitUnreachable;
+  }
+  return code;
+}
+
 int RunStats(const CliContext& ctx) {
   absl::StatusOr<std::unique_ptr<Client>> client = ConnectClient(ctx.global);
   if (!client.ok()) return Fail(client.status());
+  if ((*client)->daemons() > 1) return PrintClusterStats(ctx, **client);
   absl::StatusOr<v1::Stats> stats = (*client)->GetStats();
   if (!stats.ok()) return Fail(stats.status());
   if (ctx.global.json()) {

@@ -63,9 +63,10 @@ int main(int argc, char** argv) {
                      "service's /run/taskrt/taskrt.sock)")
       ->type_name("PATH");
   app.add_option("--target", ctx.global.target,
-                 "gRPC target of the daemon instead of the socket, e.g. 127.0.0.1:7070 "
-                 "(default: $TASKRT_TARGET unless --socket is given)")
-      ->type_name("HOST:PORT");
+                 "gRPC target of the daemon instead of the socket, e.g. 127.0.0.1:7070, or of "
+                 "several daemons: ipv4:10.0.0.1:7070,10.0.0.2:7070 or dns:///HOST:PORT "
+                 "(docs/CLUSTER.md) (default: $TASKRT_TARGET unless --socket is given)")
+      ->type_name("TARGET");
   AddSecurityOptions(app, ctx.global);
   app.add_option("--output,-o", ctx.global.output,
                  "Output format: table (for people) or json (proto JSON, field names "

@@ -53,9 +53,18 @@ struct ClientOptions {
   // Unix socket of the daemon. Empty: DefaultSocketPath(), or the system service's
   // /run/taskrt/taskrt.sock when that does not exist and TASKRT_SOCKET is unset.
   std::string socket_path;
-  // A gRPC target ("127.0.0.1:7070", "dns:///host:7070", "unix:/path"); overrides
-  // socket_path when set. Empty: use socket_path.
+  // A gRPC target ("127.0.0.1:7070", "unix:/path"); overrides socket_path when set.
+  // Empty: use socket_path. A cluster target names several daemons: a list
+  // "ipv4:10.0.0.1:7070,10.0.0.2:7070" or a DNS name "dns:///taskrt.ns.svc:7070" (each
+  // address it resolves to is a daemon). The client then connects to each, spreads new
+  // tasks over them, sends every id to the daemon that owns it and every idempotency
+  // key to one owner (docs/CLUSTER.md). Connect succeeds when one daemon answers.
   std::string target;
+  // How a cluster target's new tasks (without an idempotency key) are spread:
+  // kLeastLoaded sends each to the daemon with the fewest tasks queued or running, as
+  // the daemons last reported; kRoundRobin takes them in turn.
+  enum class Spread { kLeastLoaded, kRoundRobin };
+  Spread spread = Spread::kLeastLoaded;
 
   // The daemon's bearer token, for TCP targets. Empty: read token_file; else
   // $TASKRT_TOKEN (the token itself); else the file $TASKRT_TOKEN_FILE; else no token.
@@ -183,7 +192,18 @@ class Client {
   absl::Status Logs(const std::string& id, bool follow,
                     const std::function<void(const v1::OutputChunk&)>& on_chunk);
 
+  // The stats of the daemon (of a cluster target: of the first daemon that answers).
   absl::StatusOr<v1::Stats> GetStats();
+  // The stats of every daemon of the target (one for a single daemon), in the order of
+  // its addresses: the address, the daemon's name and its stats or why there are none.
+  struct DaemonStats {
+    std::string address;
+    std::string name;
+    absl::StatusOr<v1::Stats> stats;
+  };
+  std::vector<DaemonStats> ClusterStats();
+  // How many daemons the target names (1 unless it is a cluster target).
+  size_t daemons() const;
   absl::StatusOr<std::vector<v1::HandlerInfo>> ListHandlers();
 
  private:
