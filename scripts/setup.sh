@@ -30,6 +30,9 @@ PACKAGES=(
   help2man lintian   # man pages from --help; the .deb test runs lintian (cpack -G DEB)
   clang-14 libclang-rt-14-dev  # the fuzz build (scripts/fuzz.sh): clang++-14 -fsanitize=fuzzer
 )
+# nodejs, npm: the offline check of deploy/kubernetes (tests/deploy/kubernetes_test.sh);
+# only where no node is installed (another node, e.g. NodeSource's, brings its own npm).
+if ! command -v node >/dev/null; then PACKAGES+=(nodejs npm); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

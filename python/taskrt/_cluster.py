@@ -39,10 +39,21 @@ def fnv1a64(data: bytes) -> int:
     return h
 
 
+def mix64(h: int) -> int:
+    """MurmurHash3's 64-bit finalizer: FNV-1a alone mixes names that differ in one
+    character too little (30 keys over node-0..node-2 went to two of them)."""
+    h ^= h >> 33
+    h = (h * 0xff51afd7ed558ccd) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xc4ceb9fe1a85ec53) & _MASK64
+    h ^= h >> 33
+    return h
+
+
 def key_owner(names: Iterable[str], key: str) -> str:
     """The name that wins rendezvous hashing for `key`: the highest
-    FNV-1a-64(name + "\\n" + key), ties to the smaller name."""
-    return min(names, key=lambda n: (-fnv1a64((n + "\n" + key).encode("utf-8")), n))
+    Mix64(FNV-1a-64(name + "\\n" + key)), ties to the smaller name (as client/cluster.cc)."""
+    return min(names, key=lambda n: (-mix64(fnv1a64((n + "\n" + key).encode("utf-8"))), n))
 
 
 def owner_of(task_id: str) -> str:
@@ -221,8 +232,10 @@ class Members:
             if self._spread == "least-loaded":
                 def estimate(m: Member) -> int:
                     return (m.load if now - m.load_at <= LOAD_REPORT_TTL else 0) + m.sent
+                # Round-robin among the daemons near the lowest estimate: a load of 1
+                # or 2 is noise (a no-op's own), not a reason to starve a daemon.
                 low = min(estimate(m) for m in ready)
-                ready = [m for m in ready if estimate(m) == low]
+                ready = [m for m in ready if estimate(m) <= low + max(2, low // 4)]
             chosen = ready[self._rr % len(ready)]
             self._rr += 1
             chosen.sent += count

@@ -81,11 +81,13 @@ def test_round_robin_spreads_300_noops_evenly(cluster):
 
 
 def test_least_loaded_spreads_over_every_daemon(cluster):
-    # Tasks that stay queued, so that each daemon's reported load grows with what it got.
-    # (With no-ops the reports are 1 or 2 at random, and a daemon that once reported 2
-    # keeps its estimate for up to a second: least-loaded then favours the others, by the
-    # design's rule, and a 20 % floor would be luck.)
+    # No-ops (each daemon reports a load of 1 or 2 at random: noise the spread must not
+    # follow, or one daemon starves), then tasks that stay queued, so that each daemon's
+    # reported load grows with what it got.
     with _client(cluster) as client:
+        noops = [client.submit("sys.noop") for _ in range(300)]
+        per_daemon = collections.Counter(_owner(i) for i in noops)
+        assert min(per_daemon.get(name, 0) for name in NAMES) >= 60, per_daemon
         ids = [client.submit("sys.sleep", {"ms": 20000}) for _ in range(300)]
         try:
             per_daemon = collections.Counter(_owner(i) for i in ids)
@@ -154,6 +156,9 @@ def test_rendezvous_hash_is_fnv1a_64():
     assert _cluster.fnv1a64(b"") == 0xCBF29CE484222325
     assert _cluster.fnv1a64(b"a") == 0xAF63DC4C8601EC8C
     assert _cluster.owner_of("node-2-17") == "node-2"
+    # The owners client/cluster.cc pins (tests/integration/cluster_test.cc).
+    assert "".join(str(NAMES.index(_cluster.key_owner(NAMES, "order-%d" % i)))
+                   for i in range(8)) == "00220211"
 
 
 def test_submit_many_splits_keys_by_owner(cluster):
