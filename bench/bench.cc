@@ -32,9 +32,11 @@
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,6 +49,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -54,6 +57,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -68,6 +72,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "bench/bench_util.h"
+#include "common/status_macros.h"
 #include "common/util.h"
 #include "nlohmann/json.hpp"
 #include "taskrt/client.h"
@@ -882,6 +887,134 @@ std::vector<Result> DurableRatio(Context& ctx) {
                                durable, memory))};
 }
 
+// ---- cluster ------------------------------------------------------------------------
+
+// Three daemons of one cpu worker each on loopback TCP with one token, and a client of
+// all three (docs/CLUSTER.md). Stops them in its destructor, by pid.
+struct LocalCluster {
+  std::vector<std::unique_ptr<DaemonProcess>> daemons;
+  std::vector<std::string> addresses;
+  std::string token_file;
+  std::string dir;
+  ~LocalCluster() {
+    daemons.clear();
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+  }
+  absl::StatusOr<std::unique_ptr<Client>> Connect(std::string target,
+                                                  ClientOptions::Spread spread) const {
+    ClientOptions options;
+    options.target = std::move(target);
+    options.token_file = token_file;
+    options.spread = spread;
+    return Client::Connect(options);
+  }
+  std::string Target() const { return absl::StrCat("ipv4:", absl::StrJoin(addresses, ",")); }
+};
+
+std::string RandomHexForBench() {
+  std::mt19937_64 gen{std::random_device{}()};
+  return absl::StrCat(absl::Hex(gen(), absl::kZeroPad16), absl::Hex(gen(), absl::kZeroPad16),
+                      absl::Hex(gen(), absl::kZeroPad16));
+}
+
+int FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a = {};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  ::close(fd);
+  return ok ? ntohs(a.sin_port) : 0;
+}
+
+absl::Status StartCluster(const Context& ctx, LocalCluster* c) {
+  char tmpl[] = "/tmp/taskrt-bench-cluster-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  c->dir = tmpl;
+  c->token_file = c->dir + "/token";
+  {
+    std::ofstream out(c->token_file);
+    out << "bench" << RandomHexForBench() << "\n";
+  }
+  std::filesystem::permissions(
+      c->token_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  for (int i = 0; i < 3; ++i) {
+    const int port = FreeLoopbackPort();
+    DaemonProcessOptions options = ctx.options.daemon;
+    options.dir = absl::StrCat(c->dir, "/d", i);
+    std::filesystem::create_directories(options.dir);
+    options.args = {"--listen",    absl::StrCat("127.0.0.1:", port), "--token-file",  c->token_file,
+                    "--id-prefix", absl::StrCat("bench-", i),        "--cpu-workers", "1",
+                    "--quiet"};
+    ASSIGN_OR_RETURN(auto daemon, DaemonProcess::Start(options));
+    c->daemons.push_back(std::move(daemon));
+    c->addresses.push_back(absl::StrCat("127.0.0.1:", port));
+  }
+  return absl::OkStatus();
+}
+
+// The makespan of `specs` through `client`, in seconds.
+absl::StatusOr<double> Makespan(Client& client, const std::vector<TaskSpec>& specs) {
+  const auto start = std::chrono::steady_clock::now();
+  Client::StreamOptions options;
+  options.batch_size = 1;  // one task per batch: a cluster spreads task by task anyway
+  options.timeout = kWaitTimeout;
+  ASSIGN_OR_RETURN(std::vector<TaskResult> results, client.RunMany(specs, options));
+  RETURN_IF_ERROR(AllSucceeded(results));
+  return Since(start);
+}
+
+absl::StatusOr<std::vector<Result>> ClusterFigures(Context& ctx) {
+  LocalCluster cluster;
+  RETURN_IF_ERROR(StartCluster(ctx, &cluster));
+  using Spread = ClientOptions::Spread;
+  ASSIGN_OR_RETURN(auto all, cluster.Connect(cluster.Target(), Spread::kLeastLoaded));
+  ASSIGN_OR_RETURN(auto rr, cluster.Connect(cluster.Target(), Spread::kRoundRobin));
+  ASSIGN_OR_RETURN(auto one, cluster.Connect(cluster.addresses[0], Spread::kLeastLoaded));
+  std::vector<Result> out;
+  const int n = ctx.options.quick ? 3000 : 30000;
+  ASSIGN_OR_RETURN(double rate, NoopRate(*all, n));
+  out.push_back(Measured("cluster_noop_throughput", rate, "tasks/s",
+                         absl::StrFormat("%d sys.noop by one client over 3 local daemons "
+                                         "(TCP with a token, --durability full)",
+                                         n)));
+  ASSIGN_OR_RETURN(int64_t below, PrimesBelowFor(ctx, ctx.options.quick ? 0.1 : 0.25));
+  const std::vector<TaskSpec> twelve(12, PrimesTask(below));
+  ASSIGN_OR_RETURN(double t_one, Makespan(*one, twelve));
+  ASSIGN_OR_RETURN(double t_all, Makespan(*all, twelve));
+  const int ceiling = std::min(ctx.shape.cores, 3);
+  out.push_back(Measured(
+      "cluster_cpu_scaling", t_one / t_all, "x",
+      absl::StrFormat("12 x math.primes below %d: one daemon of 1 cpu worker %.2f s, 3 such "
+                      "daemons %.2f s; the ceiling is min(%d cores, 3 workers) = %d",
+                      below, t_one, t_all, ctx.shape.cores, ceiling)));
+  // Uneven load: another client has queued 6 tasks on daemon 0 first. Least-loaded sees
+  // its load and sends it fewer of the 12; round-robin sends it its third.
+  double makespan[2] = {0, 0};
+  for (int policy = 0; policy < 2; ++policy) {
+    ASSIGN_OR_RETURN(std::vector<std::string> busy,
+                     one->SubmitBatch(std::vector<TaskSpec>(6, PrimesTask(below))));
+    ASSIGN_OR_RETURN(makespan[policy], Makespan(policy == 0 ? *all : *rr, twelve));
+    ASSIGN_OR_RETURN(std::vector<Task> done, one->WaitAll(busy, kWaitTimeout));
+    (void)done;
+    absl::SleepFor(absl::Milliseconds(1100));  // the loads reported go stale
+  }
+  out.push_back(Measured(
+      "cluster_spread_uneven", makespan[1] / makespan[0], "x",
+      absl::StrFormat("12 CPU tasks while daemon 0 has 6 queued by another client: "
+                      "least-loaded %.2f s, round-robin %.2f s (round-robin / least-loaded)",
+                      makespan[0], makespan[1])));
+  return out;
+}
+
+std::vector<Result> ClusterScenario(Context& ctx) {
+  absl::StatusOr<std::vector<Result>> r = ClusterFigures(ctx);
+  if (r.ok()) return *std::move(r);
+  return {Failed("cluster_noop_throughput", "tasks/s", r.status())};
+}
+
 struct Scenario {
   std::string name;
   bool in_quick;
@@ -908,6 +1041,7 @@ std::vector<Scenario> AllScenarios() {
       {"durable_ratio", true, DurableRatio, ""},
       {"queued_memory", false, QueuedMemory, ""},
       {"unread_stream_memory", false, UnreadStreamMemory, ""},
+      {"cluster", false, ClusterScenario, ""},
   };
 }
 

@@ -525,6 +525,9 @@ struct Client::Impl {
   void Sent(Member* m, size_t n);
   void Reported(Member* m, uint64_t load);
   void Draining(Member* m);
+  // Asks the daemons whose last load report is a second old or more for their load
+  // (their Stats): another client's tasks count too.
+  void RefreshStaleLoads();
   // The names of the members known, for messages.
   std::string Known();
 };
@@ -627,11 +630,38 @@ absl::StatusOr<Member*> Client::Impl::KeyOwnerOf(const std::string& key) {
   return named[internal::KeyOwner(names, key)];
 }
 
+void Client::Impl::RefreshStaleLoads() {
+  std::vector<Member*> stale;
+  {
+    internal::MutexLock lock(&mu);
+    const absl::Time now = absl::Now();
+    for (auto& m : members) {
+      if (!m->name.empty() && !m->duplicate && now - m->load_at >= kLoadFresh) {
+        m->load_at = now;  // one refresh a second, even when it fails
+        m->load = 0;
+        m->sent = 0;
+        stale.push_back(m.get());
+      }
+    }
+  }
+  for (Member* m : stale) {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineAfter(std::min(connect_timeout, absl::Milliseconds(500))));
+    v1::Stats stats;
+    if (!m->stub->GetStats(&context, v1::GetStatsRequest(), &stats).ok()) continue;
+    uint64_t load = 0;
+    for (const v1::PoolInfo& p : stats.pools()) load += p.queued() + p.running();
+    internal::MutexLock lock(&mu);
+    m->load = load;
+  }
+}
+
 Member* Client::Impl::Pick(const std::vector<Member*>& excluded) {
   if (!cluster) return &first();
   if (std::any_of(members.begin(), members.end(), [](auto& m) { return m->name.empty(); })) {
     (void)ProbeUnnamed();
   }
+  if (spread == ClientOptions::Spread::kLeastLoaded) RefreshStaleLoads();
   internal::MutexLock lock(&mu);
   const absl::Time now = absl::Now();
   const size_t n = members.size();
@@ -640,9 +670,7 @@ Member* Client::Impl::Pick(const std::vector<Member*>& excluded) {
            std::find(excluded.begin(), excluded.end(), m) == excluded.end() &&
            m->channel->GetState(false) != GRPC_CHANNEL_TRANSIENT_FAILURE;
   };
-  auto estimate = [&](Member* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    return (now - m->load_at < kLoadFresh ? m->load : 0) + m->sent;
-  };
+  auto estimate = [&](Member* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return m->load + m->sent; };
   // Round-robin among the daemons near the lowest estimate (all of them for
   // kRoundRobin): a load of 1 or 2 is noise, a no-op's own, not a reason to starve a
   // daemon (with the exact minimum, one got 24 % of 3000 no-ops).
