@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -63,6 +64,14 @@ class ClusterTest : public ::testing::Test {
     }
     std::filesystem::permissions(
         token_file_, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    if (tls_) {
+      // A self-signed certificate for the name "taskrt-test", shared by the daemons.
+      const std::string command = absl::StrCat(
+          "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=taskrt-test "
+          "-addext subjectAltName=DNS:taskrt-test -keyout ",
+          dir_, "/key.pem -out ", dir_, "/cert.pem >/dev/null 2>&1");
+      if (std::system(command.c_str()) != 0) GTEST_SKIP() << "no openssl tool";
+    }
     for (int i = 0; i < kDaemons; ++i) {
       ports_.push_back(FreePort());
       DaemonProcessOptions options;
@@ -76,6 +85,10 @@ class ClusterTest : public ::testing::Test {
                       "--cpu-workers",   "1",
                       "--drain-timeout", "20s",
                       "--quiet"};
+      if (tls_) {
+        options.args.insert(options.args.end(),
+                            {"--tls-cert", dir_ + "/cert.pem", "--tls-key", dir_ + "/key.pem"});
+      }
       auto started = DaemonProcess::Start(options);
       ASSERT_THAT(started, IsOk());
       daemons_.push_back(*std::move(started));
@@ -99,11 +112,16 @@ class ClusterTest : public ::testing::Test {
     options.token_file = token_file_;
     options.spread = spread;
     options.reconnect_timeout = absl::Seconds(30);
+    if (tls_) {
+      options.tls_ca_file = dir_ + "/cert.pem";
+      options.tls_server_name = "taskrt-test";
+    }
     auto client = Client::Connect(options);
     EXPECT_THAT(client, IsOk());
     return client.ok() ? *std::move(client) : nullptr;
   }
 
+  bool tls_ = false;
   std::string dir_, token_file_;
   std::vector<int> ports_;
   std::vector<std::unique_ptr<DaemonProcess>> daemons_;
@@ -166,6 +184,35 @@ TEST_F(ClusterTest, SubmitsAreSpreadAndIdsRouteToTheirOwner) {
     ASSERT_THAT(stats[i].stats, IsOk());
     EXPECT_EQ(stats[i].name, absl::StrCat("node-", i));
   }
+}
+
+class ClusterTlsTest : public ClusterTest {
+ protected:
+  void SetUp() override {
+    tls_ = true;
+    ClusterTest::SetUp();
+  }
+};
+
+TEST_F(ClusterTlsTest, EveryDaemonOverTlsWithTheToken) {
+  auto client = Connect(Target());
+  ASSERT_NE(client, nullptr);
+  std::vector<std::string> ids;
+  std::set<std::string> owners;
+  for (int i = 0; i < 30; ++i) {
+    auto id = client->Submit(MakeTask("sys.noop", ""));
+    ASSERT_THAT(id, IsOk());
+    owners.insert(Owner(*id));
+    ids.push_back(*id);
+  }
+  EXPECT_EQ(owners.size(), 3u);
+  ASSERT_THAT(client->WaitAll(ids, absl::Seconds(30)), IsOk());
+  // Without TLS the daemons answer nothing: no daemon of the target is reachable.
+  ClientOptions plain;
+  plain.target = Target();
+  plain.token_file = token_file_;
+  plain.connect_timeout = absl::Seconds(1);
+  EXPECT_THAT(Client::Connect(plain), StatusIs(absl::StatusCode::kUnavailable));
 }
 
 TEST_F(ClusterTest, KeysHaveOneOwnerWhateverTheOrderOfTheAddresses) {
