@@ -502,7 +502,9 @@ struct Client::Impl {
   bool cluster = false;
   std::vector<std::unique_ptr<Member>> members;
   internal::Mutex mu;
-  size_t next ABSL_GUARDED_BY(mu) = 0;  // round-robin position
+  // The round-robin position; it starts at random, or every short-lived client (one
+  // per `taskrt submit`) would send its first task to the first daemon.
+  size_t next ABSL_GUARDED_BY(mu) = std::random_device{}();
   std::once_flag async_waits_once;
   std::unique_ptr<AsyncWaits> async_waits;  // from the first WaitAsync; goes before members
 

@@ -10,6 +10,7 @@ threads at once, as taskrt.Client.
 
 from __future__ import annotations
 
+import random
 import queue
 import threading
 import time
@@ -129,7 +130,8 @@ class Members:
         self._spread = spread
         self._clock = clock
         self._lock = threading.Lock()
-        self._rr = 0
+        # At random: else every short-lived client sends its first task to the first daemon.
+        self._rr = random.randrange(1 << 30)
 
     def probe_all(self, timeout: float, force: bool = False) -> None:
         """Asks each unnamed member for its stats (at most once a second unless `force`),

@@ -209,6 +209,41 @@ def test_aio_refuses_a_cluster_target(cluster):
                           token_file=cluster["token_file"])
 
 
+def _cli(cluster, *args):
+    import subprocess
+    target = "ipv4:" + ",".join(cluster["addresses"])
+    return subprocess.run([os.path.join(BIN_DIR, "taskrt"), "--target", target, "--token-file",
+                           cluster["token_file"], *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_cli_against_the_cluster(cluster):
+    import json
+    r = _cli(cluster, "stats")
+    assert r.returncode == 0, r
+    for name, address in zip(NAMES, cluster["addresses"]):
+        assert "== %s (ipv4:%s)" % (name, address) in r.stdout, r.stdout
+    r = _cli(cluster, "stats", "-o", "json")
+    assert r.returncode == 0, r
+    assert sorted(s["daemon"] for s in json.loads(r.stdout)) == NAMES
+    ids = []
+    # One client per command, each starting the spread at random: 30 cover all three but
+    # once in ~60,000 runs.
+    for _ in range(30):
+        r = _cli(cluster, "submit", "sys.noop", "--wait", "-o", "json")
+        assert r.returncode == 0, r
+        ids.append(json.loads(r.stdout)["id"])
+    assert {_owner(i) for i in ids} == set(NAMES), ids
+    r = _cli(cluster, "status", ids[0])
+    assert r.returncode == 0 and "succeeded" in r.stdout, r
+    r = _cli(cluster, "list", "-o", "json", "--limit", "1000")
+    assert r.returncode == 0, r
+    listed = {t["id"] for t in json.loads(r.stdout)}
+    assert set(ids) <= listed
+    r = _cli(cluster, "status", "node-7-1")
+    assert r.returncode != 0 and "node-7" in r.stderr, r
+
+
 def test_a_draining_daemon_gets_no_new_tasks(cluster):
     draining = cluster["daemons"][2]
     with taskrt.Client(cluster["addresses"][2], token_file=cluster["token_file"]) as one:
