@@ -1376,46 +1376,114 @@ absl::StatusOr<std::vector<v1::Task>> Client::List(const v1::ListRequest& reques
   return out;
 }
 
-absl::Status Client::Watch(const v1::WatchRequest& request,
-                           const std::function<bool(const v1::TaskEvent&)>& on_event,
-                           absl::Duration timeout) {
+namespace {
+
+// One Watch call until it ends, `deliver` returns false (then OK) or `timeout` passes
+// (OK: the deadline is how the timeout is implemented, not a failure).
+absl::Status WatchOne(v1::TaskService::Stub& stub, const v1::WatchRequest& request,
+                      absl::Duration timeout,
+                      const std::function<bool(const v1::TaskEvent&)>& deliver,
+                      StreamCancel* cancel) {
   grpc::ClientContext context;
   const bool finite = timeout != absl::InfiniteDuration();
   if (finite) context.set_deadline(DeadlineAfter(std::max(timeout, absl::ZeroDuration())));
-  Member* m = &impl_->first();
-  if (impl_->cluster) {
-    if (request.task_ids().empty()) {
-      return absl::UnimplementedError(absl::StrCat(
-          "watching every task of a cluster target (", impl_->target,
-          ") is not supported yet: watch given ids, or each daemon (--target ADDRESS)"));
-    }
-    for (const std::string& id : request.task_ids()) {
-      ASSIGN_OR_RETURN(Member * owner, impl_->OwnerOf(id));
-      if (id != request.task_ids(0) && owner != m) {
-        return absl::UnimplementedError(
-            "watching tasks of several daemons in one call is not supported yet: watch each "
-            "daemon's tasks on their own");
-      }
-      m = owner;
-    }
-  }
-  std::unique_ptr<grpc::ClientReader<v1::TaskEvent>> reader = m->stub->Watch(&context, request);
+  StreamCancel::Registration registration(cancel, &context);
+  std::unique_ptr<grpc::ClientReader<v1::TaskEvent>> reader = stub.Watch(&context, request);
   v1::TaskEvent event;
   bool stopped = false;
   while (reader->Read(&event)) {
-    if (!on_event(event)) {
+    if (!deliver(event)) {
       stopped = true;
       context.TryCancel();
       break;
     }
   }
   const grpc::Status status = reader->Finish();
-  if (stopped) return absl::OkStatus();
-  // The deadline is how the timeout is implemented, not a failure.
+  if (stopped || (cancel != nullptr && cancel->cancelled())) return absl::OkStatus();
   if (finite && status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     return absl::OkStatus();
   }
   return FromGrpc(status);
+}
+
+}  // namespace
+
+absl::Status Client::Watch(const v1::WatchRequest& request,
+                           const std::function<bool(const v1::TaskEvent&)>& on_event,
+                           absl::Duration timeout) {
+  if (!impl_->cluster) return WatchOne(*impl_->first().stub, request, timeout, on_event, nullptr);
+  // Several daemons: the ids' owners (every daemon for a watch of all tasks), one Watch
+  // each on a thread of its own, the events handed to this thread.
+  std::vector<std::pair<Member*, v1::WatchRequest>> parts;
+  if (request.task_ids().empty()) {
+    (void)impl_->ProbeUnnamed();
+    internal::MutexLock lock(&impl_->mu);
+    for (auto& m : impl_->members) {
+      if (!m->name.empty() && !m->duplicate) parts.push_back({m.get(), request});
+    }
+  }
+  for (const std::string& id : request.task_ids()) {
+    ASSIGN_OR_RETURN(Member * owner, impl_->OwnerOf(id));
+    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == owner; });
+    if (part == parts.end()) {
+      v1::WatchRequest r = request;
+      r.clear_task_ids();
+      parts.push_back({owner, std::move(r)});
+      part = parts.end() - 1;
+    }
+    part->second.add_task_ids(id);
+  }
+  if (parts.size() == 1) {
+    return WatchOne(*parts[0].first->stub, parts[0].second, timeout, on_event, nullptr);
+  }
+  internal::Mutex mu;
+  std::deque<v1::TaskEvent> ready;  // guarded by mu
+  size_t running = parts.size();    // guarded by mu
+  absl::Status failure;             // guarded by mu
+  StreamCancel cancel;
+  std::vector<std::thread> threads;
+  for (auto& [member, part_request] : parts) {
+    threads.emplace_back([&, member = member, r = &part_request] {
+      absl::Status s = WatchOne(
+          *member->stub, *r, timeout,
+          [&](const v1::TaskEvent& e) {
+            internal::MutexLock lock(&mu);
+            ready.push_back(e);
+            return true;
+          },
+          &cancel);
+      internal::MutexLock lock(&mu);
+      --running;
+      if (!s.ok() && failure.ok()) {
+        failure = absl::Status(s.code(), absl::StrCat("daemon ", member->name, ": ", s.message()));
+        cancel.CancelAll();
+      }
+    });
+  }
+  bool stopped = false;
+  while (true) {
+    std::deque<v1::TaskEvent> batch;
+    bool finished = false;
+    {
+      internal::MutexLock lock(&mu);
+      auto wake = [&]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !ready.empty() || running == 0; };
+      mu.Await(absl::Condition(&wake));
+      batch.swap(ready);
+      finished = running == 0;
+    }
+    for (const v1::TaskEvent& e : batch) {
+      if (stopped) break;
+      if (!on_event(e)) {
+        stopped = true;
+        cancel.CancelAll();
+      }
+    }
+    if (finished) break;
+  }
+  for (std::thread& t : threads) t.join();
+  if (stopped) return absl::OkStatus();
+  return failure;
 }
 
 absl::Status Client::Logs(const std::string& id, bool follow,

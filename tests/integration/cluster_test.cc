@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -166,7 +167,25 @@ TEST_F(ClusterTest, SubmitsAreSpreadAndIdsRouteToTheirOwner) {
     EXPECT_EQ(task->id(), id);
   }
   EXPECT_EQ(owners.size(), 3u);
+  // A watch of ids on all three daemons, open while they are cancelled, sees each end.
+  std::set<std::string> ended;
+  absl::Status watched;
+  std::thread watcher([&] {
+    v1::WatchRequest watch;
+    for (const std::string& id : sleeping) watch.add_task_ids(id);
+    watched = client->Watch(
+        watch,
+        [&](const v1::TaskEvent& e) {
+          if (IsFinal(e.state())) ended.insert(e.task_id());
+          return ended.size() < sleeping.size();
+        },
+        absl::Seconds(30));
+  });
+  absl::SleepFor(absl::Milliseconds(500));  // the watches are open
   auto cancelled = client->Cancel(sleeping);
+  watcher.join();
+  EXPECT_THAT(watched, IsOk());
+  EXPECT_EQ(ended.size(), sleeping.size());
   ASSERT_THAT(cancelled, IsOk());
   ASSERT_EQ(cancelled->size(), sleeping.size());
   for (size_t i = 0; i < sleeping.size(); ++i) {

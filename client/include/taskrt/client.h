@@ -181,6 +181,7 @@ class Client {
 
   // Streams task events to `on_event` until it returns false, the daemon goes away or
   // `timeout` passes (then returns OK). Blocks the calling thread; `on_event` runs on it.
+  // Of a cluster target: one Watch per daemon concerned, events in arrival order.
   absl::Status Watch(const v1::WatchRequest& request,
                      const std::function<bool(const v1::TaskEvent&)>& on_event,
                      absl::Duration timeout = absl::InfiniteDuration());
