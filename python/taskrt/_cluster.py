@@ -391,23 +391,18 @@ class ClusterOps:
 
     def list(self, request: service_pb2.ListRequest) -> list[Task]:
         """Every member's list merged, newest first (Decision.submitted_unix_us), then cut
-        to the limit; members that do not answer are left out (an error only when none
-        answers)."""
+        to the limit (0: 100, as a daemon's). A member that does not answer fails the call,
+        with its name: a list that silently lacks a daemon would mislead (as the C++ SDK)."""
         tasks: list[Any] = []
-        errors: list[str] = []
-        answered = False
         for m in self.members.all():
+            if m.name is None:
+                continue
             try:
                 tasks += m.call("List", request, self._timeout).tasks
-                answered = True
             except _errors.Error as e:
-                errors.append("%s: %s" % (m.label, e.details))
-        if not answered:
-            raise _errors.Unavailable("no daemon answered List: %s" % "; ".join(errors))
+                raise type(e)("daemon %s: %s" % (m.label, e.details)) from e
         tasks.sort(key=lambda t: t.decision.submitted_unix_us, reverse=True)
-        if request.limit:
-            tasks = tasks[:request.limit]
-        return [Task.from_proto(t) for t in tasks]
+        return [Task.from_proto(t) for t in tasks[:request.limit or 100]]
 
     def cluster_stats(self) -> list[tuple[str, Stats | _errors.Error]]:
         out: list[tuple[str, Stats | _errors.Error]] = []
