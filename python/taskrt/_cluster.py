@@ -165,6 +165,26 @@ class Members:
             self._report_locked(m, by_state.get("TASK_STATE_QUEUED", 0) +
                                 by_state.get("TASK_STATE_RUNNING", 0))
 
+    def refresh_stale_loads(self, timeout: float) -> None:
+        """Asks the named members whose last load report is LOAD_REPORT_TTL old for their
+        stats (once per TTL, even when that fails), so another client's tasks count too."""
+        now = self._clock()
+        with self._lock:
+            stale = [m for m in self._all if m.name is not None and
+                     now - m.load_at > LOAD_REPORT_TTL]
+            for m in stale:
+                self._report_locked(m, 0)
+        for m in stale:
+            try:
+                pb = m.stub.GetStats(service_pb2.GetStatsRequest(), metadata=m.metadata,
+                                     timeout=min(timeout, 0.5))
+            except Exception:  # noqa: BLE001 - no report: the estimate stays 0
+                continue
+            by_state = pb.tasks_by_state
+            with self._lock:
+                m.load = (by_state.get("TASK_STATE_QUEUED", 0) +
+                          by_state.get("TASK_STATE_RUNNING", 0))
+
     def _report_locked(self, m: Member, load: int) -> None:
         m.load, m.load_at, m.sent = load, self._clock(), 0
 
@@ -223,6 +243,8 @@ class Members:
         """Where `count` new unkeyed tasks go (by the spread), counted as sent there."""
         if any(m.name is None for m in self.all()):
             self.probe_all(timeout)
+        if self._spread == "least-loaded":
+            self.refresh_stale_loads(timeout)
         with self._lock:
             now = self._clock()
             ready = [m for m in self._all if m.name is not None and m not in exclude and
@@ -233,7 +255,7 @@ class Members:
                     % ", ".join(m.label for m in self._all))
             if self._spread == "least-loaded":
                 def estimate(m: Member) -> int:
-                    return (m.load if now - m.load_at <= LOAD_REPORT_TTL else 0) + m.sent
+                    return m.load + m.sent
                 # Round-robin among the daemons near the lowest estimate: a load of 1
                 # or 2 is noise (a no-op's own), not a reason to starve a daemon.
                 low = min(estimate(m) for m in ready)

@@ -152,6 +152,22 @@ def test_keyed_submit_has_one_owner_whatever_the_order(cluster):
         assert len(ran) == 1
 
 
+def test_least_loaded_sees_another_clients_load(cluster):
+    # 50 tasks queued on node-0 by a client of that daemon alone: a new cluster client
+    # asks the daemons for their load before its first pick and sends node-0 nothing.
+    single = taskrt.Client(cluster["addresses"][0], token_file=cluster["token_file"])
+    busy = [single.submit("sys.sleep", {"ms": 20000}) for _ in range(50)]
+    try:
+        with _client(cluster) as client:
+            ids = [client.submit("sys.noop") for _ in range(30)]
+            per_daemon = collections.Counter(_owner(i) for i in ids)
+            assert per_daemon["node-0"] == 0, per_daemon
+            client.wait_many(ids, timeout=T)
+    finally:
+        single.cancel(busy)
+        single.close()
+
+
 def test_rendezvous_hash_is_fnv1a_64():
     assert _cluster.fnv1a64(b"") == 0xCBF29CE484222325
     assert _cluster.fnv1a64(b"a") == 0xAF63DC4C8601EC8C
