@@ -383,7 +383,8 @@ function drawCharts() {
 
 async function refreshStats() {
   const s = await api('/api/stats');
-  $('daemon').textContent = `daemon pid ${s.daemon_pid} · ${s.caller}${s.caller_is_admin ? ' (admin)' : ''} · ${s.python || ''}`;
+  $('daemon').textContent = `daemon ${s.daemon || '?'} (pid ${s.daemon_pid}) · ${s.caller}${s.caller_is_admin ? ' (admin)' : ''} · ${s.python || ''}`;
+  document.title = `taskrt ${s.daemon || ''}`;
   const pools = s.pools || [];
   depthPools = pools.map((p) => p.name);
   state.depth.push({ t: Date.now() / 1000, pools: Object.fromEntries(pools.map((p) => [p.name, num(p.queued)])) });

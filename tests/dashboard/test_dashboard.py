@@ -89,7 +89,7 @@ def bar(driver, task_id):
 
 
 def test_bars_appear_for_tasks_and_a_click_shows_the_decision(daemons, browser):
-    d = daemons("--http", f"127.0.0.1:{free_port()}")
+    d = daemons("--http", f"127.0.0.1:{free_port()}", "--id-prefix", "dash-node")
     r = cli("--socket", d.socket, "dashboard")
     assert r.code == 0, r
     url = r.out.strip()
@@ -99,6 +99,10 @@ def test_bars_appear_for_tasks_and_a_click_shows_the_decision(daemons, browser):
     assert "#token" not in browser.current_url  # the page took the token out of the URL
     conn = browser.find_element(By.ID, "conn")
     wait_for(browser, lambda: conn.text == "live", "the event stream")
+    # The page names its daemon: with several daemons, each has its own dashboard.
+    daemon = browser.find_element(By.ID, "daemon")
+    wait_for(browser, lambda: daemon.text.startswith("daemon dash-node (pid"), "the daemon's name")
+    assert browser.title == "taskrt dash-node"
 
     cpu = [submit(d, "math.primes", "--json", f'{{"below": {1000000 + i}}}')[0] for i in range(4)]
     io = [submit(d, "sys.sleep", "--json", '{"ms": 400}')[0] for _ in range(6)]
