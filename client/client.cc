@@ -924,7 +924,8 @@ absl::StatusOr<v1::WaitResponse> Client::WaitResuming(const std::vector<std::str
   }
   const absl::Time start = absl::Now();
   std::vector<v1::Task> tasks(ids.size());
-  for (auto& [owner, positions] : parts) {
+  for (auto& [member, positions] : parts) {
+    Member* const owner = member;  // a lambda below uses it (clang 14: no bindings there)
     v1::WaitRequest request;
     for (size_t i : positions) request.add_task_ids(ids[i]);
     v1::WaitResponse response;
