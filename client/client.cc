@@ -804,6 +804,16 @@ absl::StatusOr<std::string> Client::Submit(const v1::TaskSpec& spec) {
 
 namespace {
 
+// The part of `parts` (in order of first appearance) that belongs to `m`, added when
+// missing: how calls on several tasks are split by daemon.
+template <typename Part>
+Part& PartOf(std::vector<std::pair<Member*, Part>>& parts, Member* m) {
+  auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == m; });
+  if (part != parts.end()) return part->second;
+  parts.push_back({m, Part()});
+  return parts.back().second;
+}
+
 // One Submit call of `specs` (at `positions` of the caller's batch) to `m`.
 absl::StatusOr<std::vector<std::string>> SubmitTo(Member& m, const std::vector<v1::TaskSpec>& specs,
                                                   const std::vector<size_t>& positions,
@@ -838,12 +848,7 @@ absl::StatusOr<std::vector<std::string>> Client::SubmitBatch(
       continue;
     }
     ASSIGN_OR_RETURN(Member * owner, impl.KeyOwnerOf(specs[i].idempotency_key()));
-    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == owner; });
-    if (part == parts.end()) {
-      parts.push_back({owner, {}});
-      part = parts.end() - 1;
-    }
-    part->second.push_back(i);
+    PartOf(parts, owner).push_back(i);
   }
   std::vector<std::string> ids(specs.size());
   if (parts.empty()) {  // no key: one daemon, another if it drains
@@ -915,12 +920,7 @@ absl::StatusOr<v1::WaitResponse> Client::WaitResuming(const std::vector<std::str
   std::vector<std::pair<Member*, std::vector<size_t>>> parts;
   for (size_t i = 0; i < ids.size(); ++i) {
     ASSIGN_OR_RETURN(Member * owner, impl_->OwnerOf(ids[i]));
-    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == owner; });
-    if (part == parts.end()) {
-      parts.push_back({owner, {}});
-      part = parts.end() - 1;
-    }
-    part->second.push_back(i);
+    PartOf(parts, owner).push_back(i);
   }
   const absl::Time start = absl::Now();
   std::vector<v1::Task> tasks(ids.size());
@@ -1097,6 +1097,58 @@ class StreamCancel {
   std::unordered_set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);
 };
 
+// Runs `work(member, part, push)` for each part on a thread of its own and hands what
+// they push to `consume`, on the calling thread, in arrival order, until all have
+// ended. When `consume` returns false or a part fails, the others are cancelled through
+// `cancel` (with which `work` registers its calls). Returns the first failure, named
+// by its daemon; OK once `consume` stopped.
+template <typename Item, typename Part>
+absl::Status FanIn(
+    std::vector<std::pair<Member*, Part>>& parts, StreamCancel& cancel,
+    const std::function<absl::Status(Member*, Part&, const std::function<void(Item)>&)>& work,
+    const std::function<bool(Item&)>& consume) {
+  internal::Mutex mu;
+  std::deque<Item> ready;         // guarded by mu
+  size_t running = parts.size();  // guarded by mu
+  absl::Status failure;           // guarded by mu
+  std::vector<std::thread> threads;
+  for (auto& [member, part] : parts) {
+    threads.emplace_back([&, m = member, p = &part] {
+      absl::Status s = work(m, *p, [&](Item item) {
+        internal::MutexLock lock(&mu);
+        ready.push_back(std::move(item));
+      });
+      internal::MutexLock lock(&mu);
+      --running;
+      if (!s.ok() && failure.ok()) {
+        failure = absl::Status(s.code(), absl::StrCat("daemon ", m->name, ": ", s.message()));
+        cancel.CancelAll();
+      }
+    });
+  }
+  bool stopped = false;
+  for (bool finished = false; !finished;) {
+    std::deque<Item> batch;
+    {
+      internal::MutexLock lock(&mu);
+      auto wake = [&]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !ready.empty() || running == 0; };
+      mu.Await(absl::Condition(&wake));
+      batch.swap(ready);
+      finished = running == 0;
+    }
+    for (Item& item : batch) {
+      if (stopped) break;
+      if (!consume(item)) {
+        stopped = true;
+        cancel.CancelAll();
+      }
+    }
+  }
+  for (std::thread& t : threads) t.join();
+  return stopped ? absl::OkStatus() : failure;
+}
+
 // One Stream call over the specs at `todo` (indices into `specs`, in order), until each
 // has its result or the call fails. Results go to `deliver`, which returns false for a
 // spec that already had one (specs sharing an idempotency key share a task, whose
@@ -1240,52 +1292,21 @@ absl::Status Client::RunStream(const std::vector<v1::TaskSpec>& specs,
     }
     if (m == nullptr) return absl::UnavailableError("no daemon of the target accepts tasks now");
     impl_->Sent(m, 1);
-    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == m; });
-    if (part == parts.end()) {
-      parts.push_back({m, {}});
-      part = parts.end() - 1;
-    }
-    part->second.push_back(i);
+    PartOf(parts, m).push_back(i);
   }
-  internal::Mutex mu;
-  std::deque<std::pair<size_t, v1::TaskResult>> ready;  // guarded by mu
-  size_t running = parts.size();                        // guarded by mu
-  absl::Status failure;                                 // guarded by mu
   StreamCancel cancel;
-  std::vector<std::thread> threads;
-  for (auto& [member, positions] : parts) {
-    threads.emplace_back([&, member = member, positions = positions] {
-      absl::Status s = StreamResuming(
-          *member->stub, specs, positions, key_prefix, options, impl_->reconnect_timeout,
-          [&](size_t i, v1::TaskResult& r) {
-            internal::MutexLock lock(&mu);
-            ready.emplace_back(i, std::move(r));
-          },
-          &cancel);
-      internal::MutexLock lock(&mu);
-      --running;
-      if (!s.ok() && failure.ok()) {
-        failure = absl::Status(s.code(), absl::StrCat("daemon ", member->name, ": ", s.message()));
-        cancel.CancelAll();
-      }
-    });
-  }
-  while (true) {
-    std::deque<std::pair<size_t, v1::TaskResult>> batch;
-    bool finished = false;
-    {
-      internal::MutexLock lock(&mu);
-      auto wake = [&]()
-                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !ready.empty() || running == 0; };
-      mu.Await(absl::Condition(&wake));
-      batch.swap(ready);
-      finished = running == 0;
-    }
-    for (auto& [i, r] : batch) on_result(i, r);
-    if (finished) break;
-  }
-  for (std::thread& t : threads) t.join();
-  return failure;
+  using Result = std::pair<size_t, v1::TaskResult>;
+  return FanIn<Result, std::vector<size_t>>(
+      parts, cancel,
+      [&](Member* m, std::vector<size_t>& positions, const std::function<void(Result)>& push) {
+        return StreamResuming(
+            *m->stub, specs, positions, key_prefix, options, impl_->reconnect_timeout,
+            [&](size_t i, v1::TaskResult& r) { push(Result(i, std::move(r))); }, &cancel);
+      },
+      [&](Result& r) {
+        on_result(r.first, r.second);
+        return true;
+      });
 }
 
 absl::StatusOr<std::vector<v1::TaskResult>> Client::RunMany(const std::vector<v1::TaskSpec>& specs,
@@ -1325,12 +1346,7 @@ absl::StatusOr<std::vector<v1::Task>> Client::Cancel(const std::vector<std::stri
   std::vector<std::pair<Member*, v1::CancelRequest>> parts;
   for (const std::string& id : ids) {
     ASSIGN_OR_RETURN(Member * owner, impl_->OwnerOf(id));
-    auto part = std::find_if(parts.begin(), parts.end(), [&](auto& p) { return p.first == owner; });
-    if (part == parts.end()) {
-      parts.push_back({owner, {}});
-      part = parts.end() - 1;
-    }
-    part->second.add_task_ids(id);
+    PartOf(parts, owner).add_task_ids(id);
   }
   absl::flat_hash_map<std::string, v1::Task> by_id;
   for (auto& [owner, request] : parts) {
@@ -1437,54 +1453,19 @@ absl::Status Client::Watch(const v1::WatchRequest& request,
   if (parts.size() == 1) {
     return WatchOne(*parts[0].first->stub, parts[0].second, timeout, on_event, nullptr);
   }
-  internal::Mutex mu;
-  std::deque<v1::TaskEvent> ready;  // guarded by mu
-  size_t running = parts.size();    // guarded by mu
-  absl::Status failure;             // guarded by mu
   StreamCancel cancel;
-  std::vector<std::thread> threads;
-  for (auto& [member, part_request] : parts) {
-    threads.emplace_back([&, member = member, r = &part_request] {
-      absl::Status s = WatchOne(
-          *member->stub, *r, timeout,
-          [&](const v1::TaskEvent& e) {
-            internal::MutexLock lock(&mu);
-            ready.push_back(e);
-            return true;
-          },
-          &cancel);
-      internal::MutexLock lock(&mu);
-      --running;
-      if (!s.ok() && failure.ok()) {
-        failure = absl::Status(s.code(), absl::StrCat("daemon ", member->name, ": ", s.message()));
-        cancel.CancelAll();
-      }
-    });
-  }
-  bool stopped = false;
-  while (true) {
-    std::deque<v1::TaskEvent> batch;
-    bool finished = false;
-    {
-      internal::MutexLock lock(&mu);
-      auto wake = [&]()
-                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !ready.empty() || running == 0; };
-      mu.Await(absl::Condition(&wake));
-      batch.swap(ready);
-      finished = running == 0;
-    }
-    for (const v1::TaskEvent& e : batch) {
-      if (stopped) break;
-      if (!on_event(e)) {
-        stopped = true;
-        cancel.CancelAll();
-      }
-    }
-    if (finished) break;
-  }
-  for (std::thread& t : threads) t.join();
-  if (stopped) return absl::OkStatus();
-  return failure;
+  return FanIn<v1::TaskEvent, v1::WatchRequest>(
+      parts, cancel,
+      [&](Member* m, v1::WatchRequest& r, const std::function<void(v1::TaskEvent)>& push) {
+        return WatchOne(
+            *m->stub, r, timeout,
+            [&](const v1::TaskEvent& e) {
+              push(e);
+              return true;
+            },
+            &cancel);
+      },
+      [&](v1::TaskEvent& e) { return on_event(e); });
 }
 
 absl::Status Client::Logs(const std::string& id, bool follow,
