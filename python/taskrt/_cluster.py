@@ -84,15 +84,18 @@ class Draining(Exception):
 
 
 class Member:
-    """One daemon address: its channel, and (under Members' lock) what is known of it."""
+    """One daemon address: its channel (a grpc.aio one when `aio`, opened in the loop that
+    uses it), and (under Members' lock) what is known of it."""
 
-    def __init__(self, ep: _connection.Endpoint, connect_timeout: float) -> None:
+    def __init__(self, ep: _connection.Endpoint, connect_timeout: float,
+                 aio: bool = False) -> None:
         from .v1 import service_pb2_grpc
         self.endpoint = ep
         self.address = ep.target
         self.connect_timeout = connect_timeout
         self.metadata = ep.metadata or None
-        self.channel = _connection.open_channel(ep)
+        self.channel = (_connection.open_aio_channel(ep) if aio else
+                        _connection.open_channel(ep))
         self.stub = service_pb2_grpc.TaskServiceStub(self.channel)
         self.name: str | None = None
         self.probed_at = float("-inf")
@@ -105,24 +108,41 @@ class Member:
     def label(self) -> str:
         return self.name or self.address
 
+    def mapped(self, e: Any, refusable: bool) -> Exception:
+        """The exception for grpc.RpcError `e` of a call to this member: Draining for a
+        refusal while draining when `refusable`, else the mapped taskrt.Error."""
+        from ._client import map_rpc_error
+        error = map_rpc_error(e, self.endpoint, self.connect_timeout)
+        return Draining(self, error) if refusable and is_draining(e) else error
+
     def call(self, method: str, request: Any, timeout: float | None = None,
              refusable: bool = False) -> Any:
         """The RPC `method` on this member; raises the mapped taskrt.Error, or Draining
         for a refusal while draining when `refusable`."""
         import grpc
-        from ._client import map_rpc_error
         try:
             return getattr(self.stub, method)(request, metadata=self.metadata, timeout=timeout)
         except grpc.RpcError as e:
-            error = map_rpc_error(e, self.endpoint, self.connect_timeout)
-            if refusable and is_draining(e):
-                raise Draining(self, error) from None
-            raise error from None
+            raise self.mapped(e, refusable) from None
+
+    def failed(self, error: _errors.Error) -> _errors.Error:
+        """`error` (of the same kind) saying it came from this member."""
+        return type(error)("daemon %s: %s" % (self.label, error.details))
+
+
+def load_of(stats: service_pb2.Stats) -> int:
+    """The tasks queued or running on a daemon, from its stats."""
+    by_state = stats.tasks_by_state
+    return by_state.get("TASK_STATE_QUEUED", 0) + by_state.get("TASK_STATE_RUNNING", 0)
 
 
 class Members:
     """The daemons of a cluster target: names (GetStats at connect, re-asked at most once a
-    second for those that did not answer), load estimates, drains and the spread."""
+    second for those that did not answer), load estimates, drains and the spread.
+
+    What is known changes only under the lock, in methods that never block: the calls
+    they need (probes, load reports) are made by the caller, with threads here (the
+    methods below the pure ones) or with asyncio (taskrt._aio_cluster)."""
 
     def __init__(self, members: list[Member], spread: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -133,57 +153,49 @@ class Members:
         # At random: else every short-lived client sends its first task to the first daemon.
         self._rr = random.randrange(1 << 30)
 
-    def probe_all(self, timeout: float, force: bool = False) -> None:
-        """Asks each unnamed member for its stats (at most once a second unless `force`),
-        all at once; merges members that give the same name."""
+    @property
+    def least_loaded(self) -> bool:
+        return self._spread == "least-loaded"
+
+    # What is known (never blocks) --------------------------------------------------------
+
+    def to_probe(self, force: bool = False) -> list[Member]:
+        """The unnamed members due for a probe (each at most once a second unless `force`),
+        marked as probed now."""
         now = self._clock()
         with self._lock:
             todo = [m for m in self._all if m.name is None and
                     (force or now - m.probed_at >= REPROBE_INTERVAL)]
             for m in todo:
                 m.probed_at = now
-        threads = [threading.Thread(target=self._probe, args=(m, timeout), daemon=True)
-                   for m in todo]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        return todo
 
-    def _probe(self, m: Member, timeout: float) -> None:
-        try:
-            pb = m.stub.GetStats(service_pb2.GetStatsRequest(), metadata=m.metadata,
-                                 timeout=timeout, wait_for_ready=True)
-        except Exception:  # noqa: BLE001 - not answering is what a probe finds out
-            return
+    def probed(self, m: Member, stats: service_pb2.Stats) -> bool:
+        """Records `m`'s answer to a probe; False when it is another address of a daemon
+        already known (then it is dropped, and the caller closes its channel)."""
         with self._lock:
-            if any(o is not m and o.name == pb.daemon for o in self._all):
-                self._all.remove(m)  # another address of a daemon already known
-                m.channel.close()
-                return
-            m.name = pb.daemon
-            by_state = pb.tasks_by_state
-            self._report_locked(m, by_state.get("TASK_STATE_QUEUED", 0) +
-                                by_state.get("TASK_STATE_RUNNING", 0))
+            if any(o is not m and o.name == stats.daemon for o in self._all):
+                self._all.remove(m)
+                return False
+            m.name = stats.daemon
+            self._report_locked(m, load_of(stats))
+            return True
 
-    def refresh_stale_loads(self, timeout: float) -> None:
-        """Asks the named members whose last load report is LOAD_REPORT_TTL old for their
-        stats (once per TTL, even when that fails), so another client's tasks count too."""
+    def stale(self) -> list[Member]:
+        """The named members whose load report is LOAD_REPORT_TTL old, their estimate set
+        to 0 until a new report (so each is asked once per TTL, even when that fails)."""
         now = self._clock()
         with self._lock:
             stale = [m for m in self._all if m.name is not None and
                      now - m.load_at > LOAD_REPORT_TTL]
             for m in stale:
                 self._report_locked(m, 0)
-        for m in stale:
-            try:
-                pb = m.stub.GetStats(service_pb2.GetStatsRequest(), metadata=m.metadata,
-                                     timeout=min(timeout, 0.5))
-            except Exception:  # noqa: BLE001 - no report: the estimate stays 0
-                continue
-            by_state = pb.tasks_by_state
-            with self._lock:
-                m.load = (by_state.get("TASK_STATE_QUEUED", 0) +
-                          by_state.get("TASK_STATE_RUNNING", 0))
+        return stale
+
+    def loaded(self, m: Member, stats: service_pb2.Stats) -> None:
+        """Records the load in `m`'s answer to a stale-load refresh."""
+        with self._lock:
+            m.load = load_of(stats)
 
     def _report_locked(self, m: Member, load: int) -> None:
         m.load, m.load_at, m.sent = load, self._clock(), 0
@@ -191,10 +203,6 @@ class Members:
     def report_load(self, m: Member, load: int) -> None:
         with self._lock:
             self._report_locked(m, load)
-
-    def sent(self, m: Member, count: int) -> None:
-        with self._lock:
-            m.sent += count
 
     def mark_draining(self, m: Member) -> None:
         with self._lock:
@@ -208,16 +216,17 @@ class Members:
         with self._lock:
             return {m.name: m for m in self._all if m.name is not None}
 
+    def unnamed(self) -> list[Member]:
+        with self._lock:
+            return [m for m in self._all if m.name is None]
+
     def describe(self) -> str:
         with self._lock:
             return ", ".join(m.name or "%s (not answering)" % m.address for m in self._all)
 
-    def by_name(self, name: str, task_id: str, timeout: float) -> Member:
+    def lookup(self, name: str, task_id: str) -> Member:
         """The member called `name`; NotFound naming the daemons known when none is."""
         m = self.named().get(name)
-        if m is None:
-            self.probe_all(timeout)
-            m = self.named().get(name)
         if m is None:
             raise _errors.NotFound(
                 "task %s: its daemon %r is not among the daemons of this client (%s); the id "
@@ -225,26 +234,23 @@ class Members:
                 % (task_id, name, self.describe()))
         return m
 
-    def owner_of_key(self, key: str, timeout: float) -> Member:
-        """The member owning idempotency key `key`; Unavailable while a daemon has no name."""
-        missing = [m for m in self.all() if m.name is None]
-        if missing:
-            self.probe_all(timeout)
-            missing = [m for m in self.all() if m.name is None]
+    def all_answered(self, what: str) -> None:
+        """Unavailable, naming the addresses, while a member has never answered: `what`
+        (a key's owner, a list of every daemon) cannot be known without it."""
+        missing = self.unnamed()
         if missing:
             raise _errors.Unavailable(
-                "the owner of idempotency key %r cannot be computed until every daemon has "
-                "answered once: %s did not; start it or remove it from the target"
-                % (key, ", ".join(m.address for m in missing)))
+                "%s cannot be known until every daemon has answered once: %s did not; start "
+                "it or remove it from the target" % (what, ", ".join(m.address for m in missing)))
+
+    def key_owner(self, key: str) -> Member:
+        """The member owning idempotency key `key`; Unavailable while a daemon has no name."""
+        self.all_answered("the owner of idempotency key %r" % key)
         named = self.named()
         return named[key_owner(named, key)]
 
-    def pick(self, timeout: float, count: int = 1, exclude: Sequence[Member] = ()) -> Member:
+    def choose(self, count: int = 1, exclude: Sequence[Member] = ()) -> Member:
         """Where `count` new unkeyed tasks go (by the spread), counted as sent there."""
-        if any(m.name is None for m in self.all()):
-            self.probe_all(timeout)
-        if self._spread == "least-loaded":
-            self.refresh_stale_loads(timeout)
         with self._lock:
             now = self._clock()
             ready = [m for m in self._all if m.name is not None and m not in exclude and
@@ -253,7 +259,7 @@ class Members:
                 raise _errors.Unavailable(
                     "no daemon takes new tasks: every one is draining or not answering (%s)"
                     % ", ".join(m.label for m in self._all))
-            if self._spread == "least-loaded":
+            if self.least_loaded:
                 def estimate(m: Member) -> int:
                     return m.load + m.sent
                 # Round-robin among the daemons near the lowest estimate: a load of 1
@@ -265,19 +271,130 @@ class Members:
             chosen.sent += count
             return chosen
 
+    # The calls, from the calling thread ----------------------------------------------------
+
+    def probe_all(self, timeout: float, force: bool = False) -> None:
+        """Asks the unnamed members due for a probe for their stats, all at once."""
+        threads = [threading.Thread(target=self._probe, args=(m, timeout), daemon=True)
+                   for m in self.to_probe(force)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _probe(self, m: Member, timeout: float) -> None:
+        try:
+            stats = m.stub.GetStats(service_pb2.GetStatsRequest(), metadata=m.metadata,
+                                    timeout=timeout, wait_for_ready=True)
+        except Exception:  # noqa: BLE001 - not answering is what a probe finds out
+            return
+        if not self.probed(m, stats):
+            m.channel.close()
+
+    def refresh_stale_loads(self, timeout: float) -> None:
+        """Asks the members with a stale load report for their stats, so that another
+        client's tasks count too."""
+        for m in self.stale():
+            try:
+                stats = m.stub.GetStats(service_pb2.GetStatsRequest(), metadata=m.metadata,
+                                        timeout=min(timeout, 0.5))
+            except Exception:  # noqa: BLE001 - no report: the estimate stays 0
+                continue
+            self.loaded(m, stats)
+
+    def by_name(self, name: str, task_id: str, timeout: float) -> Member:
+        if name not in self.named():
+            self.probe_all(timeout)
+        return self.lookup(name, task_id)
+
+    def owner_of_key(self, key: str, timeout: float) -> Member:
+        if self.unnamed():
+            self.probe_all(timeout)
+        return self.key_owner(key)
+
+    def pick(self, timeout: float, count: int = 1, exclude: Sequence[Member] = ()) -> Member:
+        if self.unnamed():
+            self.probe_all(timeout)
+        if self.least_loaded:
+            self.refresh_stale_loads(timeout)
+        return self.choose(count, exclude)
+
     def close(self) -> None:
         for m in self.all():
             m.channel.close()
 
 
-def _group_by_owner(ids: Sequence[str], members: Members,
-                    timeout: float) -> list[tuple[Member, list[int]]]:
-    """The positions of `ids` per owning member, members in order of first appearance."""
+# Planning, shared by ClusterOps and taskrt._aio_cluster ------------------------------------
+
+def group_by_owner(ids: Sequence[str],
+                   lookup: Callable[[str, str], Member]) -> list[tuple[Member, list[int]]]:
+    """The positions of `ids` per owning member (lookup(name, id)), in order of first
+    appearance."""
     groups: dict[int, tuple[Member, list[int]]] = {}
     for i, task_id in enumerate(ids):
-        m = members.by_name(owner_of(task_id), task_id, timeout)
+        m = lookup(owner_of(task_id), task_id)
         groups.setdefault(id(m), (m, []))[1].append(i)
     return list(groups.values())
+
+
+def plan_submit(specs: Sequence[task_pb2.TaskSpec],
+                owner: Callable[[str], Member]) -> list[tuple[Member | None, list[int]]]:
+    """The parts of a Submit: keyed specs with their key's owner, the unkeyed ones with
+    the first part; one part for the spread (member None) when no spec has a key."""
+    parts: dict[int, tuple[Member | None, list[int]]] = {}
+    for i, s in enumerate(specs):
+        if s.idempotency_key:
+            m = owner(s.idempotency_key)
+            parts.setdefault(id(m), (m, []))[1].append(i)
+    if not parts:
+        return [(None, list(range(len(specs))))]
+    first = next(iter(parts.values()))
+    first[1].extend(i for i, s in enumerate(specs) if not s.idempotency_key)
+    for _, positions in parts.values():
+        positions.sort()
+    return list(parts.values())
+
+
+class SubmitParts:
+    """The ids of a Submit split over daemons, part by part; failed() is the error to raise
+    (saying which parts were accepted already)."""
+
+    def __init__(self, count: int) -> None:
+        self._ids: list[str | None] = [None] * count
+        self._done: list[str] = []
+
+    def accepted(self, m: Member, positions: list[int], ids: list[str]) -> None:
+        for i, task_id in zip(positions, ids):
+            self._ids[i] = task_id
+        self._done.append("%s (%d tasks)" % (m.label, len(positions)))
+
+    def failed(self, m: Member, error: _errors.Error) -> _errors.Error:
+        if not self._done:
+            return error
+        return type(error)("the part for daemon %s failed: %s; the parts already accepted: %s"
+                           % (m.label, error.details, ", ".join(self._done)))
+
+    def ids(self) -> list[str]:
+        return [i for i in self._ids if i is not None]
+
+
+def plan_streams(specs: Sequence[task_pb2.TaskSpec], place: Callable[[task_pb2.TaskSpec], Member],
+                 batch: int) -> list[tuple[Member, Any]]:
+    """One StreamTracker per member for run_many: each spec where place(spec) puts it."""
+    from ._client import StreamTracker
+    parts: dict[int, tuple[Member, list[task_pb2.TaskSpec]]] = {}
+    for s in specs:
+        m = place(s)
+        parts.setdefault(id(m), (m, []))[1].append(s)
+    return [(m, StreamTracker(part, batch)) for m, part in parts.values()]
+
+
+def merge_lists(request: service_pb2.ListRequest, parts: Iterable[Sequence[Any]]) -> list[Task]:
+    """Every member's List merged newest first (Decision.submitted_unix_us), cut to the
+    limit (0: 100, as a daemon's)."""
+    tasks = [t for part in parts for t in part]
+    tasks.sort(key=lambda t: t.decision.submitted_unix_us, reverse=True)
+    return [Task.from_proto(t) for t in tasks[:request.limit or 100]]
 
 
 class ClusterOps:
@@ -295,38 +412,19 @@ class ClusterOps:
     # Submitting ----------------------------------------------------------------------
 
     def submit_many(self, specs: list[task_pb2.TaskSpec]) -> list[str]:
-        if not specs:
+        plan = plan_submit(specs, lambda key: self.members.owner_of_key(key, self._timeout))
+        if plan[0][0] is None:
             return self._submit_unkeyed(specs)
-        keyed = [i for i, s in enumerate(specs) if s.idempotency_key]
-        if not keyed:
-            return self._submit_unkeyed(specs)
-        owners = [self.members.owner_of_key(specs[i].idempotency_key, self._timeout)
-                  for i in keyed]
-        parts: dict[int, tuple[Member, list[int]]] = {}
-        for i, m in zip(keyed, owners):
-            parts.setdefault(id(m), (m, []))[1].append(i)
-        first = next(iter(parts.values()))
-        first[1].extend(i for i, s in enumerate(specs) if not s.idempotency_key)
-        ids: list[str | None] = [None] * len(specs)
-        done: list[str] = []
-        for m, positions in parts.values():
-            positions.sort()
+        parts = SubmitParts(len(specs))
+        for m, positions in plan:
+            assert m is not None
             try:
-                got = self._submit_to(m, [specs[i] for i in positions])
+                parts.accepted(m, positions, self._submit_to(m, [specs[i] for i in positions]))
             except Draining as d:
-                got_error = d.error
+                raise parts.failed(m, d.error) from None
             except _errors.Error as e:
-                got_error = e
-            else:
-                for i, task_id in zip(positions, got):
-                    ids[i] = task_id
-                done.append("%s (%d tasks)" % (m.label, len(positions)))
-                continue
-            if not done:
-                raise got_error
-            raise type(got_error)("the part for daemon %s failed: %s; the parts already "
-                                  "accepted: %s" % (m.label, got_error.details, ", ".join(done)))
-        return [i for i in ids if i is not None]
+                raise parts.failed(m, e) from None
+        return parts.ids()
 
     def _submit_to(self, m: Member, specs: list[task_pb2.TaskSpec]) -> list[str]:
         from ._client import expect_count
@@ -372,13 +470,17 @@ class ClusterOps:
 
     # Reading and changing --------------------------------------------------------------
 
-    def _by_owner(self, ids: list[str], method: str, make: Callable[[list[str]], Any],
-                  timeout_of: Callable[[], float | None] = lambda: None) -> list[Task]:
+    def _groups(self, ids: Sequence[str]) -> list[tuple[Member, list[int]]]:
+        return group_by_owner(ids, lambda name, task_id:
+                              self.members.by_name(name, task_id, self._timeout))
+
+    def _by_owner(self, ids: list[str], method: str,
+                  make: Callable[[list[str]], Any]) -> list[Task]:
         from ._client import expect_count
         out: list[Task | None] = [None] * len(ids)
-        for m, positions in _group_by_owner(ids, self.members, self._timeout):
+        for m, positions in self._groups(ids):
             part = [ids[i] for i in positions]
-            response = m.call(method, make(part), timeout_of())
+            response = m.call(method, make(part))
             expect_count(len(response.tasks), len(part), "tasks")
             for i, t in zip(positions, response.tasks):
                 out[i] = Task.from_proto(t)
@@ -396,7 +498,7 @@ class ClusterOps:
         from ._client import Reconnect, expect_count, wait_timeouts
         out: list[Task | None] = [None] * len(ids)
         clock = Reconnect(timeout, 0.0)  # only its left()
-        for m, positions in _group_by_owner(ids, self.members, self._timeout):
+        for m, positions in self._groups(ids):
             part = [ids[i] for i in positions]
 
             def attempt(left: float | None, m: Member = m,
@@ -412,19 +514,19 @@ class ClusterOps:
         return out  # type: ignore[return-value]
 
     def list(self, request: service_pb2.ListRequest) -> list[Task]:
-        """Every member's list merged, newest first (Decision.submitted_unix_us), then cut
-        to the limit (0: 100, as a daemon's). A member that does not answer fails the call,
-        with its name: a list that silently lacks a daemon would mislead (as the C++ SDK)."""
-        tasks: list[Any] = []
+        """Every member's list merged (merge_lists). A member that does not answer, or has
+        never answered, fails the call with its name: a list that silently lacks a daemon
+        would mislead (as the C++ SDK)."""
+        if self.members.unnamed():
+            self.members.probe_all(self._timeout)
+        self.members.all_answered("a list of every daemon's tasks")
+        parts = []
         for m in self.members.all():
-            if m.name is None:
-                continue
             try:
-                tasks += m.call("List", request, self._timeout).tasks
+                parts.append(m.call("List", request, self._timeout).tasks)
             except _errors.Error as e:
-                raise type(e)("daemon %s: %s" % (m.label, e.details)) from e
-        tasks.sort(key=lambda t: t.decision.submitted_unix_us, reverse=True)
-        return [Task.from_proto(t) for t in tasks[:request.limit or 100]]
+                raise m.failed(e) from e
+        return merge_lists(request, parts)
 
     def cluster_stats(self) -> list[tuple[str, Stats | _errors.Error]]:
         out: list[tuple[str, Stats | _errors.Error]] = []
@@ -449,8 +551,7 @@ class ClusterOps:
     def watch_calls(self, ids: list[str]) -> list[Any]:
         """One Watch call per owner of `ids` (every member for no ids), each taken up."""
         if ids:
-            targets = [(m, [ids[i] for i in pos])
-                       for m, pos in _group_by_owner(ids, self.members, self._timeout)]
+            targets = [(m, [ids[i] for i in pos]) for m, pos in self._groups(ids)]
         else:
             targets = [(m, []) for m in self.members.named().values()]
         calls = []
@@ -466,14 +567,14 @@ class ClusterOps:
                  check: bool) -> Iterator[Task]:
         """Specs spread task by task (keyed ones on their owner), one Stream per member in a
         thread of its own; results in finishing order on the calling thread."""
-        from ._client import StreamTracker, task_or_raise
-        parts: dict[int, tuple[Member, list[task_pb2.TaskSpec]]] = {}
-        for s in specs:
-            m = (self.members.owner_of_key(s.idempotency_key, self._timeout)
-                 if s.idempotency_key else self.members.pick(self._timeout))
-            parts.setdefault(id(m), (m, []))[1].append(s)
-        trackers = [(m, StreamTracker(part, batch)) for m, part in parts.values()]
-        return self._run_streams(trackers, timeout, check, task_or_raise)
+        from ._client import task_or_raise
+
+        def place(s: task_pb2.TaskSpec) -> Member:
+            return (self.members.owner_of_key(s.idempotency_key, self._timeout)
+                    if s.idempotency_key else self.members.pick(self._timeout))
+
+        return self._run_streams(plan_streams(specs, place, batch), timeout, check,
+                                 task_or_raise)
 
     def _run_streams(self, trackers: list[tuple[Member, Any]], timeout: float | None,
                      check: bool, task_or_raise: Callable[[Task], Task]) -> Iterator[Task]:
@@ -500,7 +601,6 @@ class ClusterOps:
 
     def _pump(self, m: Member, tracker: Any, call: Any, results: queue.Queue) -> None:
         import grpc
-        from ._client import map_rpc_error
         try:
             for response in call:
                 for a in response.accepted:
@@ -517,10 +617,9 @@ class ClusterOps:
             if e.code() == grpc.StatusCode.CANCELLED:
                 results.put(("done", None))
                 return
-            error = map_rpc_error(e, m.endpoint, self._timeout)
-            results.put(("error", type(error)("daemon %s: %s" % (m.label, error.details))))
+            results.put(("error", m.failed(m.mapped(e, False))))  # type: ignore[arg-type]
         except _errors.Error as e:
-            results.put(("error", type(e)("daemon %s: %s" % (m.label, e.details))))
+            results.put(("error", m.failed(e)))
 
 
 class MultiWatch:
@@ -538,7 +637,6 @@ class MultiWatch:
 
     def _pump(self, m: Member, call: Any) -> None:
         import grpc
-        from ._client import map_rpc_error
         try:
             for event in call:
                 self._events.put(("event", event))
@@ -547,7 +645,7 @@ class MultiWatch:
             if e.code() == grpc.StatusCode.CANCELLED and call.cancelled():
                 self._events.put(("done", None))
             else:
-                self._events.put(("error", map_rpc_error(e, m.endpoint, self._timeout)))
+                self._events.put(("error", m.mapped(e, False)))
 
     def __iter__(self) -> "MultiWatch":
         return self
