@@ -1368,6 +1368,13 @@ absl::StatusOr<std::vector<v1::Task>> Client::Cancel(const std::vector<std::stri
 
 absl::StatusOr<std::vector<v1::Task>> Client::List(const v1::ListRequest& request) {
   std::vector<v1::Task> out;
+  // A daemon that never answered would be missing from the list without a word.
+  if (impl_->cluster) {
+    if (absl::Status s = impl_->ProbeUnnamed(); !s.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot list every daemon's tasks: ", s.message(), " (docs/CLUSTER.md)"));
+    }
+  }
   for (auto& m : impl_->members) {
     {
       internal::MutexLock lock(&impl_->mu);

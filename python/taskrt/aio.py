@@ -15,6 +15,11 @@ The same methods, arguments, results and errors as taskrt.Client, as coroutines
 connects it: `async with` (or `await client.connect()`) inside that loop; a method
 called before connects first. Unavailable, with how to start the daemon, when nothing
 answers within connect_timeout.
+
+A cluster target ("ipv4:A:P,B:P", "dns:///HOST:PORT", docs/CLUSTER.md) connects to every
+daemon and follows taskrt.Client's rules (the same code decides): ids go to their owner,
+keyed specs to their key's owner, new tasks are spread by `spread`; calls to several
+daemons are made at once.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
-from . import _connection, _errors
+from . import _aio_cluster, _cluster, _connection, _errors
 from ._client import (DEFAULT_RECONNECT_TIMEOUT, Reconnect, StreamTracker, expect_count, id_of,
                       ids_of, list_request, make_spec, map_rpc_error, run_key, task_or_raise,
                       wait_timeouts)
@@ -43,36 +48,52 @@ class Client:
                  tls: bool | None = None, tls_ca_file: str | None = None,
                  tls_cert_file: str | None = None, tls_key_file: str | None = None,
                  tls_server_name: str | None = None, connect_timeout: float = 3.0,
-                 reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> None:
-        # Resolved now: a foreign socket or a clear-text token fails here, before a loop.
+                 reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+                 spread: str = "least-loaded") -> None:
+        if spread not in _cluster.SPREADS:
+            raise ValueError("spread must be one of %s, not %r" % (", ".join(_cluster.SPREADS),
+                                                                  spread))
+        self.connect_timeout = connect_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self._channel: Any = None
+        self._stub: Any = None
+        self._connecting: asyncio.Lock | None = None
+        self._cluster: _aio_cluster.AioClusterOps | None = None
+        self._spread = spread
+        # Resolved now: a foreign socket, a clear-text token or a name that does not
+        # resolve fails here, before a loop.
         resolved = _connection.resolve_target(target, socket)
+        self._members: list[_connection.Endpoint] = []
         if _connection.is_cluster_target(resolved):
-            raise _connection.ConnectionSetupError(
-                "%s is a cluster target (several daemons, docs/CLUSTER.md): taskrt.aio.Client "
-                "serves one daemon for now; use taskrt.Client for a cluster, or give one "
-                "daemon's address" % resolved)
+            addresses, dns_host = _connection.cluster_members(resolved)
+            options = dict(token=token, token_file=token_file, tls=tls, tls_ca_file=tls_ca_file,
+                           tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+                           tls_server_name=tls_server_name or dns_host)
+            self._members = [_connection.endpoint(a, **options) for a in addresses]
+            self.target = resolved
+            self._endpoint = self._members[0]
+            self._metadata = self._endpoint.metadata or None
+            return
         self._endpoint = _connection.endpoint(
             target, socket=socket, token=token, token_file=token_file, tls=tls,
             tls_ca_file=tls_ca_file, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
             tls_server_name=tls_server_name)
         self.target = self._endpoint.target
-        self.connect_timeout = connect_timeout
-        self.reconnect_timeout = reconnect_timeout
         self._metadata = self._endpoint.metadata or None
-        self._channel: Any = None
-        self._stub: Any = None
-        self._connecting: asyncio.Lock | None = None
 
     # Lifetime ------------------------------------------------------------------------
 
     async def connect(self) -> "Client":
         """Opens the channel and waits until the daemon answers (Unavailable if not)."""
-        if self._stub is not None:
+        if self._stub is not None or self._cluster is not None:
             return self
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._stub is not None:
+            if self._stub is not None or self._cluster is not None:
+                return self
+            if self._members:
+                await self._connect_cluster()
                 return self
             from .v1 import service_pb2_grpc
             channel = _connection.open_aio_channel(self._endpoint)
@@ -86,8 +107,32 @@ class Client:
             self._stub = service_pb2_grpc.TaskServiceStub(channel)
         return self
 
+    async def _connect_cluster(self) -> None:
+        """One channel per daemon (docs/CLUSTER.md); Unavailable when none answers GetStats
+        within connect_timeout."""
+        members = _cluster.Members([_cluster.Member(ep, self.connect_timeout, aio=True)
+                                    for ep in self._members], self._spread)
+        await _aio_cluster.probe_all(members, self.connect_timeout, force=True)
+        if not members.named():
+            await _aio_cluster.close_all(members)
+            raise _errors.Unavailable(
+                "no taskrtd of the cluster target %s answered within %gs (%s): check that they "
+                "run and listen on those addresses" % (
+                    self.target, self.connect_timeout,
+                    ", ".join(ep.target for ep in self._members)))
+        self._cluster = _aio_cluster.AioClusterOps(self, members)
+
+    async def _ops(self) -> _aio_cluster.AioClusterOps | None:
+        """The cluster's calls once connected, None for one daemon."""
+        if self._members and self._cluster is None:
+            await self.connect()
+        return self._cluster
+
     async def close(self) -> None:
         """Closes the channel; calls in flight end with Cancelled."""
+        if self._cluster is not None:
+            cluster, self._cluster = self._cluster, None
+            await _aio_cluster.close_all(cluster.members)
         if self._channel is not None:
             channel, self._channel, self._stub = self._channel, None, None
             await channel.close()
@@ -139,7 +184,11 @@ class Client:
 
     async def submit_many(self, specs: Iterable[SpecLike]) -> list[str]:
         """As taskrt.Client.submit_many."""
-        request = service_pb2.SubmitRequest(tasks=to_proto_specs(specs))
+        protos = to_proto_specs(specs)
+        cluster = await self._ops()
+        if cluster is not None:
+            return await cluster.submit_many(list(protos))
+        request = service_pb2.SubmitRequest(tasks=protos)
         response = await self._call("Submit", request)
         expect_count(len(response.task_ids), len(request.tasks), "task ids")
         return list(response.task_ids)
@@ -154,6 +203,9 @@ class Client:
         ids = ids_of(ids, "ids")
         if not ids:
             return []
+        cluster = await self._ops()
+        if cluster is not None:
+            return await cluster.get_many(ids)
         response = await self._call("Get", service_pb2.GetRequest(task_ids=ids))
         expect_count(len(response.tasks), len(ids), "tasks")
         return [Task.from_proto(t) for t in response.tasks]
@@ -168,6 +220,9 @@ class Client:
         if not ids:
             return []
         wait_timeouts(timeout)
+        cluster = await self._ops()
+        if cluster is not None:
+            return await cluster.wait_many(ids, timeout)
 
         async def attempt(left: float | None) -> service_pb2.WaitResponse:
             ms, deadline = wait_timeouts(left)
@@ -185,8 +240,13 @@ class Client:
         if task_timeout is not None:
             spec["timeout"] = task_timeout
         pb = make_spec(handler, input, spec)
+        user_key = bool(pb.idempotency_key)
         if not pb.idempotency_key:
             pb.idempotency_key = run_key()
+        cluster = await self._ops()
+        if cluster is not None:
+            task = await cluster.run(pb, user_key, timeout)
+            return task_or_raise(task) if check else task
 
         async def attempt(left: float | None) -> task_pb2.Task:
             ms, deadline = wait_timeouts(left)
@@ -201,9 +261,15 @@ class Client:
                        check: bool = False) -> AsyncIterator[Task]:
         """As taskrt.Client.run_many, as an async iterator."""
         import grpc
-        tracker = StreamTracker(to_proto_specs(specs), batch)
+        protos = to_proto_specs(specs)
+        tracker = StreamTracker(protos, batch)
         wait_timeouts(timeout)
         if tracker.finished:
+            return
+        cluster = await self._ops()
+        if cluster is not None:
+            async for task in cluster.run_many(protos, batch, timeout, check):
+                yield task
             return
         stub = await self._stub_ready()
 
@@ -234,6 +300,10 @@ class Client:
         ids = ids_of(ids, "ids")
         if not ids:
             return []
+        cluster = await self._ops()
+        if cluster is not None:
+            tasks = await cluster.cancel(ids)
+            return tasks[0] if one else tasks
         response = await self._call("Cancel", service_pb2.CancelRequest(task_ids=ids))
         expect_count(len(response.tasks), len(ids), "tasks")
         tasks = [Task.from_proto(t) for t in response.tasks]
@@ -244,22 +314,47 @@ class Client:
     async def list(self, limit: int = 100, states: str | Iterable[str] | None = None,
                    handler: str | None = None) -> list[Task]:
         """As taskrt.Client.list."""
-        response = await self._call("List", list_request(limit, states, handler))
+        request = list_request(limit, states, handler)
+        cluster = await self._ops()
+        if cluster is not None:
+            return await cluster.list(request)
+        response = await self._call("List", request)
         return [Task.from_proto(t) for t in response.tasks]
 
     def watch(self, ids: Iterable[str] | None = None) -> "Watch":
         """As taskrt.Client.watch: an async iterator of TaskEvent; `async with` or
-        cancel() ends it."""
+        cancel() ends it. On a cluster, one Watch per daemon concerned, merged."""
         ids = ids_of(ids, "ids") if ids is not None else []
         return Watch(self, service_pb2.WatchRequest(task_ids=ids))
 
     async def stats(self) -> Stats:
-        """As taskrt.Client.stats."""
+        """As taskrt.Client.stats (on a cluster: the first daemon that answers)."""
+        cluster = await self._ops()
+        if cluster is not None:
+            return Stats.from_proto(await cluster.first_answer(
+                "GetStats", service_pb2.GetStatsRequest()))
         return Stats.from_proto(await self._call("GetStats", service_pb2.GetStatsRequest()))
+
+    async def cluster_stats(self) -> list[tuple[str, Stats | _errors.Error]]:
+        """As taskrt.Client.cluster_stats: (daemon name, its Stats or the Error of asking
+        it) for each daemon, asked at once; one entry for a single daemon."""
+        cluster = await self._ops()
+        if cluster is not None:
+            return await cluster.cluster_stats()
+        try:
+            stats = await self.stats()
+        except _errors.Error as e:
+            return [(self.target, e)]
+        return [(stats.daemon or self.target, stats)]
 
     async def handlers(self) -> list[HandlerInfo]:
         """As taskrt.Client.handlers."""
-        response = await self._call("ListHandlers", service_pb2.ListHandlersRequest())
+        cluster = await self._ops()
+        if cluster is not None:
+            response = await cluster.first_answer("ListHandlers",
+                                                  service_pb2.ListHandlersRequest())
+        else:
+            response = await self._call("ListHandlers", service_pb2.ListHandlersRequest())
         return [HandlerInfo.from_proto(h) for h in response.handlers]
 
 
@@ -272,8 +367,16 @@ class Watch:
         self._request = request
         self._call: Any = None
         self._cancelled = False
+        self._merged: _aio_cluster.ClusterWatch | None = None  # on a cluster target
 
     async def _start(self) -> Any:
+        if self._call is None and self._merged is None and self._client._members:
+            ops = await self._client._ops()
+            assert ops is not None
+            self._merged = ops.watch(list(self._request.task_ids))
+            await self._merged.__aenter__()
+        if self._merged is not None:
+            return None
         if self._call is None:
             stub = await self._client._stub_ready()
             self._call = stub.Watch(self._request, metadata=self._client._metadata)
@@ -288,6 +391,8 @@ class Watch:
         if self._cancelled:
             raise StopAsyncIteration
         call = await self._start()
+        if self._merged is not None:
+            return await self._merged.__anext__()
         try:
             pb = await call.read()
         except asyncio.CancelledError:
@@ -306,6 +411,8 @@ class Watch:
         self._cancelled = True
         if self._call is not None:
             self._call.cancel()
+        if self._merged is not None:
+            self._merged.cancel()
 
     async def __aenter__(self) -> "Watch":
         await self._start()

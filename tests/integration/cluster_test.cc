@@ -234,6 +234,24 @@ TEST_F(ClusterTlsTest, EveryDaemonOverTlsWithTheToken) {
   EXPECT_THAT(Client::Connect(plain), StatusIs(absl::StatusCode::kUnavailable));
 }
 
+// A daemon that never answered: new tasks go to the others, but a key's owner and a list
+// of every daemon's tasks cannot be known without it, and the error names its address.
+TEST_F(ClusterTest, ADaemonThatNeverAnsweredIsNamedNotSkipped) {
+  const std::string dead = absl::StrCat("127.0.0.1:", FreePort());
+  auto client = Connect(absl::StrCat(Target({0}), ",", dead));
+  ASSERT_NE(client, nullptr);
+  auto id = client->Submit(MakeTask("sys.noop", ""));
+  ASSERT_THAT(id, IsOk());
+  EXPECT_EQ(Owner(*id), "node-0");
+  v1::TaskSpec keyed = MakeTask("sys.noop", "");
+  keyed.set_idempotency_key("never-answered");
+  EXPECT_THAT(client->Submit(keyed), StatusIs(absl::StatusCode::kUnavailable, HasSubstr(dead)));
+  EXPECT_THAT(client->List(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr(dead)));
+  auto task = client->Wait(*id, absl::Seconds(30));
+  ASSERT_THAT(task, IsOk());
+  EXPECT_EQ(task->state(), v1::TASK_STATE_SUCCEEDED);
+}
+
 TEST_F(ClusterTest, KeysHaveOneOwnerWhateverTheOrderOfTheAddresses) {
   auto a = Connect(Target({0, 1, 2}));
   auto b = Connect(Target({2, 0, 1}));
