@@ -9,11 +9,11 @@ client uses threads. Everything runs on the event loop that connected the client
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from . import _errors
-from ._cluster import (Draining, Member, Members, group_by_owner, merge_lists, plan_streams,
-                       plan_submit, SubmitParts)
+from ._cluster import (Draining, Member, Members, SubmitParts, group_by_owner, merge_lists,
+                       merged_event, plan_streams, plan_submit)
 from ._types import Stats, Task, TaskEvent
 from .v1 import service_pb2, task_pb2
 
@@ -155,14 +155,13 @@ class AioClusterOps:
 
     # Reading and changing --------------------------------------------------------------
 
-    async def _by_owner(self, ids: list[str], method: str,
-                        make: Callable[[list[str]], Any]) -> list[Task]:
-        """`method` on each owner at once, the tasks in the order of `ids`."""
+    async def _by_owner(self, ids: list[str],
+                        ask: Callable[[Member, list[str]], Awaitable[Any]]) -> list[Task]:
+        """ask(owner, its ids) for each owner at once; the tasks in the order of `ids`."""
         from ._client import expect_count
         groups = await self._groups(ids)
         parts = [[ids[i] for i in positions] for _, positions in groups]
-        responses = await asyncio.gather(*(call(m, method, make(part))
-                                           for (m, _), part in zip(groups, parts)))
+        responses = await asyncio.gather(*(ask(m, part) for (m, _), part in zip(groups, parts)))
         out: list[Task | None] = [None] * len(ids)
         for (_, positions), part, response in zip(groups, parts, responses):
             expect_count(len(response.tasks), len(part), "tasks")
@@ -171,17 +170,16 @@ class AioClusterOps:
         return out  # type: ignore[return-value]
 
     async def get_many(self, ids: list[str]) -> list[Task]:
-        return await self._by_owner(ids, "Get",
-                                    lambda part: service_pb2.GetRequest(task_ids=part))
+        return await self._by_owner(
+            ids, lambda m, part: call(m, "Get", service_pb2.GetRequest(task_ids=part)))
 
     async def cancel(self, ids: list[str]) -> list[Task]:
-        return await self._by_owner(ids, "Cancel",
-                                    lambda part: service_pb2.CancelRequest(task_ids=part))
+        return await self._by_owner(
+            ids, lambda m, part: call(m, "Cancel", service_pb2.CancelRequest(task_ids=part)))
 
     async def wait_many(self, ids: list[str], timeout: float | None) -> list[Task]:
         """Every owner at once, each retried while unreachable within `timeout`."""
-        from ._client import expect_count, wait_timeouts
-        groups = await self._groups(ids)
+        from ._client import wait_timeouts
 
         async def wait_on(m: Member, part: list[str]) -> service_pb2.WaitResponse:
             async def attempt(left: float | None) -> service_pb2.WaitResponse:
@@ -191,15 +189,7 @@ class AioClusterOps:
                                   deadline)
             return await self._client._retrying(timeout, attempt)
 
-        parts = [[ids[i] for i in positions] for _, positions in groups]
-        responses = await asyncio.gather(*(wait_on(m, part)
-                                           for (m, _), part in zip(groups, parts)))
-        out: list[Task | None] = [None] * len(ids)
-        for (_, positions), part, response in zip(groups, parts, responses):
-            expect_count(len(response.tasks), len(part), "tasks")
-            for i, t in zip(positions, response.tasks):
-                out[i] = Task.from_proto(t)
-        return out  # type: ignore[return-value]
+        return await self._by_owner(ids, wait_on)
 
     async def list(self, request: service_pb2.ListRequest) -> list[Task]:
         """As ClusterOps.list: every member at once; one that does not answer, or never
@@ -371,13 +361,9 @@ class ClusterWatch:
             raise StopAsyncIteration
         await self._start()
         while self._open and not self._cancelled:
-            kind, value = await self._events.get()
-            if kind == "event":
-                return TaskEvent.from_proto(value)
-            if kind == "error":
-                self.cancel()
-                raise value
-            self._open -= 1
+            event = merged_event(self, *await self._events.get())
+            if event is not None:
+                return event
         raise StopAsyncIteration
 
     def cancel(self) -> None:

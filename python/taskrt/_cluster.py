@@ -622,6 +622,19 @@ class ClusterOps:
             results.put(("error", m.failed(e)))
 
 
+def merged_event(watch: Any, kind: str, value: Any) -> TaskEvent | None:
+    """One item of a merged watch's queue (MultiWatch, the aio ClusterWatch): the event;
+    None when one call ended (counted off watch._open); a call's error is raised after
+    watch.cancel() ends the others."""
+    if kind == "event":
+        return TaskEvent.from_proto(value)
+    if kind == "error":
+        watch.cancel()
+        raise value
+    watch._open -= 1
+    return None
+
+
 class MultiWatch:
     """The events of several Watch calls (one per daemon) as one iterator; cancel() ends
     them all."""
@@ -652,13 +665,9 @@ class MultiWatch:
 
     def __next__(self) -> TaskEvent:
         while self._open:
-            kind, value = self._events.get()
-            if kind == "event":
-                return TaskEvent.from_proto(value)
-            if kind == "error":
-                self.cancel()
-                raise value
-            self._open -= 1
+            event = merged_event(self, *self._events.get())
+            if event is not None:
+                return event
         raise StopIteration
 
     def cancel(self) -> None:
